@@ -1,0 +1,111 @@
+"""The `factory` command: parses options, loads the config, calls the stage's `run(cfg)`. Nothing else."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from .config import GenerateConfig, build, load_yaml, parse_overrides
+from .errors import FactoryError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="The DeepSeek-R1 distillation recipe: teacher traces, rejection filters, SFT of students.")
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: a.b=value (repeatable)")]
+
+
+@app.callback()
+def _root() -> None:
+    """The DeepSeek-R1 distillation recipe: teacher traces, rejection filters, SFT of students."""
+
+
+@app.command()
+def models(prepare: Annotated[bool, typer.Option(help="Convert the bundled models now (once)")] = False) -> None:
+    """List the bundled models (aliases usable as --teacher ENGINE:ALIAS) and where they live."""
+    from . import models as m
+
+    for alias, bundled in m.BUNDLED.items():
+        path = m.prepare(bundled) if prepare else m.model_dir(alias)
+        state = "ready" if m.is_prepared(alias) else "not prepared (factory models --prepare)"
+        typer.echo(f"{alias}\t{bundled.hub_id}\t{path}\t{state}")
+
+
+def _layers(config: str | None, flags: dict[str, Any], sets: list[str] | None) -> list[dict[str, Any]]:
+    """Config file < command-line flags < --set overrides."""
+    file_layer = load_yaml(config) if config else {}
+    return [file_layer, flags, parse_overrides(sets or [])]
+
+
+def _put(d: dict[str, Any], dotted: str, value: Any) -> None:
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = value
+
+
+@app.command()
+def generate(
+    prompts: Annotated[str | None, typer.Option(help="FILE.jsonl|FILE.parquet, gym:TASK, hf:NAME or humaneval")] = None,
+    teacher: Annotated[str | None, typer.Option(help="ENGINE:MODEL, ENGINE in openai, vllm, hf, auto")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai engine)")] = None,
+    n: Annotated[int | None, typer.Option(help="Samples per prompt")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most new tokens per sample")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many prompts")] = None,
+    size: Annotated[int | None, typer.Option(help="gym: number of problems")] = None,
+    seed: Annotated[int | None, typer.Option(help="gym: dataset seed")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """A teacher writes chain-of-thought traces for prompts into RUN_DIR/traces (resumable)."""
+    from .stages import generate as stage
+    from .teachers import parse_teacher
+
+    flags: dict[str, Any] = {}
+    for dotted, value in [("prompts.source", prompts), ("teacher.base_url", base_url), ("sampling.n", n),
+                          ("out", out), ("sampling.max_tokens", max_tokens), ("prompts.limit", limit),
+                          ("prompts.size", size), ("prompts.seed", seed), ("progress", None if progress else False)]:
+        _put(flags, dotted, value)
+    if teacher:
+        flags.setdefault("teacher", {}).update(parse_teacher(teacher))
+    if base_url and not teacher:
+        _put(flags, "teacher.engine", "openai")
+    cfg = build(GenerateConfig, *_layers(config, flags, set_), where=config or "generate")
+    report = stage.run(cfg)
+    if report.get("failed"):
+        typer.echo(f"{report['failed']} samples failed (see the error column; rerun to retry them)", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except FactoryError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished samples are cached; rerun the same command to resume", err=True)
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

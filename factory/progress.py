@@ -1,0 +1,37 @@
+"""A rich progress bar for sample generation: samples/s, tokens/s, failures by class, ETA."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .teachers.base import Usage
+
+
+class GenerationProgress:
+    def __init__(self, total: int, usage: Usage, enabled: bool = True, console: Console | None = None):
+        self.usage = usage
+        self.started = time.perf_counter()
+        self.done = 0
+        self.progress = Progress(
+            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[fails]}"),
+            console=console or Console(stderr=True), disable=not enabled, transient=False, refresh_per_second=4)
+        self.task = self.progress.add_task("generate", total=total, rate="", fails="")
+
+    def __enter__(self) -> Callable[[], None]:
+        self.progress.start()
+        return self.advance
+
+    def advance(self) -> None:
+        self.done += 1
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = f"{self.done / elapsed:.2f} samples/s {self.usage.completion_tokens / elapsed:,.0f} tok/s"
+        fails = " ".join(f"{k}:{v}" for k, v in sorted(self.usage.failures.items()))
+        self.progress.update(self.task, advance=1, rate=rate, fails=f"[red]{fails}" if fails else "")
+
+    def __exit__(self, *_: object) -> None:
+        self.progress.stop()

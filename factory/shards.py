@@ -1,0 +1,130 @@
+"""The only Parquet reader/writer. A shard directory is complete only when its manifest.json exists.
+
+Writing goes to a hidden sibling directory; shards are renamed to their final `part-i-of-N` names once N is
+known, the manifest is written last, and the directory is swapped into place. A crash at any moment leaves
+either the previous complete output or none, never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import FactoryError
+from .records import check_columns, schema_hash
+
+MANIFEST = "manifest.json"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Streams rows into Parquet shards of at most `rows_per_shard` rows; `close()` publishes them atomically."""
+
+    def __init__(self, out_dir: Path, schema: pa.Schema, rows_per_shard: int = 10_000, extra: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.schema = schema
+        self.rows_per_shard = rows_per_shard
+        self.extra = extra or {}
+        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.tmp_dir.mkdir(parents=True)
+        self._buffer: list[dict[str, Any]] = []
+        self._shards: list[tuple[str, int]] = []
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        self._buffer.extend(rows)
+        while len(self._buffer) >= self.rows_per_shard:
+            self._flush(self._buffer[: self.rows_per_shard])
+            self._buffer = self._buffer[self.rows_per_shard :]
+
+    def _flush(self, rows: list[dict[str, Any]]) -> None:
+        name = f"shard-{len(self._shards):05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), self.tmp_dir / name, compression="zstd")
+        self._shards.append((name, len(rows)))
+
+    def close(self) -> dict[str, Any]:
+        if self._buffer or not self._shards:
+            self._flush(self._buffer)
+            self._buffer = []
+        total = len(self._shards)
+        files = []
+        for i, (name, rows) in enumerate(self._shards):
+            final = f"part-{i:05d}-of-{total:05d}.parquet"
+            os.replace(self.tmp_dir / name, self.tmp_dir / final)
+            files.append({"file": final, "rows": rows})
+        manifest = {
+            "files": files,
+            "rows": sum(f["rows"] for f in files),
+            "schema_hash": schema_hash(self.schema),
+            "columns": self.schema.names,
+            **self.extra,
+        }
+        write_json_atomic(self.tmp_dir / MANIFEST, manifest)
+        _swap_into_place(self.tmp_dir, self.out_dir)
+        return manifest
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, *_: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def _swap_into_place(tmp_dir: Path, out_dir: Path) -> None:
+    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_shards(out_dir: Path, rows: list[dict[str, Any]], schema: pa.Schema, rows_per_shard: int = 10_000,
+                 extra: dict | None = None) -> dict[str, Any]:
+    with ShardWriter(out_dir, schema, rows_per_shard, extra) as writer:
+        writer.write_rows(rows)
+        return writer.close()
+
+
+def read_manifest(shard_dir: Path) -> dict[str, Any]:
+    path = Path(shard_dir) / MANIFEST
+    if not path.exists():
+        raise FactoryError(f"{shard_dir}: no {MANIFEST} (the shards are missing or were never finished)")
+    return json.loads(path.read_text())
+
+
+def iter_shards(shard_dir: Path, required: pa.Schema | None = None, columns: list[str] | None = None
+                ) -> Iterator[pa.Table]:
+    """Yields one table per shard, checked against `required` (by column name and type)."""
+    manifest = read_manifest(shard_dir)
+    for entry in manifest["files"]:
+        path = Path(shard_dir) / entry["file"]
+        if not path.exists():
+            raise FactoryError(f"{path}: listed in {MANIFEST} but missing")
+        pf = pq.ParquetFile(path)
+        if required is not None:
+            check_columns(pf.schema_arrow, required, str(path))
+        yield pf.read(columns=columns)
+
+
+def read_table(shard_dir: Path, required: pa.Schema | None = None) -> pa.Table:
+    tables = list(iter_shards(shard_dir, required))
+    return pa.concat_tables(tables) if tables else pa.table({})

@@ -1,0 +1,27 @@
+"""reasoning-gym tasks: procedurally generated problems with their own answer scorers, offline."""
+
+from __future__ import annotations
+
+import json
+
+from ..config import PromptsConfig
+from ..errors import FactoryError
+from ..records import Prompt
+
+
+def load_gym(task: str, cfg: PromptsConfig) -> list[Prompt]:
+    import reasoning_gym
+
+    try:
+        ds = reasoning_gym.create_dataset(task, size=cfg.size, seed=cfg.seed)
+    except Exception as e:
+        raise FactoryError(f"gym:{task}: unknown or invalid reasoning-gym task ({e})") from None
+    prompts = []
+    for i, entry in enumerate(ds):
+        # The filter re-creates the dataset from (task, size, seed) and scores with entry `index`.
+        meta = {"gym": {"task": task, "size": cfg.size, "seed": cfg.seed, "index": i},
+                "entry_metadata": entry.get("metadata", {})}
+        prompts.append(Prompt(source=f"gym:{task}", task=f"gym:{task}", problem=entry["question"],
+                              reference_answer=None if entry.get("answer") is None else str(entry["answer"]),
+                              metadata=json.dumps(meta, default=str)))
+    return prompts

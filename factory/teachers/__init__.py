@@ -1,0 +1,42 @@
+"""Teacher engines behind one Protocol, selected by `--teacher ENGINE:MODEL`."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..config import SamplingConfig, TeacherConfig
+from ..errors import FactoryError
+from .base import Completion, Request, Teacher, Usage
+
+__all__ = ["Completion", "Request", "Teacher", "Usage", "make_teacher", "parse_teacher", "resolve_engine"]
+
+ENGINES = ("openai", "vllm", "hf", "auto")
+
+
+def parse_teacher(spec: str) -> dict[str, str]:
+    """`ENGINE:MODEL` -> {"engine", "model"}; the model may itself contain colons."""
+    engine, sep, model = spec.partition(":")
+    if not sep or not model:
+        raise FactoryError(f"--teacher {spec!r}: expected ENGINE:MODEL, e.g. vllm:qwen2.5-coder-0.5b")
+    if engine not in ENGINES:
+        raise FactoryError(f"--teacher {spec!r}: unknown engine {engine!r} (expected one of {', '.join(ENGINES)})")
+    return {"engine": engine, "model": model}
+
+
+def resolve_engine(engine: str) -> str:
+    if engine != "auto":
+        return engine
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
+def make_teacher(cfg: TeacherConfig, sampling: SamplingConfig) -> Teacher:
+    engine = resolve_engine(cfg.engine)
+    if engine == "openai":
+        from .openai_compat import OpenAITeacher, preflight
+        preflight(cfg)
+        return OpenAITeacher(cfg, sampling)
+    if engine == "vllm":
+        from .vllm_engine import VLLMTeacher
+        return VLLMTeacher(cfg, sampling)
+    from .hf_engine import HFTeacher
+    return HFTeacher(cfg, sampling)

@@ -1,0 +1,57 @@
+"""The Teacher protocol: requests in, completions out through a callback, never an exception per sample."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..records import Prompt
+
+
+@dataclass
+class Request:
+    prompt: Prompt
+    messages: list[dict[str, str]]
+    sample_indices: list[int]  # the missing samples of this prompt; engines may serve them with native n
+
+
+@dataclass
+class Completion:
+    sample_index: int
+    text: str = ""
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    error_class: str | None = None  # e.g. rate_limit, server_error, timeout, connection, bad_response, client_error
+
+
+@dataclass
+class Usage:
+    """What a teacher reports for the progress bar; engines update it as results come in."""
+    failures: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def fail(self, cls: str) -> None:
+        self.failures[cls] = self.failures.get(cls, 0) + 1
+
+
+Sink = Callable[[Request, Completion], None]
+
+
+class Teacher(Protocol):
+    engine: str
+    model: str  # the model name recorded in traces
+    usage: Usage
+
+    def generate(self, requests: Sequence[Request], sink: Sink) -> None:
+        """Serve every sample of every request, calling `sink` once per sample as soon as it is done."""
+        ...
+
+    def close(self) -> None: ...

