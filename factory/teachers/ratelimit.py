@@ -10,7 +10,7 @@ import time
 
 
 class TokenBucket:
-    def __init__(self, per_minute: float, burst_s: float = 10.0):
+    def __init__(self, per_minute: float, burst_s: float = 1.0):
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate * burst_s)
         self.level = self.capacity

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from factory.models import is_prepared, model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # Tests never reach a hub: fail fast instead of waiting on the network.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+@pytest.fixture
+def fake_server():
+    from tests.fakes.openai_server import FakeOpenAI
+
+    servers = []
+
+    def start(**kwargs) -> tuple[FakeOpenAI, str]:
+        server = FakeOpenAI(**kwargs)
+        url = server.start()
+        servers.append(server)
+        return server, url
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    if not is_prepared("smollm2-135m"):
+        pytest.fail("the bundled model is not prepared: run `make setup`")
+    return model_dir("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """A random 2-layer Llama (hidden 64) with the bundled tokenizer and chat template: real code paths, fast."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny")
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def run_env(tmp_path, monkeypatch):
+    """Run the CLI inside a temporary directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def has_cmd(name: str) -> bool:
+    return shutil.which(name) is not None
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

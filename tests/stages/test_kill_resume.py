@@ -1,0 +1,64 @@
+"""kill -9 in the middle of `factory generate`, then the same command again: no sample lost, none bought twice."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from factory.cache import SampleCache
+from factory.config import GenerateConfig, PromptsConfig, SamplingConfig, TeacherConfig
+from factory.shards import read_table
+from factory.sources import load_prompts
+from factory.stages.generate import plan
+from tests.conftest import REPO, write_jsonl
+
+N, PROMPTS = 3, 40
+
+
+def _cmd(prompts: Path, url: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "factory.cli", "generate", "--prompts", str(prompts), "--teacher",
+            "openai:fake-teacher", "--base-url", url, "--n", str(N), "--out", str(out), "--no-progress",
+            "--set", "teacher.concurrency=4"]
+
+
+def _cached_per_prompt(prompts: Path, url: str, out: Path) -> Counter:
+    cfg = GenerateConfig(out=str(out), prompts=PromptsConfig(source=str(prompts)), sampling=SamplingConfig(n=N),
+                         teacher=TeacherConfig(engine="openai", model="fake-teacher", base_url=url))
+    with SampleCache(out / "cache") as cache:
+        return Counter({p.problem: sum(k in cache for k in keys)
+                        for p, _, keys in plan(cfg, load_prompts(cfg.prompts))})
+
+
+def test_kill_9_then_resume(tmp_path, fake_server):
+    server, url = fake_server(delay_s=0.05)
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"P{i:02d} what is {i}+{i}?"} for i in range(PROMPTS)])
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(_cmd(prompts, url, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill once a third of the samples are cached
+        segs = list((out / "cache").glob("seg-*.log")) if out.exists() else []
+        if segs and sum(s.read_bytes().count(b"\n") for s in segs) >= PROMPTS * N // 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "traces").exists(), "killed before the end: no shards yet"
+    killed_at = time.monotonic()
+    cached = _cached_per_prompt(prompts, url, out)
+    assert 0 < sum(cached.values()) < PROMPTS * N
+
+    rerun = subprocess.run(_cmd(prompts, url, out), env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    second = Counter()
+    for e in server.log:
+        if e.at > killed_at:
+            second[e.content.split("\n")[0]] += e.n
+    for problem, have in cached.items():
+        assert second[problem] == N - have, f"{problem}: had {have} cached, asked again for {second[problem]}"
+    rows = read_table(out / "traces").to_pylist()
+    assert len(rows) == PROMPTS * N and all(r["error"] is None for r in rows)
+    assert len({(r["prompt_id"], r["sample_index"]) for r in rows}) == PROMPTS * N

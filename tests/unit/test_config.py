@@ -1,0 +1,66 @@
+import pytest
+
+from factory.config import GenerateConfig, build, fingerprint, load_yaml, parse_overrides
+from factory.errors import FactoryError
+
+
+def test_defaults_are_r1s():
+    cfg = GenerateConfig()
+    assert (cfg.sampling.temperature, cfg.sampling.top_p) == (0.6, 0.95)
+    assert "\\boxed{}" in cfg.template.math and cfg.template.system is None
+
+
+def test_every_field_has_a_help_string():
+    def walk(model):
+        for name, f in model.model_fields.items():
+            assert f.description or hasattr(f.annotation, "model_fields"), f"{model.__name__}.{name} has no help"
+            sub = f.annotation if isinstance(f.annotation, type) else None
+            if sub is not None and hasattr(sub, "model_fields"):
+                walk(sub)
+    walk(GenerateConfig)
+
+
+def test_overrides_are_typed_and_nested():
+    over = parse_overrides(["sampling.temperature=0.7", "teacher.native_n=never", "prompts.limit=3", "out=runs/x"])
+    cfg = build(GenerateConfig, {"sampling": {"n": 2}}, over)
+    assert cfg.sampling.temperature == 0.7 and cfg.sampling.n == 2
+    assert cfg.teacher.native_n == "never" and cfg.prompts.limit == 3 and cfg.out == "runs/x"
+
+
+def test_later_layers_win():
+    cfg = build(GenerateConfig, {"sampling": {"n": 2, "top_p": 0.5}}, {"sampling": {"n": 8}})
+    assert cfg.sampling.n == 8 and cfg.sampling.top_p == 0.5
+
+
+@pytest.mark.parametrize("layer,needle", [
+    ({"sampling": {"temperature": -1}}, "field 'sampling.temperature'"),
+    ({"sampling": {"tempreature": 1}}, "field 'sampling.tempreature': unknown field"),
+    ({"teacher": {"engine": "tgi"}}, "field 'teacher.engine'"),
+    ({"sampling": {"n": "four"}}, "field 'sampling.n'"),
+])
+def test_bad_fields_are_named(layer, needle):
+    with pytest.raises(FactoryError, match="my.yaml: ") as e:
+        build(GenerateConfig, layer, where="my.yaml")
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("pair", ["novalue", "=3"])
+def test_bad_override_syntax(pair):
+    with pytest.raises(FactoryError, match="expected KEY=VALUE"):
+        parse_overrides([pair])
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sampling:\n  n: 4\n  top_p: [0.9\n")
+    with pytest.raises(FactoryError, match=r"c.yaml:\d+:\d+: invalid YAML"):
+        load_yaml(path)
+    with pytest.raises(FactoryError, match="no such config file"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_fingerprint_tracks_content():
+    a, b = GenerateConfig(), GenerateConfig()
+    assert fingerprint(a) == fingerprint(b)
+    b.sampling.temperature = 0.7
+    assert fingerprint(a) != fingerprint(b)
