@@ -7,6 +7,7 @@ resume. The calling script needs an `if __name__ == "__main__":` guard (the engi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
@@ -23,10 +24,18 @@ def on_gpu() -> bool:
         return False
 
 
+def _external_id(request_id: str) -> str:
+    """vLLM returns internal ids (`7-1a2b3c4d`: the counter plus a random suffix) but reports outputs under
+    the external one (`7`), depending on the version; the counter part identifies the request either way."""
+    return request_id.split("-", 1)[0]
+
+
 class VLLMTeacher:
     engine = "vllm"
 
     def __init__(self, cfg: TeacherConfig, sampling: SamplingConfig):
+        # vLLM's per-step INFO lines would bury the progress bar; VLLM_LOGGING_LEVEL=INFO brings them back.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
         self.cfg, self.sampling = cfg, sampling
@@ -55,11 +64,13 @@ class VLLMTeacher:
                 ids = self.llm.enqueue_chat([r.messages for r in window],
                                             [self._params(len(r.sample_indices)) for r in window], use_tqdm=False)
                 now = time.perf_counter()
-                in_flight.update({rid: (r, now) for rid, r in zip(ids, window)})
+                in_flight.update({_external_id(rid): (r, now) for rid, r in zip(ids, window)})
             for out in engine.step():
-                if out.finished and out.request_id in in_flight:
-                    req, started = in_flight.pop(out.request_id)
+                if out.finished and _external_id(out.request_id) in in_flight:
+                    req, started = in_flight.pop(_external_id(out.request_id))
                     self._emit(req, out, time.perf_counter() - started, sink)
+            if in_flight and not pending and not engine.has_unfinished_requests():
+                self._fail_lost(in_flight, sink)  # never spin on requests the engine no longer knows
 
     def _emit(self, req: Request, out, latency: float, sink: Sink) -> None:
         prompt_tokens = len(out.prompt_token_ids or [])
@@ -70,6 +81,14 @@ class VLLMTeacher:
             self.usage.completion_tokens += tokens
             sink(req, Completion(sample_index=index, text=choice.text, finish_reason=choice.finish_reason,
                                  prompt_tokens=prompt_tokens, completion_tokens=tokens, latency_s=latency))
+
+    def _fail_lost(self, in_flight: dict[str, tuple[Request, float]], sink: Sink) -> None:
+        for req, _ in in_flight.values():
+            for index in req.sample_indices:
+                self.usage.fail("engine")
+                sink(req, Completion(index, error="engine: vLLM finished without returning this request",
+                                     error_class="engine"))
+        in_flight.clear()
 
     def close(self) -> None:
         del self.llm

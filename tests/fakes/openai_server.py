@@ -40,6 +40,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
+        self._canned: dict[int, bytes] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> str:
@@ -114,7 +115,12 @@ class FakeOpenAI:
             raise asyncio.CancelledError
         if kind == "malformed":
             return web.Response(text='{"choices": [ {"message": tru', content_type="application/json")
-        return web.json_response(self._completion(body, content, 1 if not self.support_n else n))
+        n = 1 if not self.support_n else n
+        if self.body_chars:  # benchmarks: a canned body, so the server's CPU is not what is measured
+            if n not in self._canned:
+                self._canned[n] = json.dumps(self._completion(body, "benchmark", n)).encode()
+            return web.Response(body=self._canned[n], content_type="application/json")
+        return web.json_response(self._completion(body, content, n))
 
     def _completion(self, body: dict, content: str, n: int) -> dict:
         choices = []
@@ -140,10 +146,10 @@ class FakeOpenAI:
 
 
 def main() -> None:
-    """`python -m tests.fakes.openai_server PORT_FILE [delay]`: serve until killed (for subprocess tests)."""
+    """`python -m tests.fakes.openai_server URL_FILE [body_chars]`: serve until killed (benchmarks)."""
     import sys
 
-    server = FakeOpenAI(delay_s=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)
+    server = FakeOpenAI(body_chars=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     url = server.start()
     with open(sys.argv[1], "w") as f:
         f.write(url)
