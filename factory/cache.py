@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .errors import FactoryError
 
@@ -26,7 +27,7 @@ COMPACT_AFTER = 16  # segments; merged into one on open so resumes don't accumul
 
 
 def sample_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class SampleCache:
@@ -39,6 +40,8 @@ class SampleCache:
         except BlockingIOError:
             raise FactoryError(f"{self.root}: another process is writing this run's cache") from None
         self.index: dict[str, tuple[Path, int, int]] = {}
+        self._readers: dict[Path, Any] = {}
+        self._path = None
         segments = sorted(self.root.glob("seg-*.log"))
         for seg in segments:
             self._scan(seg)
@@ -70,6 +73,9 @@ class SampleCache:
             os.fsync(out.fileno())
         os.replace(tmp, merged)
         self.index = new_index
+        for handle in self._readers.values():
+            handle.close()
+        self._readers.clear()
         for seg in segments:
             seg.unlink()
 
@@ -80,7 +86,7 @@ class SampleCache:
         return len(self.index)
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        line = key.encode() + b"\t" + json.dumps(value, ensure_ascii=False, default=str).encode() + b"\n"
+        line = key.encode() + b"\t" + orjson.dumps(value, default=str) + b"\n"
         offset = self._out.tell()
         self._out.write(line)
         self._out.flush()
@@ -91,23 +97,29 @@ class SampleCache:
 
     def _read_line(self, key: str) -> bytes:
         path, offset, length = self.index[key]
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(length)
+        if path == self._path:
+            self._out.flush()
+        handle = self._readers.get(path)
+        if handle is None:
+            handle = self._readers[path] = open(path, "rb")
+        handle.seek(offset)
+        return handle.read(length)
 
     def get(self, key: str) -> dict[str, Any] | None:
         if key not in self.index:
             return None
         line = self._read_line(key)
         try:
-            return json.loads(line[line.index(b"\t") + 1 :])
-        except (ValueError, UnicodeDecodeError):
+            return orjson.loads(line[line.index(b"\t") + 1 :])
+        except (orjson.JSONDecodeError, ValueError):
             return None  # a damaged entry is regenerated, not trusted
 
     def close(self) -> None:
         self._out.flush()
         os.fsync(self._out.fileno())
         self._out.close()
+        for handle in self._readers.values():
+            handle.close()
         if self._path.stat().st_size == 0:
             self._path.unlink()
         fcntl.flock(self._lock, fcntl.LOCK_UN)

@@ -56,6 +56,9 @@ class TeacherConfig(Strict):
         None, gt=0, le=1, description="vllm: memory share for weights + KV cache (auto: 0.9 GPU, 0.35 CPU)")
     max_model_len: int | None = Field(None, ge=1, description="vllm: context length (default: from the model)")
     dtype: str = Field("auto", description="vllm/hf: weight dtype")
+    client: Literal["aiohttp", "openai-sdk"] = Field(
+        "aiohttp", description="openai: HTTP client; openai-sdk uses the SDK's own (slower at high concurrency)")
+    headers: dict[str, str] = Field(default_factory=dict, description="openai: extra HTTP headers")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra JSON merged into requests")
     prices: Prices | None = Field(None, description="Token prices, to report the run's cost")
 

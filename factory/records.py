@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,8 +58,9 @@ class Trace:
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def to_row(self) -> dict[str, Any]:
-        row = {k: v for k, v in asdict(self).items() if k != "prompt"}
-        row.update({k: getattr(self.prompt, k) for k in PROMPT_FIELDS})
+        # Not dataclasses.asdict: it deep-copies every field, and traces are long strings.
+        row = {k: getattr(self.prompt, k) for k in PROMPT_FIELDS}
+        row.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompt"})
         return row
 
 

@@ -13,10 +13,15 @@ import random
 import time
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 import openai
+import orjson
+
+try:
+    import httpx2 as httpx  # openai >= 3 runs on the httpx2 fork of httpx
+except ImportError:
+    import httpx
 
 from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
@@ -80,25 +85,22 @@ class OpenAITeacher:
         pass
 
     async def _generate(self, requests: Sequence[Request], sink: Sink) -> None:
-        limits = httpx.Limits(max_connections=self.cfg.concurrency, max_keepalive_connections=self.cfg.concurrency)
-        http = httpx.AsyncClient(limits=limits, timeout=self.cfg.timeout_s)
-        client = openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=api_key(self.cfg), max_retries=0,
-                                    timeout=self.cfg.timeout_s, http_client=http)
+        transport = AiohttpTransport(self.cfg) if self.cfg.client == "aiohttp" else SdkTransport(self.cfg)
         queue: asyncio.Queue[tuple[Request, list[int]]] = asyncio.Queue()
         for req in requests:
             for chunk in self._chunks(req.sample_indices):
                 queue.put_nowait((req, chunk))
-        workers = [asyncio.create_task(self._worker(client, queue, sink))
+        workers = [asyncio.create_task(self._worker(transport, queue, sink))
                    for _ in range(min(self.cfg.concurrency, queue.qsize()))]
         try:
             await asyncio.gather(*workers)
         finally:
-            await client.close()
+            await transport.close()
 
     def _chunks(self, indices: list[int]) -> list[list[int]]:
         return [indices] if self._native_n and len(indices) > 1 else [[i] for i in indices]
 
-    async def _worker(self, client: openai.AsyncOpenAI, queue: asyncio.Queue, sink: Sink) -> None:
+    async def _worker(self, client: Transport, queue: asyncio.Queue, sink: Sink) -> None:
         while not queue.empty():
             req, indices = queue.get_nowait()
             for item in await self._serve(client, req, indices, queue):
@@ -147,29 +149,17 @@ class OpenAITeacher:
         ceiling = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)  # "equal jitter": spreads a thundering herd of retries
 
-    async def _call(self, client: openai.AsyncOpenAI, req: Request, n: int) -> tuple[list[dict], dict, float]:
+    async def _call(self, client: Transport, req: Request, n: int) -> tuple[list[dict], dict, float]:
         if self._rpm:
             await self._rpm.take(1)
         if self._tpm:
             est = sum(len(m["content"]) for m in req.messages) / 4 + self.sampling.max_tokens * n
             await self._tpm.take(est)
-        body: dict[str, Any] = dict(self.cfg.extra_body)
-        kwargs = {"n": n} if n > 1 else {}
+        body: dict[str, Any] = {"model": self.cfg.model, "messages": req.messages, "max_tokens": self.sampling.max_tokens,
+                                "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
+                                **({"n": n} if n > 1 else {}), **self.cfg.extra_body}
         start = time.perf_counter()
-        try:
-            # The raw response skips building pydantic models for ~6k-token bodies: client CPU matters at 1k in flight.
-            raw = await client.chat.completions.with_raw_response.create(
-                model=self.cfg.model, messages=req.messages, temperature=self.sampling.temperature,
-                top_p=self.sampling.top_p, max_tokens=self.sampling.max_tokens, extra_body=body or None, **kwargs)
-            data = json.loads(await raw.http_response.aread())
-        except openai.APIStatusError as e:
-            raise _classify_status(e, n) from None
-        except openai.APITimeoutError:
-            raise SampleFailure("timeout", f"no answer within {self.cfg.timeout_s:g}s") from None
-        except openai.APIConnectionError as e:
-            raise SampleFailure("connection", _short(str(e.__cause__ or e))) from None
-        except (ValueError, httpx.HTTPError) as e:
-            raise SampleFailure("bad_response", f"unreadable response body ({_short(str(e), 80)})") from None
+        data = await client.post(body, n)
         latency = time.perf_counter() - start
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
@@ -181,22 +171,98 @@ class OpenAITeacher:
         return sorted(choices, key=lambda c: c.get("index", 0)), usage, latency
 
 
-def _classify_status(e: openai.APIStatusError, n: int) -> SampleFailure:
-    status = e.status_code
-    message = f"HTTP {status}: {_short(e.message)}"
+class Transport(Protocol):
+    async def post(self, body: dict[str, Any], n: int) -> Any:
+        """POST /chat/completions; the parsed JSON, or SampleFailure with a class."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpTransport:
+    """The default: aiohttp straight to the server. Measured in bench/generate_client.py, the openai SDK's
+    per-request work (option copies, a type walk of the params, httpx request models) cost ~1 ms of client CPU
+    per request, 4-7x a bare aiohttp loop, and its httpx pool is O(connections) per request at 1k in flight."""
+
+    def __init__(self, cfg: TeacherConfig):
+        import aiohttp
+
+        self.url = (cfg.base_url or "https://api.openai.com/v1").rstrip("/") + "/chat/completions"
+        self.timeout = cfg.timeout_s
+        headers = {"Authorization": f"Bearer {api_key(cfg)}", "Content-Type": "application/json", **cfg.headers}
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=cfg.concurrency), headers=headers,
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout_s))
+
+    async def post(self, body: dict[str, Any], n: int) -> Any:
+        import aiohttp
+
+        try:
+            async with self.session.post(self.url, data=orjson.dumps(body)) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise _classify_status(resp.status, _error_message(raw), resp.headers, n)
+            return orjson.loads(raw)
+        except asyncio.TimeoutError:
+            raise SampleFailure("timeout", f"no answer within {self.timeout:g}s") from None
+        except aiohttp.ClientPayloadError as e:
+            raise SampleFailure("bad_response", f"truncated response body ({_short(str(e), 80)})") from None
+        except aiohttp.ClientError as e:
+            raise SampleFailure("connection", _short(f"{type(e).__name__}: {e}")) from None
+        except ValueError as e:
+            raise SampleFailure("bad_response", f"unreadable response body ({_short(str(e), 80)})") from None
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class SdkTransport:
+    """The openai SDK's client (`teacher.client: openai-sdk`), for providers that need its extras."""
+
+    def __init__(self, cfg: TeacherConfig):
+        self.timeout = cfg.timeout_s
+        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=api_key(cfg), max_retries=0,
+                                         timeout=cfg.timeout_s, default_headers=cfg.headers or None)
+
+    async def post(self, body: dict[str, Any], n: int) -> Any:
+        try:
+            raw = await self.client.post("/chat/completions", body=body, cast_to=httpx.Response)
+            return json.loads(await raw.aread())
+        except openai.APIStatusError as e:
+            raise _classify_status(e.status_code, e.message, e.response.headers, n) from None
+        except openai.APITimeoutError:
+            raise SampleFailure("timeout", f"no answer within {self.timeout:g}s") from None
+        except openai.APIConnectionError as e:
+            raise SampleFailure("connection", _short(str(e.__cause__ or e))) from None
+        except (ValueError, httpx.HTTPError) as e:
+            raise SampleFailure("bad_response", f"unreadable response body ({_short(str(e), 80)})") from None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        err = json.loads(raw).get("error")
+        return str(err.get("message", err) if isinstance(err, dict) else err)
+    except (ValueError, AttributeError):
+        return raw[:200].decode(errors="replace")
+
+
+def _classify_status(status: int, text: str, headers: Any, n: int) -> SampleFailure:
+    message = f"HTTP {status}: {_short(text)}"
     if status == 429:
-        return SampleFailure("rate_limit", message, _retry_after(e.response))
+        return SampleFailure("rate_limit", message, _retry_after(headers))
     if status >= 500:
-        return SampleFailure("server_error", message, _retry_after(e.response))
+        return SampleFailure("server_error", message, _retry_after(headers))
     if status in (408, 409):
         return SampleFailure("timeout", message)
-    if status == 400 and n > 1 and "'n'" in str(e.message).replace('"n"', "'n'"):
+    if status == 400 and n > 1 and "'n'" in text.replace('"n"', "'n'"):
         return SampleFailure("n_unsupported", message)
     return SampleFailure("client_error", message)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    headers = response.headers
+def _retry_after(headers: Any) -> float | None:
     if "retry-after-ms" in headers:
         try:
             return float(headers["retry-after-ms"]) / 1000

@@ -1,9 +1,10 @@
+import pytest
+
 from factory.config import TemplateConfig
+from factory.errors import FactoryError
 from factory.records import Prompt
 from factory.teachers import parse_teacher
 from factory.teachers.template import build_messages
-from factory.errors import FactoryError
-import pytest
 
 
 def test_math_and_code_templates_keep_braces():
