@@ -77,29 +77,24 @@ def generate(
     if base_url and not teacher:
         _put(flags, "teacher.engine", "openai")
     cfg = build(GenerateConfig, *_layers(config, flags, set_), where=config or "generate")
-    report = stage.run(cfg)
+    try:
+        report = stage.run(cfg)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished samples are cached; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
     if report.get("failed"):
         typer.echo(f"{report['failed']} samples failed (see the error column; rerun to retry them)", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="factory")  # standalone: click prints usage errors itself and exits 2
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except FactoryError as e:
         typer.echo(f"error: {e}", err=True)
         return 1
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished samples are cached; rerun the same command to resume", err=True)
-        return 130
-    except typer.Exit as e:
-        return e.exit_code
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        raise
     return 0
 
 

