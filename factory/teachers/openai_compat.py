@@ -1,7 +1,8 @@
-"""Any OpenAI-compatible server (vLLM, SGLang, DeepSeek, OpenAI, Together...) through the `openai` async client.
+"""Any OpenAI-compatible server (vLLM, SGLang, DeepSeek, OpenAI, Together...): `/chat/completions` over
+aiohttp (default) or the `openai` SDK's async client, with the SDK's sync client for the preflight check.
 
-The client's own retries are off: this module retries with exponential backoff and jitter, honours
-`Retry-After`, and counts failures by class for the progress bar and the run's report.
+Retries are done here, not by a client: exponential backoff with jitter, `Retry-After` honoured, and every
+failure counted by class for the progress bar and the run's report.
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ def api_key(cfg: TeacherConfig) -> str:
 def preflight(cfg: TeacherConfig) -> None:
     """Fail fast, in one line, when the server is unreachable, the key is wrong or the model is not served."""
     url = cfg.base_url or "https://api.openai.com/v1"
-    client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key(cfg), max_retries=1, timeout=30)
+    client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key(cfg), max_retries=1, timeout=30,
+                           default_headers=cfg.headers or None)
     try:
         served = [m.id for m in client.models.list()]
     except openai.AuthenticationError as e:
-        raise FactoryError(f"{url}/models: HTTP {e.status_code}: the API key in ${cfg.api_key_env} was refused") from None
+        why = "was refused" if os.environ.get(cfg.api_key_env) else "is not set"
+        raise FactoryError(f"{url}/models: HTTP {e.status_code}: the API key in ${cfg.api_key_env} {why}") from None
     except openai.NotFoundError:
         return  # some servers have no /models route: the first request will tell
     except openai.APIStatusError as e:

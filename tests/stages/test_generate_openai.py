@@ -136,12 +136,15 @@ def test_cost_is_reported_when_prices_are_given(tmp_path, fake_server):
     assert stats["cost_usd"] == pytest.approx((stats["prompt_tokens"] * 1 + stats["completion_tokens"] * 2) / 1e6)
 
 
-@pytest.mark.parametrize("setup,needle", [
-    ({"api_key": "right"}, "HTTP 401: the API key in $OPENAI_API_KEY was refused"),
-    ({"model": "other"}, "model 'fake-teacher' is not served (served: other)"),
+@pytest.mark.parametrize("key,setup,needle", [
+    ("sk-wrong-secret", {"api_key": "right"}, "HTTP 401: the API key in $OPENAI_API_KEY was refused"),
+    (None, {"api_key": "right"}, "HTTP 401: the API key in $OPENAI_API_KEY is not set"),
+    ("sk-wrong-secret", {"model": "other"}, "model 'fake-teacher' is not served (served: other)"),
 ])
-def test_preflight_errors_are_one_line_and_write_nothing(tmp_path, fake_server, capsys, monkeypatch, setup, needle):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret")
+def test_preflight_errors_are_one_line_and_write_nothing(tmp_path, fake_server, capsys, monkeypatch, key, setup,
+                                                          needle):
+    if key:
+        monkeypatch.setenv("OPENAI_API_KEY", key)
     _, url = fake_server(**setup)
     _prompts(tmp_path)
     assert _generate(tmp_path, url) == 1
