@@ -4,7 +4,7 @@ A stub server in another process answers at once with ~6k-token bodies; both cli
 at 64, 256 and 1024 in flight. Reported: samples/s, client CPU ms per request, and factory/bare ratios.
 factory runs its whole stage (prompt loading, cache writes, Parquet shards), so the ratio is end to end.
 
-    .venv/bin/python bench/generate_client.py [--requests 5000] [--levels 64,256,1024]
+    .venv/bin/python bench/generate_client.py [--requests 20000] [--levels 64,256,1024]
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def run_factory(url: str, k: int, inflight: int, tmp: Path) -> tuple[float, floa
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--levels", default="64,256,1024")
     args = ap.parse_args()
     proc, url = start_stub()

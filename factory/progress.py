@@ -23,6 +23,8 @@ class GenerationProgress:
         self.usage = usage
         self.started = time.perf_counter()
         self.done = 0
+        self.total = total
+        self._shown = 0.0
         self.progress = Progress(
             TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[fails]}"),
@@ -35,10 +37,14 @@ class GenerationProgress:
 
     def advance(self) -> None:
         self.done += 1
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        now = time.perf_counter()
+        if now - self._shown < 0.25 and self.done < self.total:
+            return  # at thousands of samples/s, redrawing per sample would cost more than the sample
+        self._shown = now
+        elapsed = max(now - self.started, 1e-9)
         rate = f"{self.done / elapsed:.2f} samples/s {self.usage.completion_tokens / elapsed:,.0f} tok/s"
         fails = "errors " + " ".join(f"{k}:{v}" for k, v in sorted(self.usage.failures.items()))
-        self.progress.update(self.task, advance=1, rate=rate, fails=f"[red]{fails}" if self.usage.failures else "")
+        self.progress.update(self.task, completed=self.done, rate=rate, fails=f"[red]{fails}" if self.usage.failures else "")
 
     def __exit__(self, *_: object) -> None:
         self.progress.stop()
