@@ -121,7 +121,7 @@ def _gguf_to_safetensors(gguf: Path, out: Path, model: Bundled) -> None:
     config = AutoConfig.from_pretrained(gguf.parent, **kwargs)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.torch_dtype = torch.bfloat16
+    config.dtype = torch.bfloat16
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:

@@ -104,10 +104,6 @@ def schema_hash(schema: pa.Schema) -> str:
     return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
 
 
-def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema = TRACE_SCHEMA) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
 def prompt_from_row(row: dict[str, Any]) -> Prompt:
     return Prompt(**{k: row[k] for k in PROMPT_FIELDS})
 

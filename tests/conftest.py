@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -84,10 +83,6 @@ def run_env(tmp_path, monkeypatch):
     """Run the CLI inside a temporary directory."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def has_cmd(name: str) -> bool:
-    return shutil.which(name) is not None
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -39,7 +39,10 @@ def test_traces_land_in_shards_with_the_normalised_channel(tmp_path, fake_server
     assert server.served() == 6 and len(server.log) == 3, "native n: one request per prompt"
     stats = json.loads((tmp_path / "run" / "generate_stats.json").read_text())
     assert stats["ok"] == 6 and stats["requested"] == 6 and stats["completion_tokens"] == 120
-    assert (tmp_path / "run" / "config.resolved.yaml").read_text().count("fingerprint") == 1
+    resolved = (tmp_path / "run" / "config.resolved.yaml").read_text()
+    manifest = read_manifest(tmp_path / "run" / "traces")
+    assert resolved.count("fingerprint") == 1 and f"fingerprint: {manifest['fingerprint']}" in resolved
+    assert manifest["config"]["teacher"]["base_url"] == url and manifest["rows"] == 6
 
 
 def test_reasoning_content_field_is_used(tmp_path, fake_server):
