@@ -86,6 +86,24 @@ def generate(
         typer.echo(f"{report['failed']} samples failed (see the error column; rerun to retry them)", err=True)
 
 
+@app.command("filter")
+def filter_(
+    run_dir: Annotated[str, typer.Argument(help="Run directory with traces/")],
+    workers: Annotated[int | None, typer.Option(help="Worker processes (0: one per core)")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Apply the R1 rejection filters: RUN_DIR/filtered/kept, filtered/rejected and filtered/stats.json."""
+    from .config import FilterConfig
+    from .stages import filter as stage
+
+    flags: dict[str, Any] = {"run_dir": run_dir}
+    _put(flags, "workers", workers)
+    _put(flags, "progress", None if progress else False)
+    stage.run(build(FilterConfig, *_layers(config, flags, set_), where=config or "filter"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
     try:

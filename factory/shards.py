@@ -95,7 +95,7 @@ class ShardWriter:
             **self.extra,
         }
         write_json_atomic(self.tmp_dir / MANIFEST, manifest)
-        _swap_into_place(self.tmp_dir, self.out_dir)
+        swap_into_place(self.tmp_dir, self.out_dir)
         return manifest
 
     def abort(self) -> None:
@@ -110,7 +110,8 @@ class ShardWriter:
             self.abort()
 
 
-def _swap_into_place(tmp_dir: Path, out_dir: Path) -> None:
+def swap_into_place(tmp_dir: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by `tmp_dir` (two renames: a crash between them leaves no out_dir, never a mixed one)."""
     old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
     if out_dir.exists():
         os.replace(out_dir, old)

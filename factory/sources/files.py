@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from ..config import PromptsConfig
 from ..errors import FactoryError
 from ..records import Prompt
+from ..textutil import last_boxed
 from . import check_task
 
 PROBLEM_KEYS = ("problem", "question", "prompt")
@@ -66,19 +67,3 @@ def row_to_prompt(row: dict[str, Any], cfg: PromptsConfig, where: str, source: s
     return Prompt(source=source, task=task, problem=problem,
                   reference_answer=None if answer is None else str(answer),
                   tests=row.get("tests"), metadata=json.dumps(meta, default=str, ensure_ascii=False))
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (braces balanced). Hand-written: a dozen lines, no library offers it alone."""
-    start = text.rfind("\\boxed")
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j]
-    return None

@@ -7,7 +7,7 @@ import pytest
 from factory.config import PromptsConfig
 from factory.errors import FactoryError
 from factory.sources import load_prompts
-from factory.sources.files import last_boxed
+from factory.textutil import last_boxed
 from tests.conftest import write_jsonl
 
 

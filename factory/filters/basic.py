@@ -1,0 +1,81 @@
+"""Cheap structural filters: format, length, code blocks in the reasoning, repetition, identity phrases."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from ..records import Prompt
+from . import Verdict, row_filter
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_FENCE = re.compile(r"^\s*```", re.M)
+_CODE_LINE = re.compile(r"^(?: {4}|\t)\S.*(?:[=(){}\[\]:;]|\bdef\b|\breturn\b|\bimport\b)")
+
+
+def count_tokens(row: Mapping[str, Any]) -> tuple[int, str]:
+    if row.get("completion_tokens") is not None:
+        return int(row["completion_tokens"]), "teacher"
+    return len(_TOKEN.findall(row.get("raw_completion") or "")), "estimated"
+
+
+@row_filter("format")
+def format_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
+    if trace.get("error"):
+        return Verdict(False, "generation_error", details={"error": trace["error"][:200]})
+    if p.require_reasoning and not (trace.get("reasoning") or "").strip():
+        return Verdict(False, "no_reasoning")
+    if p.require_closed and trace.get("reasoning_source") == "unclosed_think":
+        return Verdict(False, "unclosed_think")
+    if p.require_answer and not (trace.get("answer") or "").strip():
+        return Verdict(False, "no_answer")
+    return Verdict(True)
+
+
+@row_filter("length")
+def length_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
+    tokens, how = count_tokens(trace)
+    details = {"tokens": tokens, "counted_by": how}
+    if p.reject_truncated and trace.get("truncated"):
+        return Verdict(False, "truncated", float(tokens), details)
+    if tokens < p.min_tokens:
+        return Verdict(False, "too_short", float(tokens), details)
+    if tokens > p.max_tokens:
+        return Verdict(False, "too_long", float(tokens), details)
+    return Verdict(True, score=float(tokens), details=details)
+
+
+@row_filter("code_block")
+def code_block_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
+    if prompt.task == "code":
+        return Verdict(True, "skipped: code task")
+    reasoning = trace.get("reasoning") or ""
+    if _FENCE.search(reasoning):
+        return Verdict(False, "fenced_code")
+    run = 0
+    for line in reasoning.splitlines():
+        run = run + 1 if _CODE_LINE.match(line) else 0
+        if run >= p.min_indented_lines:
+            return Verdict(False, "indented_code")
+    return Verdict(True)
+
+
+@row_filter("repetition")
+def repetition_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
+    words = (trace.get("reasoning") or "").split()
+    if len(words) < p.ngram:
+        return Verdict(True, score=0.0)
+    grams = Counter(tuple(words[i : i + p.ngram]) for i in range(0, len(words) - p.ngram + 1))
+    top, count = grams.most_common(1)[0]
+    if count > p.max_repeats:
+        return Verdict(False, "repetition", float(count), {"ngram": " ".join(top)[:120]})
+    return Verdict(True, score=float(count))
+
+
+@row_filter("identity")
+def identity_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
+    text = f"{trace.get('reasoning') or ''}\n{trace.get('answer') or ''}".lower()
+    hits = [phrase for phrase in p.phrases if phrase.lower() in text]
+    return Verdict(False, "identity", details={"phrases": hits}) if hits else Verdict(True)

@@ -1,0 +1,95 @@
+"""Filters that judge a trace against the rest of the run: dedup (exact and MinHash LSH) and selection.
+
+They run on a compact per-row summary (prompt, tokens, keys), never on the traces themselves, so memory stays
+flat in the length of the traces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ..config import DedupParams, SelectionParams
+
+_SPACE = re.compile(r"\s+")
+
+
+def exact_key(reasoning: str, answer: str) -> str:
+    normalised = _SPACE.sub(" ", f"{reasoning}\n{answer}".lower()).strip()
+    return hashlib.blake2b(normalised.encode(), digest_size=16).hexdigest()
+
+
+def minhash(text: str, p: DedupParams):
+    """A LeanMinHash: compact and picklable, so worker processes can send it back."""
+    from datasketch import LeanMinHash, MinHash
+
+    words = text.lower().split()
+    m = MinHash(num_perm=p.num_perm, seed=1)
+    shingles = {" ".join(words[i : i + p.shingle]) for i in range(max(1, len(words) - p.shingle + 1))}
+    m.update_batch([s.encode() for s in shingles])
+    return LeanMinHash(m)
+
+
+@dataclass
+class RowSummary:
+    prompt_id: str
+    tokens: int
+    passed_rows: bool  # passed every row filter
+    correct: bool | None
+    key: str | None = None
+    signature: object = None  # MinHash, when near-dedup is on and the row passed
+
+
+def dedup(rows: list[RowSummary], p: DedupParams) -> dict[int, str]:
+    """Row index -> reason, for duplicates among rows that passed the row filters; the shortest is kept."""
+    from datasketch import MinHashLSH
+
+    rejected: dict[int, str] = {}
+    seen: set[str] = set()
+    lsh = MinHashLSH(threshold=p.threshold, num_perm=p.num_perm) if p.near else None
+    for i in sorted((i for i, r in enumerate(rows) if r.passed_rows), key=lambda i: (rows[i].tokens, i)):
+        row = rows[i]
+        if row.key in seen:
+            rejected[i] = "duplicate"
+            continue
+        seen.add(row.key)
+        if lsh is not None and row.signature is not None:
+            if lsh.query(row.signature):
+                rejected[i] = "near_duplicate"
+                continue
+            lsh.insert(str(i), row.signature)
+    return rejected
+
+
+def pass_rates(rows: list[RowSummary]) -> dict[str, float | None]:
+    graded: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        if r.correct is not None:
+            graded[r.prompt_id].append(r.correct)
+    return {pid: sum(v) / len(v) for pid, v in graded.items()}
+
+
+def select(rows: list[RowSummary], alive: list[int], rates: dict[str, float], p: SelectionParams) -> dict[int, str]:
+    """Row index -> reason, for rows over the per-prompt quota or of prompts that are too easy."""
+    rejected: dict[int, str] = {}
+    by_prompt: dict[str, list[int]] = defaultdict(list)
+    for i in alive:
+        rate = rates.get(rows[i].prompt_id)
+        if p.max_pass_rate is not None and rate is not None and rate > p.max_pass_rate:
+            rejected[i] = "too_easy"
+        else:
+            by_prompt[rows[i].prompt_id].append(i)
+    if p.max_per_prompt is None:
+        return rejected
+    rng = random.Random(p.seed)
+    for indices in by_prompt.values():
+        if p.strategy == "shortest":
+            indices.sort(key=lambda i: (rows[i].tokens, i))
+        else:
+            rng.shuffle(indices)
+        for i in indices[p.max_per_prompt :]:
+            rejected[i] = "over_quota"
+    return rejected
