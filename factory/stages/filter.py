@@ -53,7 +53,7 @@ def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None) -> 
     for row in rows:
         verdicts = run_row_filters(row, names, params)
         first = next((n for n in names if not verdicts[n].ok), None)
-        correct = verdicts["correctness"].ok if "correctness" in verdicts else None
+        correct = _graded(verdicts.get("correctness"))
         tokens = int(verdicts["length"].score or 0) if "length" in verdicts else len(row["raw_completion"])
         key = sig = None
         if first is None and cfg.dedup.enabled and "dedup" in cfg.order:
@@ -62,6 +62,13 @@ def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None) -> 
                 sig = minhash(f"{row['reasoning']}\n{row['answer']}", cfg.dedup)
         out.append((json.dumps({n: v.to_json() for n, v in verdicts.items()}), first, correct, tokens, key, sig))
     return out
+
+
+def _graded(v) -> bool | None:
+    """Correct or not; None when the trace could not be checked (it must not count in the pass rate)."""
+    if v is None or (v.reason or "").startswith(("no_reference", "unverified")):
+        return None
+    return v.ok
 
 
 def run(cfg: FilterConfig) -> dict[str, Any]:

@@ -1,0 +1,90 @@
+"""`factory filter` on shards written by `factory generate` (against the fake server), end to end."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from factory.cli import main
+from factory.shards import read_manifest, read_table
+from tests.conftest import write_jsonl
+
+PROBLEMS = [("What is 40 + 2?", "42"), ("What is 6 * 7?", "42"), ("What is 3 + 4?", "7"), ("Prove it.", None)]
+
+
+@pytest.fixture
+def run_dir(tmp_path, fake_server):
+    _, url = fake_server()  # always answers \boxed{42}
+    rows = [{"problem": p, **({"answer": a} if a else {})} for p, a in PROBLEMS]
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "run"
+    assert main(["generate", "--prompts", str(tmp_path / "p.jsonl"), "--teacher", "openai:fake-teacher",
+                 "--base-url", url, "--n", "2", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _filter(run_dir, *args) -> int:
+    return main(["filter", str(run_dir), "--no-progress", "--workers", "1", *args])
+
+
+def test_funnel_reasons_and_columns(run_dir):
+    assert _filter(run_dir) == 0
+    stats = json.loads((run_dir / "filtered" / "stats.json").read_text())
+    assert stats["funnel"]["in"] == 8 and stats["funnel"]["kept"] == 4
+    assert stats["funnel"]["rejected_by"]["correctness"] == 4
+    assert stats["reasons"]["correctness: wrong_answer"] == 2 and stats["reasons"]["correctness: no_reference"] == 2
+    assert stats["pass_rate"]["by_task"] == {"math": pytest.approx(2 / 3, abs=1e-3)}, "unverified prompts don't count"
+    kept = read_table(run_dir / "filtered" / "kept").to_pylist()
+    rejected = read_table(run_dir / "filtered" / "rejected").to_pylist()
+    assert len(kept) == 4 and all(r["kept"] and r["reject_reason"] is None and r["pass_rate"] == 1.0 for r in kept)
+    assert {r["reject_reason"] for r in rejected} == {"correctness"}
+    verdicts = json.loads(kept[0]["verdicts"])
+    assert set(verdicts) == {"format", "length", "correctness", "language", "code_block", "repetition", "identity",
+                             "dedup", "selection"}
+    assert verdicts["correctness"]["ok"] and verdicts["correctness"]["details"]["predicted"] == "42"
+    assert "filter" in (run_dir / "config.resolved.yaml").read_text()
+
+
+def test_selection_and_rerun_replace_outputs(run_dir):
+    assert _filter(run_dir) == 0
+    assert _filter(run_dir, "--set", "selection.max_per_prompt=1") == 0
+    assert read_manifest(run_dir / "filtered" / "kept")["rows"] == 2
+    stats = json.loads((run_dir / "filtered" / "stats.json").read_text())
+    assert stats["funnel"]["rejected_by"]["selection"] == 2 and stats["reasons"]["selection: over_quota"] == 2
+    assert sorted(p.name for p in (run_dir / "filtered").iterdir()) == ["kept", "rejected", "stats.json"]
+
+
+def test_ablation_by_order_and_enabled(run_dir):
+    assert _filter(run_dir, "--set", "correctness.enabled=false") == 0
+    assert read_manifest(run_dir / "filtered" / "kept")["rows"] == 8
+    assert _filter(run_dir, "--set", "order=[format,length]") == 0
+    verdicts = json.loads(read_table(run_dir / "filtered" / "kept").to_pylist()[0]["verdicts"])
+    assert set(verdicts) == {"format", "length"}
+
+
+def test_worker_processes_give_the_same_result(run_dir):
+    assert _filter(run_dir) == 0
+    one = read_table(run_dir / "filtered" / "kept").drop_columns(["created_at"]).to_pylist()
+    assert main(["filter", str(run_dir), "--no-progress", "--workers", "2"]) == 0
+    two = read_table(run_dir / "filtered" / "kept").drop_columns(["created_at"]).to_pylist()
+    assert one == two
+
+
+def test_bad_inputs_are_named_and_write_nothing(tmp_path, run_dir, capsys):
+    assert _filter(tmp_path / "nope") == 1
+    assert f"{tmp_path / 'nope'}: no such run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert _filter(tmp_path / "empty") == 1
+    assert "traces: no manifest.json" in capsys.readouterr().err
+    assert _filter(run_dir, "--set", "order=[format,sparkle]") == 1
+    assert "field 'order': Value error, unknown filter 'sparkle'" in capsys.readouterr().err
+    shard = next((run_dir / "traces").glob("part-*.parquet"))
+    pq.write_table(pq.read_table(shard).drop_columns(["reasoning"]), shard)
+    assert _filter(run_dir) == 1
+    assert f"{shard}: missing required column 'reasoning'" in capsys.readouterr().err
+    assert not (run_dir / "filtered").exists() and not list(run_dir.glob(".filter-*"))
+    bad = pq.read_table(shard).append_column("reasoning", pa.array([1] * 8))
+    pq.write_table(bad, shard)
+    assert _filter(run_dir) == 1
+    assert "column 'reasoning' has type int64, expected string" in capsys.readouterr().err
