@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from factory.sources.gym import load_gym
 from factory.config import PromptsConfig
+from factory.sources.gym import load_gym
 from tests.filters.helpers import judge, trace
 
 
