@@ -119,6 +119,7 @@ class LengthParams(Strict):
 class CorrectnessParams(Strict):
     enabled: bool = Field(True, description="Reject wrong answers (math-verify; reasoning-gym's score_answer)")
     timeout_s: int = Field(5, ge=1, description="math-verify parse/verify timeout per trace")
+    code_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per sandboxed test run")
     min_gym_score: float = Field(1.0, ge=0, le=1, description="Lowest reasoning-gym score that counts as correct")
     reject_unverified: bool = Field(True, description="Reject traces that cannot be checked (no reference)")
 

@@ -30,4 +30,14 @@ else
   echo "$want" > "$stamp"
 fi
 
+# The code sandbox runs untrusted code under bubblewrap (a Debian package).
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing bubblewrap (the code sandbox)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "setup: bubblewrap is missing: install it (e.g. sudo apt-get install bubblewrap) to verify code traces"
+  fi
+fi
+
 "$VENV/bin/python" -m factory.models prepare --all

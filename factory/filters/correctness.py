@@ -1,4 +1,5 @@
-"""Correctness: math by math-verify, reasoning-gym tasks by their own `score_answer`.
+"""Correctness: math by math-verify, reasoning-gym tasks by their own `score_answer`, code by running its tests
+in the sandbox.
 
 math-verify times out with `signal.alarm`, which works only in a main thread: the filter stage runs row
 filters in worker processes, whose main thread this is. A timeout is a rejection with reason `timeout`.
@@ -7,6 +8,7 @@ filters in worker processes, whose main thread this is. A timeout is a rejection
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -26,7 +28,7 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     if prompt.task.startswith("gym:"):
         return gym_correct(trace, prompt, p)
     if prompt.task == "code":
-        return Verdict(not p.reject_unverified, "unverified: the code sandbox is not built yet")
+        return code_correct(trace, prompt, p)
     return math_correct(trace, prompt, p)
 
 
@@ -71,3 +73,58 @@ def gym_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     score = float(ds.score_answer(answer=predicted, entry=ds[gym["index"]]))
     details = {"predicted": predicted[:200], "reference": (prompt.reference_answer or "")[:200]}
     return Verdict(score >= p.min_gym_score, None if score >= p.min_gym_score else "wrong_answer", score, details)
+
+
+_BLOCK = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.S | re.I)
+
+
+def final_code(text: str) -> str | None:
+    blocks = _BLOCK.findall(text or "")
+    return blocks[-1] if blocks else None
+
+
+def _header_imports(meta: dict[str, Any]) -> str:
+    """HumanEval prompts import what their signatures use (`from typing import List`); answers often drop it."""
+    lines = (meta.get("prompt") or "").splitlines()
+    return "\n".join(line for line in lines if line.startswith(("import ", "from ")))
+
+
+def code_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
+    from .. import sandbox
+
+    if not prompt.tests:
+        return Verdict(not p.reject_unverified, "no_reference")
+    if not sandbox.available():
+        return Verdict(not p.reject_unverified, "unverified: no sandbox (install bubblewrap)")
+    code = final_code(trace.get("answer") or "")
+    if code is None:
+        return Verdict(False, "no_code_block", 0.0)
+    limits = sandbox.Limits(timeout_s=p.code_timeout_s, cpu_s=max(1, int(p.code_timeout_s)))
+    program = f"{_header_imports(json.loads(prompt.metadata or '{}'))}\n{code}"
+    io_tests = _io_tests(prompt.tests)
+    if io_tests is None:  # assert-style tests (HumanEval's check(), or plain asserts)
+        result = sandbox.run_python(f"{program}\n\n{prompt.tests}\n", limits=limits)
+        return _verdict(result.ok, result)
+    for i, (stdin, expected) in enumerate(io_tests):
+        result = sandbox.run_python(program, stdin=stdin, limits=limits)
+        if not result.ok or result.stdout.strip() != expected.strip():
+            return _verdict(False, result, {"failed_case": i})
+    return Verdict(True, score=1.0, details={"cases": len(io_tests)})
+
+
+def _io_tests(tests: str) -> list[tuple[str, str]] | None:
+    """stdin/stdout tests as JSON {"inputs": [...], "outputs": [...]}; None for assert-style tests."""
+    try:
+        spec = json.loads(tests)
+    except ValueError:
+        return None
+    if isinstance(spec, dict) and isinstance(spec.get("inputs"), list) and isinstance(spec.get("outputs"), list):
+        return list(zip(spec["inputs"], spec["outputs"]))
+    return None
+
+
+def _verdict(ok: bool, result, details: dict | None = None) -> Verdict:
+    if ok:
+        return Verdict(True, score=1.0, details=details or {})
+    reason = "timeout" if result.timed_out else "tests_failed"
+    return Verdict(False, reason, 0.0, {**(details or {}), "stderr": result.stderr[-300:]})

@@ -124,3 +124,39 @@ def test_verdicts_serialise_compactly():
     v = judge("length", trace())
     assert json.loads(json.dumps(v.to_json())) == {"ok": True, "score": 50.0, "details": {"tokens": 50,
                                                                                          "counted_by": "teacher"}}
+
+
+def _humaneval(answer: str) -> dict:
+    from factory.sources.humaneval import load_humaneval
+
+    p = load_humaneval()[0]
+    return trace(task="code", ref=None, reasoning="Plan.", answer=answer, tests=p.tests, metadata=p.metadata)
+
+
+@pytest.mark.skipif(not __import__("factory.sandbox").sandbox.available(), reason="bubblewrap is not installed")
+def test_code_correctness_runs_the_tests_in_the_sandbox():
+    from factory.sources.humaneval import load_humaneval
+
+    meta = json.loads(load_humaneval()[0].metadata)
+    right = f"Here it is:\n```python\n{meta['prompt']}{meta['canonical_solution']}```"
+    body_only = "```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n" \
+                "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```"
+    wrong = "```python\ndef has_close_elements(numbers, threshold):\n    return False\n```"
+    hang = "```python\ndef has_close_elements(numbers, threshold):\n    while True:\n        pass\n```"
+    assert judge("correctness", _humaneval(right)).ok
+    assert judge("correctness", _humaneval(body_only)).ok, "the prompt's typing import is added"
+    v = judge("correctness", _humaneval(wrong))
+    assert (v.ok, v.reason) == (False, "tests_failed") and "AssertionError" in v.details["stderr"]
+    assert judge("correctness", _humaneval(hang), code_timeout_s=2).reason == "timeout"
+    assert judge("correctness", _humaneval("No code, sorry.")).reason == "no_code_block"
+
+
+@pytest.mark.skipif(not __import__("factory.sandbox").sandbox.available(), reason="bubblewrap is not installed")
+def test_code_correctness_with_stdin_stdout_cases():
+    tests = json.dumps({"inputs": ["1 2\n", "5 7\n"], "outputs": ["3\n", "12\n"]})
+    good = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    bad = "```python\na, b = map(int, input().split())\nprint(a * b)\n```"
+    row = trace(task="code", ref=None, tests=tests)
+    assert judge("correctness", {**row, "answer": good}).details == {"cases": 2}
+    v = judge("correctness", {**row, "answer": bad})
+    assert (v.ok, v.details["failed_case"]) == (False, 0)
