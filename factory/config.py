@@ -152,6 +152,13 @@ class IdentityParams(Strict):
         description="Case-insensitive phrases that reject a trace")
 
 
+class DecontamParams(Strict):
+    enabled: bool = Field(True, description="Reject prompts that overlap a benchmark (skipped when none is given)")
+    benchmarks: list[str] = Field(default_factory=list,
+                                  description="Benchmark problem sets: FILE.jsonl|FILE.parquet, hf:NAME, humaneval")
+    ngram: int = Field(8, ge=3, description="Word n-gram size that counts as overlap")
+
+
 class DedupParams(Strict):
     enabled: bool = Field(True, description="Reject duplicate traces within the run, keeping the shortest")
     near: bool = Field(True, description="Also near duplicates (MinHash LSH over word shingles)")
@@ -168,8 +175,8 @@ class SelectionParams(Strict):
     max_pass_rate: float | None = Field(None, ge=0, le=1, description="Drop prompts solved more often (hard only)")
 
 
-DEFAULT_ORDER = ["format", "length", "correctness", "language", "code_block", "repetition", "identity", "dedup",
-                 "selection"]
+DEFAULT_ORDER = ["format", "length", "correctness", "language", "code_block", "repetition", "identity", "decontam",
+                 "dedup", "selection"]
 
 
 class FilterConfig(Strict):
@@ -187,6 +194,7 @@ class FilterConfig(Strict):
     code_block: CodeBlockParams = Field(default_factory=CodeBlockParams)
     repetition: RepetitionParams = Field(default_factory=RepetitionParams)
     identity: IdentityParams = Field(default_factory=IdentityParams)
+    decontam: DecontamParams = Field(default_factory=DecontamParams)
     dedup: DedupParams = Field(default_factory=DedupParams)
     selection: SelectionParams = Field(default_factory=SelectionParams)
 

@@ -46,7 +46,7 @@ def all_filter_names() -> list[str]:
 
 
 def _load_all() -> None:
-    from . import basic, correctness, language  # noqa: F401  (importing registers them)
+    from . import basic, correctness, decontam, language  # noqa: F401  (importing registers them)
 
 
 def run_row_filters(row: Mapping[str, Any], names: list[str], params: Mapping[str, BaseModel]) -> dict[str, Verdict]:

@@ -25,6 +25,7 @@ import pyarrow as pa
 from ..config import FilterConfig
 from ..errors import FactoryError
 from ..filters import run_row_filters
+from ..filters.decontam import DecontamIndex, build_index
 from ..filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates, select
 from ..records import TRACE_SCHEMA
 from ..rundir import write_resolved_config
@@ -39,16 +40,20 @@ SET_FILTERS = ("dedup", "selection")
 _worker_cfg: FilterConfig | None = None
 
 
-def _init_worker(cfg_json: dict[str, Any]) -> None:
-    global _worker_cfg
-    _worker_cfg = FilterConfig.model_validate(cfg_json)
+_worker_index: DecontamIndex | None = None
 
 
-def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None) -> list[tuple]:
+def _init_worker(cfg_json: dict[str, Any], index: DecontamIndex) -> None:
+    global _worker_cfg, _worker_index
+    _worker_cfg, _worker_index = FilterConfig.model_validate(cfg_json), index
+
+
+def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None,
+                index: DecontamIndex | None = None) -> list[tuple]:
     """Row filters over a batch: (verdicts JSON, first failing filter, correct, tokens, dedup key, minhash)."""
-    cfg = cfg or _worker_cfg
+    cfg, index = cfg or _worker_cfg, index or _worker_index
     names = [n for n in cfg.active() if n not in SET_FILTERS]
-    params = {n: getattr(cfg, n) for n in names}
+    params = {n: index if n == "decontam" else getattr(cfg, n) for n in names}
     out = []
     for row in rows:
         verdicts = run_row_filters(row, names, params)
@@ -108,6 +113,7 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
 
     summaries: list[RowSummary] = []
     workers = cfg.workers or os.cpu_count() or 1
+    index = build_index(cfg.decontam)
     with open(verdict_file, "w") as vf, StageProgress("filter", total, cfg.progress) as advance:
         def take(results: list[tuple]) -> None:
             for verdicts, first, correct, tokens, key, sig in results:
@@ -119,10 +125,10 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
         if workers == 1:
             for rows in _batches(traces, cfg.batch_rows):
                 prompt_ids += [r["prompt_id"] for r in rows]
-                take(judge_batch(rows, cfg))
+                take(judge_batch(rows, cfg, index))
         else:
             with ProcessPoolExecutor(workers, initializer=_init_worker,
-                                     initargs=(cfg.model_dump(mode="json"),)) as pool:
+                                     initargs=(cfg.model_dump(mode="json"), index)) as pool:
                 prompt_ids = _run_pool(pool, _batches(traces, cfg.batch_rows), workers, take)
     for summary, pid in zip(summaries, prompt_ids):
         summary.prompt_id = pid

@@ -41,7 +41,7 @@ def test_funnel_reasons_and_columns(run_dir):
     assert {r["reject_reason"] for r in rejected} == {"correctness"}
     verdicts = json.loads(kept[0]["verdicts"])
     assert set(verdicts) == {"format", "length", "correctness", "language", "code_block", "repetition", "identity",
-                             "dedup", "selection"}
+                             "decontam", "dedup", "selection"}
     assert verdicts["correctness"]["ok"] and verdicts["correctness"]["details"]["predicted"] == "42"
     assert "filter" in (run_dir / "config.resolved.yaml").read_text()
 
@@ -88,3 +88,14 @@ def test_bad_inputs_are_named_and_write_nothing(tmp_path, run_dir, capsys):
     pq.write_table(bad, shard)
     assert _filter(run_dir) == 1
     assert "column 'reasoning' has type int64, expected string" in capsys.readouterr().err
+
+
+def test_decontamination_against_a_benchmark_file(run_dir, tmp_path):
+    bench = write_jsonl(tmp_path / "bench.jsonl", [{"problem": "Compute: What is 6 * 7? Give the exact value."}])
+    assert main(["filter", str(run_dir), "--no-progress", "--workers", "2", "--set",
+                 f"decontam.benchmarks=[{bench}]", "--set", "decontam.ngram=3"]) == 0
+    stats = json.loads((run_dir / "filtered" / "stats.json").read_text())
+    assert stats["funnel"]["rejected_by"]["decontam"] == 2 and stats["funnel"]["kept"] == 2
+    rejected = [r for r in read_table(run_dir / "filtered" / "rejected").to_pylist() if r["reject_reason"] == "decontam"]
+    assert {r["problem"] for r in rejected} == {"What is 6 * 7?"}
+    assert json.loads(rejected[0]["verdicts"])["decontam"]["details"]["benchmark"] == str(bench)

@@ -1,0 +1,60 @@
+"""Decontamination: word n-gram overlap between a problem and benchmark problem sets (MATH-500, AIME, ...).
+
+The stage builds the benchmark index once (`build_index`, which reads files); the filter itself only looks
+hashes up, so it stays a pure function of (trace, prompt, params).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import DecontamParams, PromptsConfig
+from ..records import Prompt
+from . import Verdict, row_filter
+
+_WORD = re.compile(r"\w+")
+
+
+def ngrams(text: str, n: int) -> set[bytes]:
+    """Stable 8-byte digests (not hash(): it differs between the stage and its worker processes)."""
+    words = _WORD.findall(text.lower())
+    return {hashlib.blake2b(" ".join(words[i : i + n]).encode(), digest_size=8).digest()
+            for i in range(len(words) - n + 1)}
+
+
+@dataclass
+class DecontamIndex:
+    params: DecontamParams
+    owner: dict[bytes, str] = field(default_factory=dict)  # n-gram hash -> benchmark name
+    problems: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.params.enabled
+
+
+def build_index(p: DecontamParams) -> DecontamIndex:
+    from ..sources import load_prompts
+
+    index = DecontamIndex(p)
+    for spec in p.benchmarks:
+        prompts = load_prompts(PromptsConfig(source=spec, split="test"))
+        index.problems[spec] = len(prompts)
+        for prompt in prompts:
+            for h in ngrams(prompt.problem, p.ngram):
+                index.owner.setdefault(h, spec)
+    return index
+
+
+@row_filter("decontam")
+def decontam_filter(trace: Mapping[str, Any], prompt: Prompt, index: DecontamIndex) -> Verdict:
+    if not index.owner:
+        return Verdict(True, "skipped: no benchmarks")
+    hits = [index.owner[h] for h in ngrams(prompt.problem, index.params.ngram) if h in index.owner]
+    if hits:
+        return Verdict(False, "contaminated", float(len(hits)), {"benchmark": hits[0], "ngrams": len(hits)})
+    return Verdict(True, score=0.0)
