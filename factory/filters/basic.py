@@ -67,7 +67,7 @@ def repetition_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     words = (trace.get("reasoning") or "").split()
     if len(words) < p.ngram:
         return Verdict(True, score=0.0)
-    grams = Counter(tuple(words[i : i + p.ngram]) for i in range(0, len(words) - p.ngram + 1))
+    grams = Counter(zip(*(words[i:] for i in range(p.ngram))))  # every word n-gram, built in C
     top, count = grams.most_common(1)[0]
     if count > p.max_repeats:
         return Verdict(False, "repetition", float(count), {"ngram": " ".join(top)[:120]})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -22,14 +23,27 @@ def exact_key(reasoning: str, answer: str) -> str:
     return hashlib.blake2b(normalised.encode(), digest_size=16).hexdigest()
 
 
+def shingle_hashes(text: str, size: int):
+    """32-bit hashes of every `size`-word shingle, combined with numpy from one crc32 per word: stable across
+    processes (unlike hash()), and ~5x cheaper than hashing each joined shingle string."""
+    import numpy as np
+
+    ids = np.fromiter((zlib.crc32(w.encode()) for w in text.lower().split()), dtype=np.uint64)
+    if len(ids) < size:
+        return ids if len(ids) else np.zeros(1, dtype=np.uint64)
+    n = len(ids) - size + 1
+    acc = np.zeros(n, dtype=np.uint64)
+    for j in range(size):  # polynomial rolling combination; uint64 arithmetic wraps, as intended
+        acc = acc * np.uint64(1_000_003) + ids[j : j + n]
+    return acc & np.uint64(0xFFFFFFFF)
+
+
 def minhash(text: str, p: DedupParams):
     """A LeanMinHash: compact and picklable, so worker processes can send it back."""
     from datasketch import LeanMinHash, MinHash
 
-    words = text.lower().split()
-    m = MinHash(num_perm=p.num_perm, seed=1)
-    shingles = {" ".join(words[i : i + p.shingle]) for i in range(max(1, len(words) - p.shingle + 1))}
-    m.update_batch([s.encode() for s in shingles])
+    m = MinHash(num_perm=p.num_perm, seed=1, hashfunc=int)  # the values are already hashes
+    m.update_batch(shingle_hashes(text, p.shingle))
     return LeanMinHash(m)
 
 
