@@ -166,6 +166,7 @@ class DedupParams(Strict):
     near: bool = Field(True, description="Also near duplicates (MinHash LSH over word shingles)")
     threshold: float = Field(0.9, gt=0, le=1, description="Jaccard similarity that counts as a near duplicate")
     shingle: int = Field(5, ge=1, description="Words per shingle")
+    sample_mod: int = Field(4, ge=1, description="Hash only shingles whose hash is 0 mod this (1: all)")
     num_perm: int = Field(128, ge=16, description="MinHash permutations (64 misjudged a 0.975-similar pair as 0.91)")
 
 

@@ -46,14 +46,22 @@ class ShardWriter:
         self.extra = extra or {}
         self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
         self.tmp_dir.mkdir(parents=True)
-        self._buffer: list[dict[str, Any]] = []
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self._shards: list[tuple[str, int]] = []
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
-        self._buffer.extend(rows)
-        while len(self._buffer) >= min(self.ROW_GROUP, self.rows_per_shard - self._in_shard):
+        if rows:
+            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        """Appends a table (columns in any order, extra columns dropped); columnar callers skip Python rows."""
+        if table.num_rows:
+            self._pending.append(table.select(self.schema.names).cast(self.schema))
+            self._pending_rows += table.num_rows
+        while self._pending_rows >= min(self.ROW_GROUP, self.rows_per_shard - self._in_shard):
             self._flush()
 
     def _flush(self) -> None:
@@ -63,12 +71,13 @@ class ShardWriter:
             self._writer = pq.ParquetWriter(self.tmp_dir / name, self.schema, compression="zstd",
                                             compression_level=1)
             self._shards.append((name, 0))
-        take = min(len(self._buffer), self.ROW_GROUP, self.rows_per_shard - self._in_shard)
-        batch, self._buffer = self._buffer[:take], self._buffer[take:]
-        self._writer.write_table(pa.Table.from_pylist(batch, schema=self.schema))
+        pending = pa.concat_tables(self._pending) if self._pending else self.schema.empty_table()
+        take = min(pending.num_rows, self.ROW_GROUP, self.rows_per_shard - self._in_shard)
+        self._writer.write_table(pending.slice(0, take))
+        rest = pending.slice(take)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         self._in_shard += take
-        name, _ = self._shards[-1]
-        self._shards[-1] = (name, self._in_shard)
+        self._shards[-1] = (self._shards[-1][0], self._in_shard)
         if self._in_shard >= self.rows_per_shard:
             self._close_shard()
 
@@ -78,7 +87,7 @@ class ShardWriter:
             self._writer, self._in_shard = None, 0
 
     def close(self) -> dict[str, Any]:
-        while self._buffer or not self._shards:
+        while self._pending_rows or not self._shards:
             self._flush()
         self._close_shard()
         total = len(self._shards)
@@ -133,18 +142,29 @@ def read_manifest(shard_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def iter_shards(shard_dir: Path, required: pa.Schema | None = None, columns: list[str] | None = None
-                ) -> Iterator[pa.Table]:
-    """Yields one table per shard, checked against `required` (by column name and type)."""
-    manifest = read_manifest(shard_dir)
-    for entry in manifest["files"]:
+def _open_shards(shard_dir: Path, required: pa.Schema | None) -> Iterator[pq.ParquetFile]:
+    for entry in read_manifest(shard_dir)["files"]:
         path = Path(shard_dir) / entry["file"]
         if not path.exists():
             raise FactoryError(f"{path}: listed in {MANIFEST} but missing")
         pf = pq.ParquetFile(path)
         if required is not None:
             check_columns(pf.schema_arrow, required, str(path))
+        yield pf
+
+
+def iter_shards(shard_dir: Path, required: pa.Schema | None = None, columns: list[str] | None = None
+                ) -> Iterator[pa.Table]:
+    """Yields one table per shard, checked against `required` (by column name and type)."""
+    for pf in _open_shards(shard_dir, required):
         yield pf.read(columns=columns)
+
+
+def iter_batches(shard_dir: Path, required: pa.Schema | None = None, columns: list[str] | None = None,
+                 batch_rows: int = 1024) -> Iterator[pa.RecordBatch]:
+    """Streams record batches of at most `batch_rows` rows: memory stays flat whatever the shard size."""
+    for pf in _open_shards(shard_dir, required):
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def read_table(shard_dir: Path, required: pa.Schema | None = None) -> pa.Table:

@@ -27,16 +27,26 @@ _SCRIPTS = {
     "HANGUL": re.compile(r"[\uAC00-\uD7AF\u1100-\u11FF]"),
     "ARABIC": re.compile(r"[\u0600-\u06FF]"),
 }
-_LETTER = re.compile(r"[^\W\d_]")
+_NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")
+_ASCII_NON_LETTERS = bytes(b for b in range(128) if not chr(b).isalpha())
+
+
+def _letters(text: str) -> tuple[int, str]:
+    """(number of ASCII letters, the non-ASCII letters themselves)."""
+    return len(text.encode("ascii", "ignore").translate(None, _ASCII_NON_LETTERS)), "".join(
+        _NON_ASCII_LETTER.findall(text))
 
 
 def script_share(text: str, target_script: str) -> tuple[float, int]:
-    """Share of letters outside the target script, and the number of letters seen (regex counts run in C)."""
-    letters = len(_LETTER.findall(text))
+    """Share of letters outside the target script, and the number of letters seen. ASCII letters are counted by
+    bytes.translate and only non-ASCII letters by regex: reasoning is mostly ASCII, and a regex match per
+    letter cost 3 ms on a 4k-token trace."""
+    ascii_letters, others = _letters(text)
+    letters = ascii_letters + len(others)
     if not letters:
         return 0.0, 0
-    inside = len(_SCRIPTS[target_script].findall(text))
-    return max(0, letters - inside) / letters, letters
+    inside = len(_SCRIPTS[target_script].findall(others)) + (ascii_letters if target_script == "LATIN" else 0)
+    return (letters - inside) / letters, letters
 
 
 def _pieces(text: str, chunk: int = 400) -> list[str]:
@@ -53,7 +63,8 @@ def detected_share(text: str, target: str, min_letters: int, budget_chars: int) 
     step = max(1, int(sum(map(len, pieces)) / budget_chars))
     total = off = 0
     for piece in pieces[::step]:
-        if len(_LETTER.findall(piece)) < min_letters:
+        ascii_letters, others = _letters(piece)
+        if ascii_letters + len(others) < min_letters:
             continue
         best = detect(piece.strip(), model="lite", k=1)[0]
         total += len(piece)

@@ -25,11 +25,12 @@ import pyarrow as pa
 from ..config import FilterConfig
 from ..errors import FactoryError
 from ..filters import run_row_filters
+from ..filters.basic import count_tokens
 from ..filters.decontam import DecontamIndex, build_index
 from ..filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates, select
 from ..records import TRACE_SCHEMA
 from ..rundir import write_resolved_config
-from ..shards import ShardWriter, iter_shards, read_manifest, swap_into_place, write_json_atomic
+from ..shards import ShardWriter, iter_batches, iter_shards, read_manifest, swap_into_place, write_json_atomic
 from .filter_stats import FunnelStats, print_stats
 
 FILTERED_SCHEMA = pa.schema(list(TRACE_SCHEMA) + [
@@ -59,14 +60,26 @@ def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None,
         verdicts = run_row_filters(row, names, params)
         first = next((n for n in names if not verdicts[n].ok), None)
         correct = _graded(verdicts.get("correctness"))
-        tokens = int(verdicts["length"].score or 0) if "length" in verdicts else len(row["raw_completion"])
+        tokens = int(verdicts["length"].score or 0) if "length" in verdicts else count_tokens(row)[0]
         key = sig = None
         if first is None and cfg.dedup.enabled and "dedup" in cfg.order:
             key = exact_key(row["reasoning"], row["answer"])
             if cfg.dedup.near:
                 sig = minhash(f"{row['reasoning']}\n{row['answer']}", cfg.dedup)
-        out.append((json.dumps({n: v.to_json() for n, v in verdicts.items()}), first, correct, tokens, key, sig))
+        out.append(({n: v.to_json() for n, v in verdicts.items()}, first, correct, tokens, key, sig))
     return out
+
+
+WORKER_COLUMNS = [f.name for f in TRACE_SCHEMA if f.name not in ("created_at", "messages")]
+
+
+def judge_row_group(path: str, group: int, cfg: FilterConfig | None = None,
+                    index: DecontamIndex | None = None) -> tuple[list[str], list[tuple]]:
+    """A worker reads its row group itself: only small results cross the process boundary, not trace text."""
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(path).read_row_group(group, columns=WORKER_COLUMNS).to_pylist()
+    return [r["prompt_id"] for r in rows], judge_batch(rows, cfg, index)
 
 
 def _graded(v) -> bool | None:
@@ -87,11 +100,16 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         pass  # check every shard's columns up front: a bad shard must not leave half an output
     tmp = Path(tempfile.mkdtemp(prefix=".filter-", dir=run_dir))
     try:
+        t0 = time.perf_counter()
         summaries = _judge_rows(cfg, traces, tmp / "verdicts.jsonl", manifest["rows"])
+        t1 = time.perf_counter()
         final = _set_filters(cfg, summaries)
+        t2 = time.perf_counter()
         stats = _write_outputs(cfg, traces, tmp, summaries, final)
         stats.seconds = time.perf_counter() - started
         report = stats.to_json(cfg.active())
+        report["seconds_by_pass"] = {"row_filters": round(t1 - t0, 2), "set_filters": round(t2 - t1, 2),
+                                     "write": round(time.perf_counter() - t2, 2)}
         write_json_atomic(tmp / "out" / "stats.json", report)
         swap_into_place(tmp / "out", run_dir / "filtered")
     finally:
@@ -101,11 +119,11 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     return report
 
 
-def _batches(traces: Path, batch_rows: int):
-    columns = [f.name for f in TRACE_SCHEMA if f.name != "created_at"]
-    for table in iter_shards(traces, TRACE_SCHEMA, columns=columns):
-        for batch in table.to_batches(max_chunksize=batch_rows):
-            yield batch.to_pylist()
+def _row_groups(traces: Path) -> list[tuple[str, int]]:
+    import pyarrow.parquet as pq
+
+    files = [str(traces / f["file"]) for f in read_manifest(traces)["files"]]
+    return [(path, g) for path in files for g in range(pq.ParquetFile(path).num_row_groups)]
 
 
 def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int) -> list[RowSummary]:
@@ -115,38 +133,32 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
     workers = cfg.workers or os.cpu_count() or 1
     index = build_index(cfg.decontam)
     with open(verdict_file, "w") as vf, StageProgress("filter", total, cfg.progress) as advance:
-        def take(results: list[tuple]) -> None:
-            for verdicts, first, correct, tokens, key, sig in results:
+        def take(result: tuple[list[str], list[tuple]]) -> None:
+            for pid, (verdicts, first, correct, tokens, key, sig) in zip(*result):
                 vf.write(json.dumps([verdicts, first]) + "\n")
-                summaries.append(RowSummary("", tokens, first is None, correct, key, sig))
-            advance(len(results))
+                summaries.append(RowSummary(pid, tokens, first is None, correct, key, sig))
+            advance(len(result[0]))
 
-        prompt_ids: list[str] = []
+        groups = _row_groups(traces)
         if workers == 1:
-            for rows in _batches(traces, cfg.batch_rows):
-                prompt_ids += [r["prompt_id"] for r in rows]
-                take(judge_batch(rows, cfg, index))
+            for path, group in groups:
+                take(judge_row_group(path, group, cfg, index))
         else:
             with ProcessPoolExecutor(workers, initializer=_init_worker,
                                      initargs=(cfg.model_dump(mode="json"), index)) as pool:
-                prompt_ids = _run_pool(pool, _batches(traces, cfg.batch_rows), workers, take)
-    for summary, pid in zip(summaries, prompt_ids):
-        summary.prompt_id = pid
+                _run_pool(pool, groups, workers, take)
     return summaries
 
 
-def _run_pool(pool: Executor, batches, workers: int, take) -> list[str]:
-    """Keeps 2 batches per worker in flight, in order, so memory is bounded and output order is the input's."""
+def _run_pool(pool: Executor, groups: list[tuple[str, int]], workers: int, take) -> None:
+    """Keeps 2 row groups per worker in flight, in order: bounded memory, output order = input order."""
     pending: deque[Future] = deque()
-    prompt_ids: list[str] = []
-    for rows in batches:
-        prompt_ids += [r["prompt_id"] for r in rows]
-        pending.append(pool.submit(judge_batch, rows))
+    for path, group in groups:
+        pending.append(pool.submit(judge_row_group, path, group))
         if len(pending) >= 2 * workers:
             take(pending.popleft().result())
     while pending:
         take(pending.popleft().result())
-    return prompt_ids
 
 
 def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[str, str]]:
@@ -163,34 +175,42 @@ def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[s
 
 def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSummary],
                    final: dict[int, tuple[str, str]]) -> FunnelStats:
+    """Pass 3, columnar: the trace columns are never turned into Python objects, only the new columns are."""
+    import pyarrow.compute as pc
+
     rates = pass_rates(rows)
-    stats = FunnelStats()
+    stats = FunnelStats(rates=rates)
     out = tmp / "out"
     out.mkdir()
     extra = {"stage": "filter", "filters": cfg.active()}
+    active_set = [n for n in SET_FILTERS if n in cfg.active()]
+    i = 0
     with open(tmp / "verdicts.jsonl") as vf, \
             ShardWriter(out / "kept", FILTERED_SCHEMA, cfg.shard_rows, extra) as kept, \
             ShardWriter(out / "rejected", FILTERED_SCHEMA, cfg.shard_rows, extra) as rejected:
-        i = 0
-        for table in iter_shards(traces, TRACE_SCHEMA):
-            kept_rows, rejected_rows = [], []
-            for row in table.to_pylist():
-                verdicts_json, first = json.loads(next(vf))
-                verdicts = json.loads(verdicts_json)
+        for batch in iter_batches(traces, TRACE_SCHEMA, batch_rows=cfg.batch_rows):
+            groups = zip(*(batch.column(c).to_pylist() for c in ("prompt_id", "task", "source")))
+            flags, reasons, verdict_col, rate_col = [], [], [], []
+            for pid, task, source in groups:
+                verdicts, first = json.loads(next(vf))
                 set_fail = final.get(i)
-                for name in SET_FILTERS:
-                    if name in cfg.active() and rows[i].passed_rows:
-                        failed = set_fail is not None and set_fail[0] == name
-                        verdicts[name] = {"ok": not failed, **({"reason": set_fail[1]} if failed else {})}
+                for name in active_set if rows[i].passed_rows else ():
+                    failed = set_fail is not None and set_fail[0] == name
+                    verdicts[name] = {"ok": not failed, **({"reason": set_fail[1]} if failed else {})}
                 reason = first or (set_fail[0] if set_fail else None)
-                row.update(kept=reason is None, reject_reason=reason, verdicts=json.dumps(verdicts),
-                           pass_rate=rates.get(row["prompt_id"]))
-                stats.add(row, verdicts, reason, rows[i].tokens)
-                (rejected_rows if reason else kept_rows).append(row)
+                stats.add(pid, task, source, verdicts, reason, rows[i].tokens)
+                flags.append(reason is None)
+                reasons.append(reason)
+                verdict_col.append(json.dumps(verdicts))
+                rate_col.append(rates.get(pid))
                 i += 1
-            kept.write_rows(kept_rows)
-            rejected.write_rows(rejected_rows)
+            table = pa.Table.from_batches([batch])
+            for name, values in (("kept", flags), ("reject_reason", reasons), ("verdicts", verdict_col),
+                                 ("pass_rate", rate_col)):
+                table = table.append_column(name, pa.array(values, FILTERED_SCHEMA.field(name).type))
+            mask = pa.array(flags, pa.bool_())
+            kept.write_table(table.filter(mask))
+            rejected.write_table(table.filter(pc.invert(mask)))
         kept.close()
         rejected.close()
-    stats.rates = rates
     return stats

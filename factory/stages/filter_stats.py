@@ -33,9 +33,10 @@ class FunnelStats:
     rates: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def add(self, row: dict[str, Any], verdicts: dict[str, dict], reason: str | None, tokens: int) -> None:
+    def add(self, prompt_id: str, task: str, source: str, verdicts: dict[str, dict], reason: str | None,
+            tokens: int) -> None:
         self.rows += 1
-        self.prompt_group[row["prompt_id"]] = (row["task"], row["source"])
+        self.prompt_group[prompt_id] = (task, source)
         for name, v in verdicts.items():
             if not v.get("ok"):
                 self.any_fail[name] += 1
