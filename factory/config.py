@@ -187,7 +187,9 @@ class FilterConfig(Strict):
     order: list[str] = Field(default_factory=lambda: list(DEFAULT_ORDER),
                              description="Filters to apply, in order; reject_reason is the first that fails")
     workers: int = Field(0, ge=0, description="Worker processes for row filters (0: one per core)")
-    batch_rows: int = Field(1024, ge=1, description="Rows per unit of work (memory stays flat in the run size)")
+    batch_rows: int = Field(1024, ge=1, description="Rows per batch when writing (memory stays flat in the run size)")
+    task_timeout_s: float = Field(1800.0, gt=0, description="Longest a worker may spend on one row group "
+                                  "before it is replaced and the group's rows are rejected")
     shard_rows: int = Field(10_000, ge=1, description="Rows per output Parquet shard")
     progress: bool = Field(True, description="Show a progress bar")
     format: FormatParams = Field(default_factory=FormatParams)

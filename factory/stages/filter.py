@@ -15,8 +15,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import deque
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from ..filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates,
 from ..records import TRACE_SCHEMA
 from ..rundir import write_resolved_config
 from ..shards import ShardWriter, iter_batches, iter_shards, read_manifest, swap_into_place, write_json_atomic
+from ..workpool import ordered_map
 from .filter_stats import FunnelStats, print_stats
 
 FILTERED_SCHEMA = pa.schema(list(TRACE_SCHEMA) + [
@@ -144,21 +143,20 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
             for path, group in groups:
                 take(judge_row_group(path, group, cfg, index))
         else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker,
-                                     initargs=(cfg.model_dump(mode="json"), index)) as pool:
-                _run_pool(pool, groups, workers, take)
+            for result in ordered_map(judge_row_group, groups, workers, cfg.task_timeout_s, _hung,
+                                      _init_worker, (cfg.model_dump(mode="json"), index)):
+                take(result)
     return summaries
 
 
-def _run_pool(pool: Executor, groups: list[tuple[str, int]], workers: int, take) -> None:
-    """Keeps 2 row groups per worker in flight, in order: bounded memory, output order = input order."""
-    pending: deque[Future] = deque()
-    for path, group in groups:
-        pending.append(pool.submit(judge_row_group, path, group))
-        if len(pending) >= 2 * workers:
-            take(pending.popleft().result())
-    while pending:
-        take(pending.popleft().result())
+def _hung(task: tuple[str, int]) -> tuple[list[str], list[tuple]]:
+    """A row group whose worker hung or died: its rows are rejected, with the reason, not lost."""
+    import pyarrow.parquet as pq
+
+    path, group = task
+    pids = pq.ParquetFile(path).read_row_group(group, columns=["prompt_id"]).column(0).to_pylist()
+    verdict = {"correctness": {"ok": False, "reason": "worker_timeout"}}
+    return pids, [(verdict, "correctness", None, 0, None, None) for _ in pids]
 
 
 def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[str, str]]:

@@ -1,0 +1,12 @@
+"""Tasks for worker-pool tests: importable by spawned worker processes."""
+
+import os
+import time
+
+
+def tenfold(x: int, hang: int = -1, die: int = -1) -> int:
+    if x == hang:
+        time.sleep(60)
+    if x == die:
+        os._exit(3)
+    return 10 * x
