@@ -11,7 +11,9 @@ setup:
 demo: setup
 	$(VENV)/bin/factory generate --prompts gym:chain_sum --size 12 --n 4 --max-tokens 256 \
 		--teacher vllm:qwen2.5-coder-0.5b --out runs/demo
-	@echo "demo: traces are in runs/demo/traces (Parquet), stats in runs/demo/generate_stats.json"
+	$(VENV)/bin/factory filter runs/demo
+	@echo "demo: traces in runs/demo/traces, kept and rejected traces in runs/demo/filtered (Parquet),"
+	@echo "      stats in runs/demo/generate_stats.json and runs/demo/filtered/stats.json"
 
 test: setup
 	$(PY) -m ruff check factory train tests bench
@@ -26,6 +28,7 @@ lint: setup
 bench: setup
 	$(PY) bench/generate_client.py
 	$(PY) bench/generate_engines.py
+	$(PY) bench/filters.py
 
 clean:
 	rm -rf runs/demo

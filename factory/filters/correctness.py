@@ -33,9 +33,6 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
 
 
 def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
-    from math_verify import parse, verify
-    from math_verify.errors import TimeoutException
-
     if not prompt.reference_answer:
         return Verdict(not p.reject_unverified, "no_reference")
     predicted = final_answer(trace)
@@ -46,6 +43,9 @@ def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     if fast is not None:
         details = {"predicted": predicted[:200], "reference": ref[:200]}
         return Verdict(True, score=1.0, details=details) if fast else Verdict(False, "wrong_answer", 0.0, details)
+    from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
+
     try:
         gold = parse(ref if "\\boxed" in ref or "$" in ref else f"${ref}$", parsing_timeout=p.timeout_s,
                      raise_on_error=True)
