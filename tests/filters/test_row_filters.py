@@ -160,3 +160,11 @@ def test_code_correctness_with_stdin_stdout_cases():
     assert judge("correctness", {**row, "answer": good}).details == {"cases": 2}
     v = judge("correctness", {**row, "answer": bad})
     assert (v.ok, v.details["failed_case"]) == (False, 0)
+
+
+def test_math_verify_timeout_is_a_rejection_with_its_reason():
+    import time
+
+    started = time.monotonic()
+    v = judge("correctness", trace(answer="\\boxed{9^{9^{9^{9}}}}", ref="9^{9^{9^{8}}}"), timeout_s=1)
+    assert (v.ok, v.reason) == (False, "timeout") and time.monotonic() - started < 10
