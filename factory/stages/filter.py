@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from ..config import FilterConfig
 from ..errors import FactoryError
-from ..filters import run_row_filters
+from ..filters import SET_FILTERS, run_row_filters
 from ..filters.basic import count_tokens
 from ..filters.decontam import DecontamIndex, build_index
 from ..filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates, select
@@ -35,11 +35,8 @@ from .filter_stats import FunnelStats, print_stats
 FILTERED_SCHEMA = pa.schema(list(TRACE_SCHEMA) + [
     pa.field("kept", pa.bool_(), nullable=False), pa.field("reject_reason", pa.string()),
     pa.field("verdicts", pa.string(), nullable=False), pa.field("pass_rate", pa.float64())])
-SET_FILTERS = ("dedup", "selection")
 
 _worker_cfg: FilterConfig | None = None
-
-
 _worker_index: DecontamIndex | None = None
 
 
@@ -50,7 +47,7 @@ def _init_worker(cfg_json: dict[str, Any], index: DecontamIndex) -> None:
 
 def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None,
                 index: DecontamIndex | None = None) -> list[tuple]:
-    """Row filters over a batch: (verdicts JSON, first failing filter, correct, tokens, dedup key, minhash)."""
+    """Row filters over a batch: (verdicts, first failing filter, correct, tokens, dedup key, minhash) a row."""
     cfg, index = cfg or _worker_cfg, index or _worker_index
     names = [n for n in cfg.active() if n not in SET_FILTERS]
     params = {n: index if n == "decontam" else getattr(cfg, n) for n in names}
