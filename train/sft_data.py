@@ -1,0 +1,122 @@
+"""Kept traces -> tokenised chat samples for SFT, and the loss-mask check that runs before any training.
+
+user = the prompt exactly as the teacher saw it (the trace's `messages`); assistant =
+`<think>\\nREASONING\\n</think>\\n\\n` + answer (R1's format), closed by the template's end of turn. The loss is on the
+assistant tokens only, reasoning and end of turn included. Samples longer than `max_length` are dropped and
+counted, never cut: a cut trace teaches the student to stop mid-thought.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from factory.errors import FactoryError
+
+IGNORE = -100
+
+
+def assistant_text(reasoning: str, answer: str) -> str:
+    return f"<think>\n{reasoning}\n</think>\n\n{answer}"
+
+
+@dataclass
+class DataReport:
+    rows: int = 0
+    samples: int = 0
+    dropped_too_long: int = 0
+    tokens: int = 0
+    trainable_tokens: int = 0
+    longest: int = 0
+    lengths: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "lengths"}
+
+
+def tokenize(tokenizer, messages: list[dict], assistant: str) -> tuple[list[int], list[int], str]:
+    """(input_ids, labels, prompt_text): labels are IGNORE on every character of the prompt."""
+    if not tokenizer.chat_template:
+        raise FactoryError(f"{tokenizer.name_or_path}: the tokenizer has no chat template (set one in the preset)")
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": assistant}], tokenize=False)
+    if not full.startswith(prompt):
+        raise FactoryError(f"{tokenizer.name_or_path}: the chat template renders the prompt differently once an "
+                           "assistant turn follows; the loss mask cannot be placed")
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    labels = [tok if start >= len(prompt) else IGNORE for tok, (start, _) in zip(enc["input_ids"], enc["offset_mapping"])]
+    return enc["input_ids"], labels, prompt
+
+
+def check_sample(tokenizer, input_ids: list[int], labels: list[int], prompt: str, reasoning: str) -> None:
+    """The failures open-r1 and TRL users lost runs to, caught before the first step."""
+    name = tokenizer.name_or_path
+    if prompt.rstrip().endswith("<think>"):
+        raise FactoryError(f"{name}: the chat template prefills <think>; the samples would hold it twice "
+                           "(use a template without the prefill)")
+    trainable = [t for t in labels if t != IGNORE]
+    if not trainable:
+        raise FactoryError(f"{name}: a sample has no trainable tokens (the loss mask covers nothing)")
+    text = tokenizer.decode(trainable)
+    probe = reasoning.strip()[:40]
+    if probe and probe not in text:
+        raise FactoryError(f"{name}: the loss mask misses the reasoning (the template drops or moves it)")
+    special = set(tokenizer.all_special_ids) | {tokenizer.eos_token_id}
+    if not special & set(trainable):
+        raise FactoryError(f"{name}: the loss mask misses the end-of-turn/EOS token: the student would never "
+                           "learn to stop")
+
+
+def show_sample(tokenizer, input_ids: list[int], labels: list[int], console=None, edge: int = 40) -> None:
+    """Prints a tokenised sample: grey tokens are masked out, green ones are trained on."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console(stderr=True)
+    out = Text()
+    keep = list(range(min(edge, len(input_ids)))) + list(range(max(edge, len(input_ids) - edge), len(input_ids)))
+    for k, i in enumerate(keep):
+        if k and i != keep[k - 1] + 1:
+            out.append(" [...] ", style="bold")
+        out.append(tokenizer.decode([input_ids[i]]), style="green" if labels[i] != IGNORE else "grey50")
+    console.print("[bold]one tokenised sample[/] (green: in the loss; grey: masked):")
+    console.print(out)
+
+
+def build_samples(kept_dir: Path, tokenizer, max_length: int, show: bool = True) -> tuple[dict[str, list], DataReport]:
+    """Tokenises every kept trace; checks the first in full and every sample's basic invariants."""
+    from factory.shards import iter_batches
+
+    report = DataReport()
+    data: dict[str, list] = {"input_ids": [], "labels": []}
+    columns = ["messages", "reasoning", "answer"]
+    for batch in iter_batches(kept_dir, columns=columns):
+        for row in batch.to_pylist():
+            report.rows += 1
+            messages = json.loads(row["messages"])
+            ids, labels, prompt = tokenize(tokenizer, messages, assistant_text(row["reasoning"], row["answer"]))
+            if report.rows == 1:
+                check_sample(tokenizer, ids, labels, prompt, row["reasoning"])
+                if show:
+                    show_sample(tokenizer, ids, labels)
+            if len(ids) > max_length:
+                report.dropped_too_long += 1
+                continue
+            trainable = sum(t != IGNORE for t in labels)
+            if not trainable:
+                raise FactoryError(f"{kept_dir}: sample {report.rows} has no trainable tokens")
+            data["input_ids"].append(ids)
+            data["labels"].append(labels)
+            report.samples += 1
+            report.tokens += len(ids)
+            report.trainable_tokens += trainable
+            report.longest = max(report.longest, len(ids))
+            report.lengths.append(len(ids))
+    if report.rows == 0:
+        raise FactoryError(f"{kept_dir}: no kept traces to train on (run `factory filter` first?)")
+    if report.samples == 0:
+        raise FactoryError(f"{kept_dir}: max_length {max_length} is shorter than every sample "
+                           f"({report.dropped_too_long} dropped); raise max_length")
+    return data, report

@@ -1,0 +1,87 @@
+"""Student presets: the R1 distillation bases, the two bundled models, and `tiny` for tests.
+
+Any other local path or Hub id works too; it gets the generic defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from factory.errors import FactoryError
+
+LLAMA_QWEN_LORA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class Student:
+    name: str
+    model: str  # Hub id, local path, or bundled alias
+    lr: float = 1e-5
+    epochs: float = 2.0  # R1's distillation recipe
+    max_length: int = 16384
+    batch_size: int = 1
+    grad_accum: int = 16
+    lora_targets: list[str] = field(default_factory=lambda: list(LLAMA_QWEN_LORA))
+    chat_template: str | None = None  # None: the tokenizer's own
+    on_cpu: bool = False
+
+
+PRESETS = {s.name: s for s in [
+    Student("qwen-1.5b", "Qwen/Qwen2.5-Math-1.5B", lr=5e-5, max_length=16384),
+    Student("qwen-7b", "Qwen/Qwen2.5-Math-7B", lr=5e-5, max_length=16384),
+    Student("qwen-14b", "Qwen/Qwen2.5-14B", lr=2e-5, max_length=16384),
+    Student("qwen-32b", "Qwen/Qwen2.5-32B", lr=1e-5, max_length=16384),
+    Student("llama-8b", "meta-llama/Llama-3.1-8B", lr=2e-5, max_length=16384),
+    Student("llama-70b", "meta-llama/Llama-3.3-70B-Instruct", lr=1e-5, max_length=16384),
+    Student("smollm2-135m", "smollm2-135m", lr=5e-5, max_length=2048, batch_size=4, grad_accum=1, on_cpu=True),
+    Student("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b", lr=2e-5, max_length=2048, batch_size=2, grad_accum=2,
+            on_cpu=True),
+    Student("tiny", "tiny", lr=1e-3, max_length=512, batch_size=8, grad_accum=1, on_cpu=True),
+]}
+
+
+def resolve_student(spec: str) -> Student:
+    """A preset by name, or any local path / Hub id (`org/name`) with generic defaults."""
+    if spec in PRESETS:
+        return PRESETS[spec]
+    if Path(spec).exists() or "/" in spec:
+        return replace(PRESETS["qwen-7b"], name=Path(spec).name or spec, model=spec)
+    raise FactoryError(f"--student {spec!r}: unknown preset (presets: {', '.join(PRESETS)}; "
+                       "or give a local path or a Hub id)")
+
+
+def model_path(student: Student) -> str:
+    """Where to load the student from: bundled aliases and `tiny` are built locally, the rest pass through."""
+    from factory.models import resolve_model
+
+    if student.model == "tiny":
+        return str(tiny_model())
+    return resolve_model(student.model)
+
+
+def tiny_model() -> Path:
+    """A random 2-layer Llama (hidden 64) with the bundled SmolLM2 tokenizer and chat template, built once."""
+    from factory.models import cache_root, resolve_model
+
+    out = cache_root() / "models" / "tiny"
+    if (out / "READY").exists():
+        return out
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    staging = out.with_name("tiny.tmp")
+    LlamaForCausalLM(cfg).save_pretrained(staging)
+    tok.save_pretrained(staging)
+    (staging / "READY").write_text("random\n")
+    import os
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    return out
