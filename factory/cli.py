@@ -104,6 +104,31 @@ def filter_(
     stage.run(build(FilterConfig, *_layers(config, flags, set_), where=config or "filter"))
 
 
+@app.command()
+def distill(
+    run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/kept/")],
+    student: Annotated[str | None, typer.Option(help="Preset (qwen-7b, llama-8b, smollm2-135m, tiny, ...), path or Hub id")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint")] = False,
+    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end)")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """SFT of a student on the kept traces (TRL SFTTrainer): RUN_DIR/student/PRESET/final."""
+    from .config import DistillConfig
+
+    flags: dict[str, Any] = {"run_dir": run_dir}
+    for key, value in [("student", student), ("max_steps", max_steps), ("resume", resume or None),
+                       ("lora", lora or None), ("progress", None if progress else False)]:
+        _put(flags, key, value)
+    cfg = build(DistillConfig, *_layers(config, flags, set_), where=config or "distill")
+    from train import sft  # torch and TRL load only for this command
+
+    summary = sft.run(cfg)
+    typer.echo(f"distill: {summary['steps']} steps, final loss {summary['final_loss']}, model in {summary['output']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
     try:

@@ -217,6 +217,28 @@ class FilterConfig(Strict):
         return [name for name in self.order if getattr(self, name).enabled]
 
 
+class DistillConfig(Strict):
+    run_dir: str = Field("runs/default", description="Run directory holding filtered/kept/")
+    student: str = Field("smollm2-135m", description="Preset (qwen-7b, llama-8b, smollm2-135m, tiny...), path or Hub id")
+    output_dir: str | None = Field(None, description="Where checkpoints go (default RUN_DIR/student/PRESET)")
+    lr: float | None = Field(None, gt=0, description="Learning rate (default: the preset's)")
+    epochs: float | None = Field(None, gt=0, description="Epochs (default: the preset's; R1 used 2)")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
+    max_length: int | None = Field(None, ge=8, description="Longest sample in tokens; longer ones are dropped")
+    batch_size: int | None = Field(None, ge=1, description="Per-device batch size (default: the preset's)")
+    grad_accum: int | None = Field(None, ge=1, description="Gradient accumulation steps (default: the preset's)")
+    lora: bool = Field(False, description="Train LoRA adapters instead of all weights (merged at the end)")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="Share of steps spent warming up the learning rate")
+    save_steps: int = Field(50, ge=1, description="Save a checkpoint every this many steps")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk")
+    resume: bool = Field(False, description="Continue from the last complete checkpoint")
+    seed: int = Field(42, description="Seed for weights init, data order and dropout")
+    progress: bool = Field(True, description="Show the progress bar")
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

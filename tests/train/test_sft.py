@@ -1,0 +1,121 @@
+"""`factory distill` on the tiny student, on CPU: the real TRL trainer, a few dozen steps."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from factory.cli import main
+from factory.errors import FactoryError
+from tests.conftest import REPO
+from tests.train.helpers import write_kept
+from train.callbacks import MetricsAndGuard
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "train_metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(out):
+    return {r["step"]: r["loss"] for r in _metrics(out) if "loss" in r}
+
+
+def test_loss_falls_and_the_checkpoint_generates(tmp_path):
+    run = write_kept(tmp_path / "run", n=32)
+    assert main(["distill", str(run), "--student", "tiny", "--max-steps", "24", "--no-progress",
+                 "--set", "save_steps=12"]) == 0
+    out = run / "student" / "tiny"
+    losses = [r["loss"] for r in _metrics(out) if "loss" in r]
+    assert len(losses) == 24 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.5
+    assert all(r["tokens_per_s"] > 0 for r in _metrics(out) if "loss" in r)
+    assert (out / "loss.png").stat().st_size > 1000
+    assert (out / "checkpoint-12" / "COMPLETE").exists() and (out / "checkpoint-24" / "COMPLETE").exists()
+    summary = json.loads((out / "distill_summary.json").read_text())
+    assert summary["steps"] == 24 and summary["data"]["samples"] == 32
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is 1 + 1?"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    gen = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert gen.shape[1] == ids["input_ids"].shape[1] + 5
+    assert "distill" in (run / "config.resolved.yaml").read_text()
+
+
+def _cmd(run, *extra):
+    return [sys.executable, "-m", "factory.cli", "distill", str(run), "--student", "tiny", "--max-steps", "8",
+            "--no-progress", "--set", "save_steps=3", *extra]
+
+
+def test_kill_then_resume_continues_at_the_right_step_with_the_same_data_order(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    whole = write_kept(tmp_path / "whole", n=32)
+    assert subprocess.run(_cmd(whole), env=env, capture_output=True).returncode == 0
+    run = write_kept(tmp_path / "run", n=32)
+    out = run / "student" / "tiny"
+    proc = subprocess.Popen(_cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-3" / "COMPLETE").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (out / "train_metrics.jsonl").rename(out / "before_kill.jsonl")
+    res = subprocess.run(_cmd(run, "--resume"), env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    resumed = _losses(out)
+    assert min(resumed) == 4 and max(resumed) == 8, "continued after checkpoint-3, not from scratch"
+    expected = _losses(whole / "student" / "tiny")
+    assert all(math.isclose(resumed[s], expected[s], rel_tol=1e-3) for s in range(4, 9))
+    assert json.loads((out / "distill_summary.json").read_text())["resumed_from"].endswith("checkpoint-3")
+
+
+def test_torn_checkpoints_are_never_resumed_from(tmp_path):
+    from train.sft import last_complete_checkpoint
+
+    for step, complete in [(3, True), (6, True), (9, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "COMPLETE").write_text(str(step))
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-6"
+    assert not (tmp_path / "checkpoint-9").exists() and list(tmp_path.glob("torn-checkpoint-9-*"))
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_nan_or_inf_loss_stops_the_run(tmp_path, loss):
+    guard = MetricsAndGuard(tmp_path / "m.jsonl", progress=False)
+
+    class State:
+        global_step, epoch, num_input_tokens_seen = 7, 0.5, 100
+
+    with pytest.raises(FactoryError, match=f"training loss is {loss} at step 7"):
+        guard.on_log(None, State(), None, logs={"loss": loss})
+
+
+def test_lora_keeps_the_adapter_and_merges(tmp_path):
+    run = write_kept(tmp_path / "run", n=8)
+    assert main(["distill", str(run), "--student", "tiny", "--max-steps", "2", "--lora", "--no-progress",
+                 "--set", "lora_r=4", "--set", "lora_targets_ignored=1"]) == 1
+    assert main(["distill", str(run), "--student", "tiny", "--max-steps", "2", "--lora", "--no-progress",
+                 "--set", "lora_r=4"]) == 0
+    final = run / "student" / "tiny" / "final"
+    assert (final / "adapter" / "adapter_config.json").exists() and (final / "model.safetensors").exists()
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(final).config.num_hidden_layers == 2
+
+
+def test_bad_input_fails_before_training(tmp_path, capsys):
+    assert main(["distill", str(tmp_path), "--student", "tiny", "--no-progress"]) == 1
+    assert "filtered/kept: no manifest.json" in capsys.readouterr().err
+    run = write_kept(tmp_path / "run", n=4)
+    assert main(["distill", str(run), "--student", "qwen-9000"]) == 1
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["distill", str(run), "--student", "tiny", "--set", "max_length=8", "--no-progress"]) == 1
+    assert "shorter than every sample" in capsys.readouterr().err
+    assert not (run / "student").exists()

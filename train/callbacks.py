@@ -1,0 +1,69 @@
+"""Trainer callbacks: metrics + NaN guard + progress, and the COMPLETE marker on finished checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from factory.errors import FactoryError
+
+
+class MetricsAndGuard(TrainerCallback):
+    """Appends every log to train_metrics.jsonl with tokens/s; stops the run on a NaN/inf loss."""
+
+    def __init__(self, path: Path, progress: bool):
+        self.path, self.progress_enabled = path, progress
+        self.started = time.perf_counter()
+        self.bar = self.task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
+                            console=Console(stderr=True), disable=not self.progress_enabled)
+        self.task = self.bar.add_task("distill", total=state.max_steps, completed=state.global_step, info="")
+        self.bar.start()
+        self.started = time.perf_counter()
+        self.first_step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FactoryError(f"training loss is {loss} at step {state.global_step}: stopping instead of training "
+                               "on garbage (lower the learning rate, check the data, or resume from a checkpoint)")
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        tokens = state.num_input_tokens_seen or 0
+        row = {"step": state.global_step, "epoch": state.epoch, **logs, "elapsed_s": round(elapsed, 2),
+               "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.bar is not None and loss is not None:
+            self.bar.update(self.task, completed=state.global_step,
+                            info=f"loss {loss:.4f}  {row['tokens_per_s']:,.0f} tok/s")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=state.global_step)
+            self.bar.stop()
+
+
+class CompleteMarker(TrainerCallback):
+    """transformers writes checkpoint-N in place; the marker, written after the save returns, is what makes a
+    checkpoint complete (with the resolved config beside it)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                (ckpt / "distill_config.json").write_text(self.cfg.model_dump_json(indent=2))
+                (ckpt / "COMPLETE").write_text(f"{state.global_step}\n")

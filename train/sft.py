@@ -1,0 +1,151 @@
+"""`factory distill RUN_DIR --student PRESET`: SFT of a student on the kept traces, with TRL's SFTTrainer.
+
+What is added to TRL: the loss-mask check and the overlong-sample count before the model is even loaded
+(train/sft_data.py), a NaN/inf stop, checkpoints marked complete only once fully written (resume never picks a
+torn one), train_metrics.jsonl with tokens/s, a rich progress bar, and a loss-curve PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from factory.config import DistillConfig
+from factory.rundir import write_resolved_config
+
+from .sft_data import build_samples
+from .students import model_path, resolve_student
+
+COMPLETE = "COMPLETE"
+
+
+def _settings(cfg: DistillConfig) -> dict[str, Any]:
+    preset = resolve_student(cfg.student)
+    pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else getattr(preset, name)  # noqa: E731
+    return {"preset": preset, "lr": pick("lr"), "epochs": pick("epochs"), "max_length": pick("max_length"),
+            "batch_size": pick("batch_size"), "grad_accum": pick("grad_accum")}
+
+
+def last_complete_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint whose COMPLETE marker exists; torn ones (a crash mid-save) are moved aside."""
+    done = []
+    for ckpt in out.glob("checkpoint-*"):
+        if (ckpt / COMPLETE).exists():
+            done.append(ckpt)
+        else:
+            shutil.move(str(ckpt), str(out / f"torn-{ckpt.name}-{int(time.time())}"))
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def run(cfg: DistillConfig) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    s = _settings(cfg)
+    preset = s["preset"]
+    run_dir = Path(cfg.run_dir)
+    out = Path(cfg.output_dir or run_dir / "student" / preset.name)
+    path = model_path(preset)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if preset.chat_template:
+        tokenizer.chat_template = preset.chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data, report = build_samples(run_dir / "filtered" / "kept", tokenizer, s["max_length"], show=cfg.progress)
+    out.mkdir(parents=True, exist_ok=True)
+    resume_from = last_complete_checkpoint(out) if cfg.resume else None
+    trainer = _trainer(cfg, s, path, tokenizer, data, out, report)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = _save_final(cfg, trainer, tokenizer, out)
+    summary = {"student": preset.name, "model": path, "output": str(final), "data": report.to_json(),
+               "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
+               "final_loss": _last_loss(out / "train_metrics.jsonl")}
+    _plot_loss(out / "train_metrics.jsonl", out / "loss.png")
+    write_resolved_config(run_dir, "distill", cfg, {"summary": summary})
+    (out / "distill_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, out: Path, report):
+    import importlib.util
+
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from .callbacks import CompleteMarker, MetricsAndGuard
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = SFTConfig(
+        output_dir=str(out), learning_rate=s["lr"], num_train_epochs=s["epochs"], max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=s["grad_accum"],
+        warmup_steps=cfg.warmup_ratio, lr_scheduler_type="cosine", logging_steps=1, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed, bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], disable_tqdm=True,
+        max_length=None,  # overlong samples were dropped and counted; never let TRL cut them silently
+        train_sampling_strategy="group_by_length",  # similar lengths share a batch: little padding
+        use_liger_kernel=torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None,
+        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=torch.cuda.is_available())
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=s["preset"].lora_targets,
+                                 task_type="CAUSAL_LM")
+    model_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    args.model_init_kwargs = model_kwargs
+    trainer = SFTTrainer(model=path, args=args, train_dataset=Dataset.from_dict(data), processing_class=tokenizer,
+                         peft_config=peft_config,
+                         callbacks=[MetricsAndGuard(out / "train_metrics.jsonl", cfg.progress), CompleteMarker(cfg)])
+    trainer.remove_callback(PrinterCallback)  # our bar and train_metrics.jsonl say it, without a dict per step
+    return trainer
+
+
+def _save_final(cfg: DistillConfig, trainer, tokenizer, out: Path) -> Path:
+    """A standard transformers checkpoint vLLM can serve; with LoRA the adapter is kept beside the merged model."""
+    final = out / "final"
+    tmp = out / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    if cfg.lora:
+        model.save_pretrained(tmp / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def _last_loss(metrics: Path) -> float | None:
+    losses = [r["loss"] for r in _read_metrics(metrics) if "loss" in r]
+    return losses[-1] if losses else None
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _plot_loss(metrics: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in _read_metrics(metrics) if "loss" in r and math.isfinite(r["loss"])]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("factory distill")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
