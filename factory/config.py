@@ -231,6 +231,10 @@ class DistillConfig(Strict):
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
+    packing: bool | Literal["auto"] = Field(
+        "auto", description="true: pack samples best-fit-decreasing into max_length rows with per-sample position ids "
+        "(padding-free; samples never attend to each other); false: length-bucketed batches; auto: true with "
+        "flash-attention, false elsewhere")
     warmup_ratio: float = Field(0.03, ge=0, le=1, description="Share of steps spent warming up the learning rate")
     save_steps: int = Field(50, ge=1, description="Save a checkpoint every this many steps")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk")

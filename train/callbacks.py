@@ -15,8 +15,9 @@ from factory.errors import FactoryError
 class MetricsAndGuard(TrainerCallback):
     """Appends every log to train_metrics.jsonl with tokens/s; stops the run on a NaN/inf loss."""
 
-    def __init__(self, path: Path, progress: bool):
+    def __init__(self, path: Path, progress: bool, tally: dict | None = None):
         self.path, self.progress_enabled = path, progress
+        self.tally = tally if tally is not None else {}  # filled by FactorySFTTrainer.compute_loss
         self.started = time.perf_counter()
         self.bar = self.task = None
 
@@ -41,7 +42,9 @@ class MetricsAndGuard(TrainerCallback):
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         tokens = state.num_input_tokens_seen or 0
         row = {"step": state.global_step, "epoch": state.epoch, **logs, "elapsed_s": round(elapsed, 2),
-               "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1)}
+               "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1),
+               "trainable_tokens_per_s": round(self.tally.get("trainable", 0) / elapsed, 1),
+               "nonpad_share": round(self.tally["real"] / self.tally["tokens"], 4) if self.tally.get("tokens") else None}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.bar is not None and loss is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from factory.config import DistillConfig
 from factory.rundir import write_resolved_config
 
+from .batching import use_packing
 from .sft_data import build_samples
 from .students import model_path, resolve_student
 
@@ -57,28 +58,33 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     data, report = build_samples(run_dir / "filtered" / "kept", tokenizer, s["max_length"], show=cfg.progress)
     out.mkdir(parents=True, exist_ok=True)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
-    trainer = _trainer(cfg, s, path, tokenizer, data, out, report)
+    tally: dict[str, int] = {}
+    trainer = _trainer(cfg, s, path, tokenizer, data, out, report, tally)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final = _save_final(cfg, trainer, tokenizer, out)
     summary = {"student": preset.name, "model": path, "output": str(final), "data": report.to_json(),
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
-               "final_loss": _last_loss(out / "train_metrics.jsonl")}
+               "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing),
+               "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
     _plot_loss(out / "train_metrics.jsonl", out / "loss.png")
     write_resolved_config(run_dir, "distill", cfg, {"summary": summary})
     (out / "distill_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, out: Path, report):
+def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, out: Path, report, tally: dict):
     import importlib.util
 
     import torch
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
+    from .batching import flash_attention_available, use_packing
     from .callbacks import CompleteMarker, MetricsAndGuard
+    from .trainer import FactorySFTTrainer
 
+    packing = use_packing(cfg.packing)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = SFTConfig(
         output_dir=str(out), learning_rate=s["lr"], num_train_epochs=s["epochs"], max_steps=cfg.max_steps or -1,
@@ -86,8 +92,8 @@ def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, 
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type="cosine", logging_steps=1, save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed, bf16=bf16,
         gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], disable_tqdm=True,
-        max_length=None,  # overlong samples were dropped and counted; never let TRL cut them silently
-        train_sampling_strategy="group_by_length",  # similar lengths share a batch: little padding
+        # Overlong samples were dropped and counted: max_length is only the packed row's size, never a cut.
+        max_length=s["max_length"] if packing else None, packing=packing, packing_strategy="bfd",
         use_liger_kernel=torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None,
         include_num_input_tokens_seen="non_padding", dataloader_pin_memory=torch.cuda.is_available())
     peft_config = None
@@ -96,11 +102,13 @@ def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, 
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=s["preset"].lora_targets,
                                  task_type="CAUSAL_LM")
-    model_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
-    args.model_init_kwargs = model_kwargs
-    trainer = SFTTrainer(model=path, args=args, train_dataset=Dataset.from_dict(data), processing_class=tokenizer,
-                         peft_config=peft_config,
-                         callbacks=[MetricsAndGuard(out / "train_metrics.jsonl", cfg.progress), CompleteMarker(cfg)])
+    args.model_init_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    if flash_attention_available():
+        args.model_init_kwargs["attn_implementation"] = "flash_attention_2"
+    trainer = FactorySFTTrainer(
+        model=path, args=args, train_dataset=Dataset.from_dict(data), processing_class=tokenizer,
+        peft_config=peft_config, bucket_lengths=None if packing else report.lengths, tally=tally,
+        callbacks=[MetricsAndGuard(out / "train_metrics.jsonl", cfg.progress, tally), CompleteMarker(cfg)])
     trainer.remove_callback(PrinterCallback)  # our bar and train_metrics.jsonl say it, without a dict per step
     return trainer
 
