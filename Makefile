@@ -29,6 +29,7 @@ bench: setup
 	$(PY) bench/generate_client.py
 	$(PY) bench/generate_engines.py
 	$(PY) bench/filters.py
+	$(PY) bench/sft.py
 
 clean:
 	rm -rf runs/demo

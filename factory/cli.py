@@ -112,6 +112,9 @@ def distill(
     resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint")] = False,
     lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end)")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    launch: Annotated[str | None, typer.Option(help="Run under accelerate launch: single_gpu, fsdp, deepspeed_zero3, "
+                                               "multi_node, cpu_gloo, or a path to an accelerate YAML")] = None,
+    num_processes: Annotated[int | None, typer.Option(help="With --launch: processes (GPUs) in all")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -123,6 +126,10 @@ def distill(
                        ("lora", lora or None), ("progress", None if progress else False)]:
         _put(flags, key, value)
     cfg = build(DistillConfig, *_layers(config, flags, set_), where=config or "distill")
+    if launch:
+        from train.launch import relaunch
+
+        raise typer.Exit(relaunch(cfg, launch, num_processes))
     from train import sft  # torch and TRL load only for this command
 
     summary = sft.run(cfg)

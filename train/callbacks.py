@@ -27,7 +27,8 @@ class MetricsAndGuard(TrainerCallback):
 
         self.bar = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
-                            console=Console(stderr=True), disable=not self.progress_enabled)
+                            console=Console(stderr=True),
+                            disable=not (self.progress_enabled and state.is_world_process_zero))
         self.task = self.bar.add_task("distill", total=state.max_steps, completed=state.global_step, info="")
         self.bar.start()
         self.started = time.perf_counter()
@@ -45,8 +46,9 @@ class MetricsAndGuard(TrainerCallback):
                "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1),
                "trainable_tokens_per_s": round(self.tally.get("trainable", 0) / elapsed, 1),
                "nonpad_share": round(self.tally["real"] / self.tally["tokens"], 4) if self.tally.get("tokens") else None}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if state.is_world_process_zero:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
         if self.bar is not None and loss is not None:
             self.bar.update(self.task, completed=state.global_step,
                             info=f"loss {loss:.4f}  {row['tokens_per_s']:,.0f} tok/s")

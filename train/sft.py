@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import DistillConfig
+from factory.errors import FactoryError
 from factory.rundir import write_resolved_config
 
 from .batching import use_packing
@@ -31,45 +32,93 @@ def _settings(cfg: DistillConfig) -> dict[str, Any]:
             "batch_size": pick("batch_size"), "grad_accum": pick("grad_accum")}
 
 
-def last_complete_checkpoint(out: Path) -> Path | None:
+def output_dir(cfg: DistillConfig) -> Path:
+    return Path(cfg.output_dir or Path(cfg.run_dir) / "student" / resolve_student(cfg.student).name)
+
+
+def last_complete_checkpoint(out: Path, move_torn: bool = True) -> Path | None:
     """The newest checkpoint whose COMPLETE marker exists; torn ones (a crash mid-save) are moved aside."""
     done = []
     for ckpt in out.glob("checkpoint-*"):
         if (ckpt / COMPLETE).exists():
             done.append(ckpt)
-        else:
+        elif move_torn:
             shutil.move(str(ckpt), str(out / f"torn-{ckpt.name}-{int(time.time())}"))
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
 def run(cfg: DistillConfig) -> dict[str, Any]:
-    from transformers import AutoTokenizer
+    """Every process of a distributed launch runs this; only the main one writes the run's files."""
+    import torch
+    from accelerate import PartialState
 
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: torchrun processes then join over gloo
     s = _settings(cfg)
     preset = s["preset"]
     run_dir = Path(cfg.run_dir)
-    out = Path(cfg.output_dir or run_dir / "student" / preset.name)
+    out = output_dir(cfg)
     path = model_path(preset)
+    tokenizer = _tokenizer(path, preset)
+    show = cfg.progress and state.is_main_process
+    data, report = build_samples(run_dir / "filtered" / "kept", tokenizer, s["max_length"], show=show)
+    check_disk(cfg, path, out)
+    with state.main_process_first():  # the main process moves torn checkpoints aside before the others look
+        out.mkdir(parents=True, exist_ok=True)
+        resume_from = last_complete_checkpoint(out, move_torn=state.is_main_process) if cfg.resume else None
+    tally: dict[str, int] = {}
+    trainer = _trainer(cfg, s, path, tokenizer, data, out, report, tally)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = _save_final(cfg, trainer, tokenizer, path, out)
+    summary = {"student": preset.name, "model": path, "output": str(final), "data": report.to_json(),
+               "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
+               "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing),
+               "processes": state.num_processes,
+               "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
+    if state.is_main_process:
+        _plot_loss(out / "train_metrics.jsonl", out / "loss.png")
+        write_resolved_config(run_dir, "distill", cfg, {"summary": summary})
+        (out / "distill_summary.json").write_text(json.dumps(summary, indent=2))
+    state.wait_for_everyone()
+    return summary
+
+
+def _tokenizer(path: str, preset):
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(path)
     if preset.chat_template:
         tokenizer.chat_template = preset.chat_template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    data, report = build_samples(run_dir / "filtered" / "kept", tokenizer, s["max_length"], show=cfg.progress)
-    out.mkdir(parents=True, exist_ok=True)
-    resume_from = last_complete_checkpoint(out) if cfg.resume else None
-    tally: dict[str, int] = {}
-    trainer = _trainer(cfg, s, path, tokenizer, data, out, report, tally)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    final = _save_final(cfg, trainer, tokenizer, out)
-    summary = {"student": preset.name, "model": path, "output": str(final), "data": report.to_json(),
-               "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
-               "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing),
-               "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
-    _plot_loss(out / "train_metrics.jsonl", out / "loss.png")
-    write_resolved_config(run_dir, "distill", cfg, {"summary": summary})
-    (out / "distill_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return tokenizer
+
+
+def check_disk(cfg: DistillConfig, path: str, out: Path) -> None:
+    """Refuses to start a run whose checkpoints cannot fit: a full disk mid-save loses the step it was saving."""
+    params = _parameter_count(path)
+    weights = params * 2  # bf16/fp16 safetensors
+    per_ckpt = weights + params * 8 if not cfg.lora else int(weights * 0.02)  # + Adam moments (fp32)
+    need = per_ckpt * (cfg.save_total_limit + 1) + weights * (2 if cfg.lora else 1)
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+        raise FactoryError(f"{out}: checkpoints of this {size}-parameter student need about "
+                           f"{need / 1e9:.1f} GB free, {free / 1e9:.1f} GB are (lower save_total_limit, use --lora, "
+                           "or set output_dir on a bigger disk)")
+
+
+def _parameter_count(path: str) -> int:
+    """From the config alone, on the meta device: nothing is loaded."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    model.tie_weights()  # from_config on the meta device leaves tied embeddings untied: counted twice otherwise
+    return sum(p.numel() for p in model.parameters())
 
 
 def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, out: Path, report, tally: dict):
@@ -95,7 +144,8 @@ def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, 
         # Overlong samples were dropped and counted: max_length is only the packed row's size, never a cut.
         max_length=s["max_length"] if packing else None, packing=packing, packing_strategy="bfd",
         use_liger_kernel=torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None,
-        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=torch.cuda.is_available())
+        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available())
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig
@@ -113,20 +163,38 @@ def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, 
     return trainer
 
 
-def _save_final(cfg: DistillConfig, trainer, tokenizer, out: Path) -> Path:
-    """A standard transformers checkpoint vLLM can serve; with LoRA the adapter is kept beside the merged model."""
-    final = out / "final"
-    tmp = out / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = trainer.model
-    if cfg.lora:
-        model.save_pretrained(tmp / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+def _save_final(cfg: DistillConfig, trainer, tokenizer, path: str, out: Path) -> Path:
+    """A standard transformers checkpoint vLLM can serve; with LoRA the adapter is kept beside the merged model.
+
+    Every process calls this (FSDP and ZeRO-3 gather the weights collectively); the main one writes, into
+    final.tmp, renamed to final once complete.
+    """
+    acc = trainer.accelerator
+    final, tmp = out / "final", out / "final.tmp"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    if trainer.is_fsdp_enabled:
+        acc.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(tmp / "adapter" if cfg.lora else tmp))
+    if acc.is_main_process:
+        if cfg.lora:
+            _merge_adapter(path, tmp / "adapter", tmp, trainer.model.dtype)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "training_args.bin").unlink(missing_ok=True)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    acc.wait_for_everyone()
     return final
+
+
+def _merge_adapter(base_path: str, adapter: Path, dest: Path, dtype) -> None:
+    """Reloads the base on CPU and merges there: works the same whatever sharded the adapter during training."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(dest, safe_serialization=True)
 
 
 def _last_loss(metrics: Path) -> float | None:

@@ -17,7 +17,10 @@ class FactorySFTTrainer(SFTTrainer):
     def _get_train_sampler(self, train_dataset=None):
         if self.bucket_lengths is None:
             return super()._get_train_sampler(train_dataset)
-        return LengthBucketSampler(self.bucket_lengths, self.args.per_device_train_batch_size, self.args.seed)
+        # One bucket per global batch: accelerate deals its consecutive per-device slices out to the processes, so
+        # N processes see together exactly the batch one process with N times the batch size would see.
+        global_batch = self.args.per_device_train_batch_size * self.args.world_size
+        return LengthBucketSampler(self.bucket_lengths, global_batch, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids, mask = inputs["input_ids"], inputs.get("attention_mask")

@@ -91,7 +91,7 @@ def test_nan_or_inf_loss_stops_the_run(tmp_path, loss):
     guard = MetricsAndGuard(tmp_path / "m.jsonl", progress=False)
 
     class State:
-        global_step, epoch, num_input_tokens_seen = 7, 0.5, 100
+        global_step, epoch, num_input_tokens_seen, is_world_process_zero = 7, 0.5, 100, True
 
     with pytest.raises(FactoryError, match=f"training loss is {loss} at step 7"):
         guard.on_log(None, State(), None, logs={"loss": loss})
@@ -157,3 +157,16 @@ def test_length_buckets_report_their_nonpad_share(tmp_path):
     assert summary["packing"] is False and 0.5 < summary["nonpad_share"] <= 1.0
     rows = [r for r in _metrics(out) if "loss" in r]
     assert all(r["trainable_tokens_per_s"] > 0 and r["nonpad_share"] for r in rows)
+
+
+def test_out_of_disk_is_refused_before_the_first_step(tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    run = write_kept(tmp_path / "run", n=4)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    assert main(["distill", str(run), "--student", "tiny", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "student/tiny: checkpoints of this 3M-parameter student need about" in err and "0.0 GB are" in err
+    assert not (run / "student").exists()

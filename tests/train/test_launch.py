@@ -1,0 +1,53 @@
+"""The distributed path: shipped accelerate configs, and a real two-process run on gloo (CPU)."""
+
+import json
+
+import pytest
+import yaml
+
+from factory.cli import main
+from factory.config import DistillConfig
+from factory.errors import FactoryError
+from tests.train.helpers import write_kept
+from train.launch import launch_command, launch_config, shipped
+
+
+@pytest.mark.parametrize("name", ["single_gpu", "fsdp", "deepspeed_zero3", "multi_node", "cpu_gloo"])
+def test_shipped_configs_are_valid_accelerate_configs(name):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = launch_config(name)
+    config = ClusterConfig.from_yaml_file(str(path))  # raises on a field accelerate does not know
+    assert config.num_processes == yaml.safe_load(path.read_text())["num_processes"]
+    assert str(config.distributed_type).split(".")[-1] in {"NO", "FSDP", "DEEPSPEED", "MULTI_CPU"}
+
+
+def test_launch_command_and_bad_names(tmp_path):
+    cfg = DistillConfig(run_dir=str(tmp_path), student="tiny")
+    cmd = launch_command(cfg, "fsdp", 4, tmp_path / "c.yaml")
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and "--main_process_port" in cmd
+    assert cmd[-4:] == ["distill", str(tmp_path), "--config", str(tmp_path / "c.yaml")]
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["student"] == "tiny"
+    assert "--main_process_port" not in launch_command(cfg, "multi_node", None, tmp_path / "c.yaml")
+    with pytest.raises(FactoryError, match="unknown.*shipped: cpu_gloo, deepspeed_zero3"):
+        launch_config("zero9")
+    with pytest.raises(FactoryError, match="no such file"):
+        launch_config(str(tmp_path / "mine.yaml"))
+    assert "fsdp" in shipped()
+
+
+def _first_loss(out):
+    rows = [json.loads(line) for line in (out / "train_metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r][0]
+
+
+def test_two_gloo_processes_match_one_process_first_loss(tmp_path):
+    run = write_kept(tmp_path / "run", n=16)
+    base = ["distill", str(run), "--student", "tiny", "--max-steps", "2", "--no-progress"]
+    assert main([*base, "--set", "batch_size=4", "--set", f"output_dir={tmp_path / 'one'}"]) == 0
+    assert main([*base, "--set", "batch_size=2", "--set", f"output_dir={tmp_path / 'two'}",
+                 "--launch", "cpu_gloo"]) == 0
+    summary = json.loads((tmp_path / "two" / "distill_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    assert _first_loss(tmp_path / "two") == pytest.approx(_first_loss(tmp_path / "one"), rel=1e-4)
+    assert (tmp_path / "two" / "final" / "model.safetensors").exists()
