@@ -136,6 +136,44 @@ def distill(
     typer.echo(f"distill: {summary['steps']} steps, final loss {summary['final_loss']}, model in {summary['output']}")
 
 
+@app.command("eval")
+def eval_(
+    model: Annotated[str | None, typer.Option(help="Checkpoint directory, bundled alias, Hub id or served name")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="math500, aime24, aime25, gpqa-diamond, humaneval, "
+                                                  "gym:TASK or FILE.jsonl")] = None,
+    n: Annotated[int | None, typer.Option(help="Samples per problem")] = None,
+    engine: Annotated[str | None, typer.Option(help="vllm, hf, openai or auto")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai engine)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most new tokens per sample")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N problems")] = None,
+    out: Annotated[str | None, typer.Option(help="Results directory")] = None,
+    compare: Annotated[list[str] | None, typer.Option(help="Compare result files instead (repeat, or list them "
+                                                      "after --compare)")] = None,
+    png: Annotated[str | None, typer.Option(help="With --compare: write the bar chart here")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    files: Annotated[list[str] | None, typer.Argument(help="More result files for --compare")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """pass@1 (95% CI), pass@k and maj@k of a model on a benchmark; or --compare earlier results."""
+    if compare:
+        from .stages.compare import compare as run_compare
+
+        run_compare([*compare, *(files or [])], png or "eval/compare.png")
+        return
+    from .config import EvalConfig
+    from .stages import eval as stage
+
+    flags: dict[str, Any] = {}
+    for dotted, value in [("model", model), ("benchmark", benchmark), ("sampling.n", n), ("teacher.engine", engine),
+                          ("teacher.base_url", base_url), ("sampling.max_tokens", max_tokens), ("limit", limit),
+                          ("out", out), ("progress", None if progress else False)]:
+        _put(flags, dotted, value)
+    if base_url and not engine:
+        _put(flags, "teacher.engine", "openai")
+    stage.run(build(EvalConfig, *_layers(config, flags, set_), where=config or "eval"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
     try:

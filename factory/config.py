@@ -243,6 +243,36 @@ class DistillConfig(Strict):
     progress: bool = Field(True, description="Show the progress bar")
 
 
+class EvalSampling(SamplingConfig):
+    n: int = Field(8, ge=1, description="Samples per problem (pass@1 is averaged over them)")
+    max_tokens: int = Field(32768, ge=1, description="Most new tokens per sample (R1 evals used 32768)")
+
+
+class EvalConfig(Strict):
+    model: str = Field("qwen2.5-coder-0.5b", description="Checkpoint directory, bundled alias, Hub id, or the "
+                       "model name an OpenAI-compatible server serves")
+    label: str | None = Field(None, description="Name in file names and tables (default: from the model)")
+    benchmark: str = Field("math500", description="math500, aime24, aime25, gpqa-diamond, humaneval, gym:TASK, "
+                           "or FILE.jsonl/.parquet in the prompt input format (with answers)")
+    benchmark_path: str | None = Field(None, description="Hub benchmarks: read this local file (same columns) "
+                                       "instead of downloading")
+    limit: int | None = Field(None, ge=1, description="Evaluate the first N problems only")
+    size: int = Field(50, ge=1, description="gym: number of problems")
+    seed: int = Field(1_000_003, description="gym: seed; keep it apart from the training seeds (default 42)")
+    exclude_runs: list[str] = Field(default_factory=list, description="Run directories whose prompts are dropped "
+                                    "from the benchmark (held out means never trained on)")
+    ks: list[int] = Field(default_factory=lambda: [1, 4, 8], description="k values for pass@k and maj@k")
+    out: str = Field("eval", description="Directory for <label>-<benchmark>.json and the sample cache")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Engine settings (model is set "
+                                   "from `model`)")
+    sampling: EvalSampling = Field(default_factory=EvalSampling)
+    template: TemplateConfig = Field(default_factory=TemplateConfig)
+    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+    correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)
+    workers: int = Field(0, ge=0, description="Scoring processes (0: one per CPU core)")
+    progress: bool = Field(True, description="Show progress bars")
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

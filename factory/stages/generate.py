@@ -59,7 +59,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     work = plan(cfg, prompts)
     try:
         with SampleCache(run_dir / "cache") as cache:
-            report = _generate_missing(cfg, work, cache)
+            report = generate_missing(cfg, work, cache)
             report.update(_write_traces(cfg, work, cache, report.pop("errors")))
     except BaseException:
         if fresh and not any((run_dir / "cache").glob("seg-*")):
@@ -73,7 +73,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     return report
 
 
-def _generate_missing(cfg: GenerateConfig, work, cache: SampleCache) -> dict[str, Any]:
+def generate_missing(cfg: GenerateConfig, work, cache: SampleCache) -> dict[str, Any]:
     requests, keys_of = [], {}
     for prompt, messages, keys in work:
         missing = [i for i, k in enumerate(keys) if k not in cache]
@@ -134,7 +134,7 @@ def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[st
             rows = []
             for index, key in enumerate(keys):
                 rec = cache.get(key)
-                trace = _trace(cfg, prompt, messages, index, rec, errors.get(key))
+                trace = make_trace(cfg, prompt, messages, index, rec, errors.get(key))
                 counts["failed" if trace.error else "ok"] += 1
                 counts["truncated"] += trace.truncated
                 counts[f"error:{(trace.error or '').split(':')[0]}"] += bool(trace.error)
@@ -146,7 +146,7 @@ def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[st
             "failed_by_class": failed, "truncated": counts["truncated"]}
 
 
-def _trace(cfg: GenerateConfig, prompt: Prompt, messages: list[dict], index: int, rec: dict | None,
+def make_trace(cfg: GenerateConfig, prompt: Prompt, messages: list[dict], index: int, rec: dict | None,
            err: Completion | None) -> Trace:
     base = dict(prompt=prompt, sample_index=index, messages=json.dumps(messages, ensure_ascii=False))
     if rec is None:

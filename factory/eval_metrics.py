@@ -1,0 +1,88 @@
+"""Eval metrics: pass@1 with its confidence interval, the unbiased pass@k estimator, maj@k, and the test that
+says whether a difference between two results is larger than their noise.
+
+Written here because the estimators are a few lines each and their exact definitions matter (ties, CIs, pairing):
+pass@k is Chen et al. 2021's unbiased estimator; the CIs are normal intervals over problems.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+Z95 = 1.959963984540054
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """P(at least one of k samples drawn without replacement from n, c of them correct, is correct)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% normal interval (None with fewer than 2 values)."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), None
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, Z95 * math.sqrt(var / n)
+
+
+def majority_correct(answers: Sequence[str | None], correct: Sequence[bool]) -> float:
+    """maj@k for one problem: 1 if the most common answer is right; a tie at the top scores the share of tied
+    answers that are right (the expected score of breaking the tie at random). Unanswered samples do not vote."""
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return 0.0
+    top = max(votes.values())
+    tied = [a for a, v in votes.items() if v == top]
+    right = {a for a, ok in zip(answers, correct) if a is not None and ok}
+    return sum(a in right for a in tied) / len(tied)
+
+
+def normalise_answer(answer: str | None) -> str | None:
+    """Votes group answers that differ only in spacing, $ signs or a trailing period."""
+    if answer is None:
+        return None
+    out = "".join(answer.split()).strip("$").rstrip(".")
+    return out or None
+
+
+def problem_metrics(correct: Sequence[bool], answers: Sequence[str | None], ks: Sequence[int],
+                    majority: bool = True) -> dict[str, float]:
+    """pass@1, pass@k and (where answers can be compared, so not for code) maj@k, for k up to n."""
+    n, c = len(correct), sum(correct)
+    out = {"pass@1": c / n if n else 0.0}
+    for k in ks:
+        if 1 < k <= n:
+            out[f"pass@{k}"] = pass_at_k(n, c, k)
+    for k in ks if majority else []:
+        if k <= n:
+            out[f"maj@{k}"] = majority_correct([normalise_answer(a) for a in answers[:k]], correct[:k])
+    return out
+
+
+def difference(a: dict[str, float], b: dict[str, float], metric: str = "pass@1") -> dict[str, float | bool | None]:
+    """B minus A on a metric, per problem; paired over the problems both hold, else unpaired.
+
+    `a` and `b` map problem id -> that problem's metric value.
+    """
+    shared = sorted(set(a) & set(b))
+    if shared and len(shared) == len(a) == len(b):
+        diffs = [b[p] - a[p] for p in shared]
+        delta, half = mean_ci(diffs)
+        paired = True
+    else:
+        (ma, ha), (mb, hb) = mean_ci(list(a.values())), mean_ci(list(b.values()))
+        delta = mb - ma
+        half = None if ha is None or hb is None else math.hypot(ha, hb)
+        paired = False
+    significant = half is not None and abs(delta) > half
+    return {"metric": metric, "delta": delta, "ci95": half, "paired": paired, "significant": significant}

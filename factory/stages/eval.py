@@ -1,0 +1,176 @@
+"""`factory eval --model M --benchmark B`: pass@1 over n samples with a 95% CI, pass@k, maj@k.
+
+Generation goes through the same engines, templates and sample cache as `factory generate` (so an interrupted
+eval resumes, and a rerun is free); scoring through the same correctness functions as `factory filter`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..benchmarks import load_benchmark
+from ..cache import SampleCache
+from ..config import EvalConfig, GenerateConfig, PromptsConfig, SamplingConfig, fingerprint
+from ..errors import FactoryError
+from ..eval_metrics import mean_ci, problem_metrics
+from ..filters.correctness import correctness_filter, final_answer
+from ..records import Prompt, Trace
+from ..rundir import package_versions
+from ..shards import write_json_atomic
+from ..teachers import resolve_engine
+from ..workpool import ordered_map
+from .generate import generate_missing, make_trace, plan
+
+console = Console(stderr=True)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def default_label(model: str) -> str:
+    """`runs/x/student/smollm2-135m/final` -> `smollm2-135m-final`; `Qwen/Qwen2.5-7B` -> `Qwen2.5-7B`."""
+    parts = Path(model).parts
+    if len(parts) >= 2 and (parts[-1] == "final" or parts[-1].startswith("checkpoint-")):
+        return slug(f"{parts[-2]}-{parts[-1]}")
+    return slug(parts[-1] if parts else model)
+
+
+def result_path(cfg: EvalConfig) -> Path:
+    bench = Path(cfg.benchmark).stem if Path(cfg.benchmark).suffix else cfg.benchmark
+    return Path(cfg.out) / f"{cfg.label or default_label(cfg.model)}-{slug(bench)}.json"
+
+
+def check_model_loads(model: str) -> None:
+    """A local checkpoint that cannot load fails here, in one line, before an engine spends minutes starting."""
+    from ..models import BUNDLED, resolve_model
+
+    path = Path(resolve_model(model)) if model in BUNDLED else Path(model)
+    if not path.exists():
+        if model.count("/") == 1 and not model.startswith((".", "/")):
+            return  # a Hub id: the engine downloads it
+        raise FactoryError(f"{model}: no such checkpoint directory")
+    if not (path / "config.json").exists():
+        raise FactoryError(f"{model}: not a transformers checkpoint (no config.json)")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise FactoryError(f"{model}: the checkpoint has no weights (*.safetensors or *.bin)")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except Exception as e:  # transformers raises several types for a broken config
+        raise FactoryError(f"{model}: the checkpoint does not load: {type(e).__name__}: {e}") from None
+
+
+def run(cfg: EvalConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    prompts = load_benchmark(cfg)  # an unknown benchmark or a file without answers stops here
+    if not prompts:
+        raise FactoryError(f"{cfg.benchmark}: no problems left to evaluate")
+    engine = resolve_engine(cfg.teacher.engine)
+    if engine != "openai":
+        check_model_loads(cfg.model)
+    gen = GenerateConfig(out=cfg.out, prompts=PromptsConfig(source=cfg.benchmark),
+                         teacher=cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine}),
+                         sampling=SamplingConfig(**cfg.sampling.model_dump()), template=cfg.template,
+                         reasoning=cfg.reasoning, progress=cfg.progress)
+    work = plan(gen, prompts)
+    with SampleCache(Path(cfg.out) / "cache") as cache:
+        generation = generate_missing(gen, work, cache)
+        errors = generation.pop("errors")
+        traces = [[make_trace(gen, p, msgs, i, cache.get(k), errors.get(k)) for i, k in enumerate(keys)]
+                  for p, msgs, keys in work]
+    problems = score_all(cfg, prompts, traces)
+    result = {"label": cfg.label or default_label(cfg.model), "model": cfg.model, "engine": engine,
+              "benchmark": cfg.benchmark, "metrics": summarise(problems, cfg), "generation": generation,
+              "settings": cfg.model_dump(mode="json"), "fingerprint": fingerprint(cfg),
+              "versions": package_versions(), "created_at": datetime.now(timezone.utc).isoformat(),
+              "seconds": round(time.perf_counter() - started, 1), "problems": problems}
+    path = result_path(cfg)
+    write_json_atomic(path, result)
+    print_metrics(result, path)
+    return result
+
+
+def score_problem(prompt: Prompt, rows: list[dict[str, Any]], params) -> list[dict[str, Any]]:
+    """Every sample of one problem: its verdict and the answer it votes for."""
+    out = []
+    for row in rows:
+        sample = {"index": row["sample_index"], "completion_tokens": row.get("completion_tokens"),
+                  "truncated": bool(row.get("truncated")), "error": row.get("error")}
+        if row.get("error"):
+            sample.update(correct=False, reason="generation_error", answer=None)
+        else:
+            v = correctness_filter(row, prompt, params)
+            sample.update(correct=bool(v.ok and v.reason is None), reason=v.reason,
+                          answer=None if prompt.task == "code" else final_answer(row))
+        out.append(sample)
+    return out
+
+
+def _hung(task: tuple) -> list[dict[str, Any]]:
+    _, rows, _ = task
+    return [{"index": r["sample_index"], "correct": False, "reason": "scoring_timeout", "answer": None,
+             "completion_tokens": r.get("completion_tokens"), "truncated": bool(r.get("truncated")),
+             "error": None} for r in rows]
+
+
+def score_all(cfg: EvalConfig, prompts: list[Prompt], traces: list[list[Trace]]) -> list[dict[str, Any]]:
+    from ..progress import StageProgress
+
+    tasks = [(p, [t.to_row() for t in ts], cfg.correctness) for p, ts in zip(prompts, traces)]
+    workers = min(cfg.workers or os.cpu_count() or 1, len(tasks))
+    deadline = 60 + cfg.sampling.n * max(cfg.correctness.code_timeout_s, cfg.correctness.timeout_s) * 2
+    results = (map(lambda t: score_problem(*t), tasks) if workers <= 1
+               else ordered_map(score_problem, tasks, workers, deadline, _hung))
+    problems = []
+    with StageProgress("score", len(tasks), cfg.progress) as advance:
+        for prompt, samples in zip(prompts, results):
+            correct = [s["correct"] for s in samples]
+            answers = [s["answer"] for s in samples]
+            metrics = problem_metrics(correct, answers, cfg.ks, majority=prompt.task != "code")
+            problems.append({"prompt_id": prompt.prompt_id, "task": prompt.task, "problem": prompt.problem[:1000],
+                             "reference": prompt.reference_answer, "metrics": metrics, "samples": samples})
+            advance(1)
+    return problems
+
+
+def summarise(problems: list[dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]:
+    keys = [k for k in problems[0]["metrics"]] if problems else []
+    out: dict[str, Any] = {"problems": len(problems), "samples_per_problem": cfg.sampling.n}
+    for key in keys:
+        mean, half = mean_ci([p["metrics"][key] for p in problems if key in p["metrics"]])
+        out[key] = {"mean": mean, "ci95": half}
+    samples = [s for p in problems for s in p["samples"]]
+    tokens = [s["completion_tokens"] for s in samples if s["completion_tokens"] is not None]
+    out["mean_completion_tokens"] = sum(tokens) / len(tokens) if tokens else None
+    out["truncated_share"] = sum(s["truncated"] for s in samples) / len(samples) if samples else 0.0
+    out["generation_errors"] = sum(bool(s["error"]) for s in samples)
+    return out
+
+
+def print_metrics(result: dict[str, Any], path: Path) -> None:
+    m = result["metrics"]
+    table = Table(title=f"{result['label']} on {result['benchmark']}: {m['problems']} problems × "
+                        f"{m['samples_per_problem']} samples")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for key, v in m.items():
+        if isinstance(v, dict):
+            table.add_row(key, f"{v['mean']:.3f}", "n/a" if v["ci95"] is None else f"± {v['ci95']:.3f}")
+    table.add_row("mean completion tokens", "-" if m["mean_completion_tokens"] is None
+                  else f"{m['mean_completion_tokens']:.0f}", "")
+    table.add_row("truncated", f"{m['truncated_share']:.1%}", "")
+    if m["generation_errors"]:
+        table.add_row("generation errors", str(m["generation_errors"]), "")
+    console.print(table)
+    console.print(f"results: {path}")
