@@ -51,7 +51,7 @@ def normalise_answer(answer: str | None) -> str | None:
     """Votes group answers that differ only in spacing, $ signs or a trailing period."""
     if answer is None:
         return None
-    out = "".join(answer.split()).strip("$").rstrip(".")
+    out = "".join(answer.split()).rstrip(".").strip("$").rstrip(".")
     return out or None
 
 

@@ -77,6 +77,9 @@ def _print(out: dict[str, Any]) -> None:
         ci = "" if r["ci95"] is None else f" ± {r['ci95']:.3f}"
         table.add_row(r["name"], f"{r['mean']:.3f}{ci}", _verdict(r["vs_first"]))
     console.print(table)
+    first = out["rows"][0]["name"]
+    for r in out["rows"][1:]:  # one unwrapped line each, for logs and narrow terminals
+        console.print(f"{r['name']} vs {first}: {_verdict(r['vs_first'])}", soft_wrap=True, highlight=False)
 
 
 def _plot(rows: list[dict[str, Any]], metric: str, png: Path) -> None:

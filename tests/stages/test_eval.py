@@ -1,0 +1,156 @@
+"""`factory eval` end to end on the bundled model (CPU, transformers engine), and its error paths."""
+
+import json
+import struct
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from factory.cli import main
+from factory.config import CorrectnessParams, EvalConfig
+from factory.errors import FactoryError
+from factory.stages.eval import default_label, score_problem, summarise
+
+
+def _eval(tmp_path, *args):
+    return main(["eval", "--model", "smollm2-135m", "--engine", "hf", "--no-progress", "--out", str(tmp_path / "ev"),
+                 *args])
+
+
+def test_gym_eval_writes_metrics_per_problem_and_resumes_from_the_cache(tmp_path):
+    args = ["--benchmark", "gym:chain_sum", "--n", "3", "--max-tokens", "24", "--set", "size=3"]
+    assert _eval(tmp_path, *args) == 0
+    path = tmp_path / "ev" / "smollm2-135m-gym-chain_sum.json"
+    result = json.loads(path.read_text())
+    m = result["metrics"]
+    assert m["problems"] == 3 and m["samples_per_problem"] == 3
+    assert {"pass@1", "maj@1"} <= set(m) and "pass@8" not in m  # k > n is not reported
+    assert 0 <= m["pass@1"]["mean"] <= 1 and m["pass@1"]["ci95"] is not None
+    assert all(len(p["samples"]) == 3 and p["reference"] for p in result["problems"])
+    assert result["settings"]["seed"] != 42, "held-out seed differs from the training default"
+    assert result["generation"]["requested"] == 9
+    assert "transformers" in result["versions"] and result["fingerprint"]
+    assert _eval(tmp_path, *args) == 0
+    again = json.loads(path.read_text())
+    assert again["generation"]["requested"] == 0 and again["generation"]["cached"] == 9
+    assert again["metrics"] == result["metrics"]
+
+
+def test_humaneval_eval_runs_the_tests_in_the_sandbox(tmp_path):
+    assert _eval(tmp_path, "--benchmark", "humaneval", "--limit", "2", "--n", "1", "--max-tokens", "48") == 0
+    result = json.loads((tmp_path / "ev" / "smollm2-135m-humaneval.json").read_text())
+    assert result["metrics"]["problems"] == 2 and "maj@1" not in result["metrics"]  # no voting on code
+    reasons = {s["reason"] for p in result["problems"] for s in p["samples"]}
+    assert reasons <= {None, "no_code_block", "tests_failed", "timeout"}
+
+
+def test_a_right_humaneval_solution_scores_and_a_wrong_one_does_not():
+    from factory.sources.humaneval import load_humaneval
+
+    prompt = load_humaneval()[0]
+    meta = prompt.meta
+    right = f"```python\n{meta['prompt']}{meta['canonical_solution']}```"
+    wrong = f"```python\n{meta['prompt']}    return None\n```"
+    rows = [{"sample_index": i, "answer": a, "reasoning": "", "error": None} for i, a in enumerate([right, wrong])]
+    samples = score_problem(prompt, rows, CorrectnessParams())
+    assert [s["correct"] for s in samples] == [True, False] and samples[1]["reason"] == "tests_failed"
+
+
+def _math500_file(path):
+    rows = {"problem": ["What is 2+2?", "What is 3*3?"], "solution": ["4", "9"], "answer": ["4", "9"],
+            "subject": ["Prealgebra"] * 2, "level": [1, 1], "unique_id": ["a/1.json", "b/2.json"]}
+    pq.write_table(pa.table(rows), path)
+    return path
+
+
+def test_hub_benchmarks_read_a_local_copy_with_the_same_columns(tmp_path):
+    from factory.benchmarks import load_benchmark
+
+    cfg = EvalConfig(benchmark="math500", benchmark_path=str(_math500_file(tmp_path / "m.parquet")))
+    prompts = load_benchmark(cfg)
+    assert [p.reference_answer for p in prompts] == ["4", "9"] and prompts[0].source == "math500"
+    gpqa = tmp_path / "g.jsonl"
+    gpqa.write_text(json.dumps({"Question": "Which is a noble gas?", "Correct Answer": "Neon",
+                                "Incorrect Answer 1": "Iron", "Incorrect Answer 2": "Carbon",
+                                "Incorrect Answer 3": "Sodium"}) + "\n")
+    (p,) = load_benchmark(EvalConfig(benchmark="gpqa-diamond", benchmark_path=str(gpqa)))
+    letter = p.reference_answer
+    assert f"{letter}) Neon" in p.problem and p.problem.count(") ") == 4
+    assert load_benchmark(EvalConfig(benchmark="gpqa-diamond", benchmark_path=str(gpqa)))[0].problem == p.problem
+
+
+def test_summary_metrics_from_known_verdicts():
+    problems = [{"metrics": {"pass@1": 1.0}, "samples": [{"completion_tokens": 10, "truncated": False,
+                                                            "error": None}]},
+                {"metrics": {"pass@1": 0.0}, "samples": [{"completion_tokens": 30, "truncated": True,
+                                                            "error": None}]}]
+    s = summarise(problems, EvalConfig())
+    assert s["pass@1"]["mean"] == 0.5 and s["mean_completion_tokens"] == 20 and s["truncated_share"] == 0.5
+
+
+def test_bad_input_fails_with_a_clear_error(tmp_path, capsys):
+    assert _eval(tmp_path, "--benchmark", "mmlu-9000") == 1
+    assert "unknown benchmark 'mmlu-9000'" in capsys.readouterr().err
+    no_answers = tmp_path / "b.jsonl"
+    no_answers.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?"}\n')
+    assert _eval(tmp_path, "--benchmark", str(no_answers)) == 1
+    assert "b.jsonl: row 2 has no answer" in capsys.readouterr().err
+    broken = tmp_path / "ckpt"
+    broken.mkdir()
+    assert main(["eval", "--model", str(broken), "--engine", "hf", "--benchmark", "gym:chain_sum"]) == 1
+    assert "not a transformers checkpoint (no config.json)" in capsys.readouterr().err
+    (broken / "config.json").write_text("{}")
+    assert main(["eval", "--model", str(broken), "--engine", "hf", "--benchmark", "gym:chain_sum"]) == 1
+    assert "the checkpoint has no weights" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "nope"), "--engine", "hf", "--benchmark", "gym:chain_sum"]) == 1
+    assert "no such checkpoint directory" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_labels_from_checkpoint_paths():
+    assert default_label("runs/x/student/smollm2-135m/final") == "smollm2-135m-final"
+    assert default_label("Qwen/Qwen2.5-Math-7B") == "Qwen2.5-Math-7B"
+
+
+def _result(path, label, per_problem):
+    problems = [{"prompt_id": pid, "metrics": {"pass@1": v}, "samples": []} for pid, v in per_problem.items()]
+    from factory.eval_metrics import mean_ci
+
+    mean, half = mean_ci(list(per_problem.values()))
+    path.write_text(json.dumps({"label": label, "benchmark": "gym:chain_sum", "problems": problems,
+                                "metrics": {"pass@1": {"mean": mean, "ci95": half}}}))
+    return str(path)
+
+
+def test_compare_prints_the_table_says_what_is_noise_and_draws_the_chart(tmp_path, capsys):
+    ids = [f"p{i}" for i in range(12)]
+    before = _result(tmp_path / "a.json", "student-before", dict.fromkeys(ids, 0.0))
+    after = _result(tmp_path / "b.json", "student-after", {p: 1.0 if i < 10 else 0.0 for i, p in enumerate(ids)})
+    noisy = _result(tmp_path / "c.json", "student-noisy", {p: 1.0 if i < 1 else 0.0 for i, p in enumerate(ids)})
+    png = tmp_path / "cmp.png"
+    assert main(["eval", "--compare", before, after, noisy, "--png", str(png)]) == 0
+    err = capsys.readouterr().err
+    assert "larger than the noise" in err and "within the noise" in err and "student-after" in err
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 100
+    assert main(["eval", "--compare", before]) == 1
+    assert "at least two" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{")
+    assert main(["eval", "--compare", before, str(tmp_path / "bad.json")]) == 1
+    assert "bad.json:1:2: not valid JSON" in capsys.readouterr().err
+
+
+def test_held_out_excludes_prompts_a_training_run_saw(tmp_path):
+    from factory.benchmarks import load_benchmark
+    from factory.records import TRACE_SCHEMA, Trace
+    from factory.shards import write_shards
+
+    cfg = EvalConfig(benchmark="gym:chain_sum", size=5, seed=7)
+    prompts = load_benchmark(cfg)
+    seen = Trace(prompt=prompts[0], sample_index=0, teacher_model="t", engine="hf", sampling="{}", messages="[]")
+    write_shards(tmp_path / "run" / "traces", [seen.to_row()], TRACE_SCHEMA)
+    kept = load_benchmark(cfg.model_copy(update={"exclude_runs": [str(tmp_path / "run")]}))
+    assert len(kept) == 4 and prompts[0].problem not in {p.problem for p in kept}
+    with pytest.raises(FactoryError, match="no traces to exclude"):
+        load_benchmark(cfg.model_copy(update={"exclude_runs": [str(tmp_path)]}))
