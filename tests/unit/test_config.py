@@ -17,7 +17,10 @@ def test_every_field_has_a_help_string():
             sub = f.annotation if isinstance(f.annotation, type) else None
             if sub is not None and hasattr(sub, "model_fields"):
                 walk(sub)
-    walk(GenerateConfig)
+    from factory.config import DistillConfig, EvalConfig, FilterConfig
+
+    for model in (GenerateConfig, FilterConfig, DistillConfig, EvalConfig):
+        walk(model)
 
 
 def test_overrides_are_typed_and_nested():
