@@ -136,6 +136,43 @@ def distill(
     typer.echo(f"distill: {summary['steps']} steps, final loss {summary['final_loss']}, model in {summary['output']}")
 
 
+@app.command()
+def card(
+    run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/")],
+    repo_id: Annotated[str | None, typer.Option(help="Hub repo named in the loading snippet")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The dataset card: RUN_DIR/card/README.md (Hub front matter, funnel, lineage) and its plots."""
+    from .config import CardConfig
+    from .stages import card as stage
+
+    flags: dict[str, Any] = {"run_dir": run_dir}
+    _put(flags, "repo_id", repo_id)
+    stage.run(build(CardConfig, *_layers(config, flags, set_), where=config or "card"))
+
+
+@app.command()
+def push(
+    run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/")],
+    repo: Annotated[str, typer.Option(help="Hub dataset repo: ORG/NAME")],
+    private: Annotated[bool, typer.Option(help="Create the repo private")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Lay out the upload in RUN_DIR/push and print it; send nothing")] = False,
+    include_rejected: Annotated[bool, typer.Option(help="Upload the rejected traces too")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Upload the card, its plots and the kept shards to a Hugging Face dataset repo (token: HF_TOKEN or login)."""
+    from .config import PushConfig
+    from .stages import push as stage
+
+    flags: dict[str, Any] = {"run_dir": run_dir, "repo": repo}
+    for key, value in [("private", private or None), ("dry_run", dry_run or None),
+                       ("include_rejected", include_rejected or None)]:
+        _put(flags, key, value)
+    stage.run(build(PushConfig, *_layers(config, flags, set_), where=config or "push"))
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[str | None, typer.Option(help="Checkpoint directory, bundled alias, Hub id or served name")] = None,
@@ -176,6 +213,9 @@ def eval_(
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
+    from . import rundir
+
+    rundir.COMMAND = rundir.redacted_command(["factory", *(sys.argv[1:] if argv is None else argv)])
     try:
         app(args=argv, prog_name="factory")  # standalone: click prints usage errors itself and exits 2
     except SystemExit as e:

@@ -273,6 +273,26 @@ class EvalConfig(Strict):
     progress: bool = Field(True, description="Show progress bars")
 
 
+class CardConfig(Strict):
+    run_dir: str = Field("runs/default", description="Run directory with filtered/ output")
+    out: str | None = Field(None, description="Where README.md and assets/ go (default RUN_DIR/card)")
+    license: str | None = Field(None, description="Licence id for the front matter (default: from the sources)")
+    pretty_name: str | None = Field(None, description="Dataset title (default: '<run> reasoning traces')")
+    repo_id: str | None = Field(None, description="Hub repo named in the card's loading snippet")
+    include_rejected: bool = Field(True, description="Describe the rejected split as a config of its own")
+    example_chars: int = Field(800, ge=100, description="Longest reasoning shown in an example")
+
+
+class PushConfig(CardConfig):
+    repo: str = Field("", description="Dataset repo on the Hub: ORG/NAME")
+    private: bool = Field(False, description="Create the repo private")
+    dry_run: bool = Field(False, description="Lay out the upload in the staging folder and print it; upload nothing")
+    include_rejected: bool = Field(False, description="Upload the rejected traces too (config 'rejected')")
+    staging: str | None = Field(None, description="Staging folder (default RUN_DIR/push)")
+    max_shard_mb: int = Field(500, ge=1, description="Largest Parquet file uploaded; bigger shards are split")
+    commit_mb: int = Field(2000, ge=1, description="Bytes per commit: each is a resume point")
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -328,6 +348,22 @@ def build(model: type[M], *layers: dict[str, Any], where: str = "config") -> M:
             msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
             lines.append(f"{where}: field '{field}': {msg}")
         raise FactoryError("; ".join(lines)) from None
+
+
+_SECRET_HEADER = ("authorization", "key", "token", "secret", "cookie")
+
+
+def public_dump(cfg: BaseModel) -> dict[str, Any]:
+    """The config as JSON for files people share (run directories, cards, eval results): HTTP headers that carry
+    credentials are masked. API keys never enter a config at all (only the name of their variable does)."""
+    def walk(node: Any, in_headers: bool = False) -> Any:
+        if isinstance(node, dict):
+            return {k: "***" if in_headers and any(s in k.lower() for s in _SECRET_HEADER)
+                    else walk(v, k == "headers") for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+    return walk(cfg.model_dump(mode="json"))
 
 
 def fingerprint(obj: BaseModel | dict[str, Any]) -> str:

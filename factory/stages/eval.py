@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ..benchmarks import load_benchmark
 from ..cache import SampleCache
-from ..config import EvalConfig, GenerateConfig, PromptsConfig, SamplingConfig, fingerprint
+from ..config import EvalConfig, GenerateConfig, PromptsConfig, SamplingConfig, fingerprint, public_dump
 from ..errors import FactoryError
 from ..eval_metrics import mean_ci, problem_metrics
 from ..filters.correctness import correctness_filter, final_answer
@@ -91,7 +91,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     problems = score_all(cfg, prompts, traces)
     result = {"label": cfg.label or default_label(cfg.model), "model": cfg.model, "engine": engine,
               "benchmark": cfg.benchmark, "metrics": summarise(problems, cfg), "generation": generation,
-              "settings": cfg.model_dump(mode="json"), "fingerprint": fingerprint(cfg),
+              "settings": public_dump(cfg), "fingerprint": fingerprint(cfg),
               "versions": package_versions(), "created_at": datetime.now(timezone.utc).isoformat(),
               "seconds": round(time.perf_counter() - started, 1), "problems": problems}
     path = result_path(cfg)

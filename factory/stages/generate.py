@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..cache import SampleCache, sample_key
-from ..config import GenerateConfig, fingerprint
+from ..config import GenerateConfig, fingerprint, public_dump
 from ..progress import GenerationProgress
 from ..records import TRACE_SCHEMA, Prompt, Trace
 from ..rundir import write_resolved_config
@@ -129,7 +129,7 @@ def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[st
     counts: Counter[str] = Counter()
     with ShardWriter(Path(cfg.out) / "traces", TRACE_SCHEMA, cfg.shard_rows,
                      extra={"stage": "generate", "teacher": f"{engine}:{model}", "fingerprint": fingerprint(cfg),
-                            "config": cfg.model_dump(mode="json")}) as writer:
+                            "config": public_dump(cfg)}) as writer:
         for prompt, messages, keys in work:
             rows = []
             for index, key in enumerate(keys):

@@ -1,0 +1,188 @@
+"""The dataset card: Hub front matter (configs, features, licence...), the teacher, the sampling, the template, the
+filter funnel with each filter's parameters, pass rates, lengths, examples and lineage; plots beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import FactoryError
+from ..shards import iter_batches, read_manifest
+from . import plots
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M")]
+SOURCE_LICENSES = {"gym": "Apache-2.0 (reasoning-gym, procedurally generated)", "humaneval": "MIT (openai/human-eval)",
+                   "hf": "see the source dataset's card", "file": "as provided by the dataset's author"}
+
+
+def size_category(rows: int) -> str:
+    return next((label for limit, label in SIZE_CATEGORIES if rows < limit), "n>10M")
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    filtered = run_dir / "filtered"
+    if not (filtered / "stats.json").exists():
+        raise FactoryError(f"{run_dir}: no filtered output yet (run `factory filter {run_dir}` first)")
+    resolved_path = run_dir / "config.resolved.yaml"
+    resolved = yaml.safe_load(resolved_path.read_text()) if resolved_path.exists() else {}
+    if "generate" not in resolved or "filter" not in resolved:
+        raise FactoryError(f"{resolved_path}: the generate and filter settings are missing; the card's lineage "
+                           "would be empty (rerun the stages with this version)")
+    gen_stats = run_dir / "generate_stats.json"
+    return {"stats": json.loads((filtered / "stats.json").read_text()), "resolved": resolved,
+            "generation": json.loads(gen_stats.read_text()) if gen_stats.exists() else None,
+            "kept_rows": read_manifest(filtered / "kept")["rows"],
+            "rejected_rows": read_manifest(filtered / "rejected")["rows"]}
+
+
+def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | None, pretty_name: str) -> str:
+    import datasets
+    from huggingface_hub import DatasetCardData
+
+    from ..stages.filter import FILTERED_SCHEMA
+
+    features = datasets.Features.from_arrow_schema(FILTERED_SCHEMA)._to_yaml_list
+    splits = [("default", "kept", run["kept_rows"])]
+    if include_rejected:
+        splits.append(("rejected", "rejected", run["rejected_rows"]))
+    language = run["resolved"]["filter"]["config"].get("language", {}).get("target", "en")
+    data = DatasetCardData(
+        license=license_ or _license(run), language=[language], pretty_name=pretty_name,
+        task_categories=["text-generation", "question-answering"],
+        size_categories=[size_category(run["kept_rows"])],
+        tags=["reasoning", "chain-of-thought", "distillation", "synthetic", "deepseek-r1", "r1-factory"],
+        configs=[{"config_name": name, "data_files": [{"split": "train", "path": f"data/{d}/*.parquet"}]}
+                 for name, d, _ in splits],
+        dataset_info=[{"config_name": name, "features": features(), "splits": [{"name": "train", "num_examples": n}]}
+                      for name, _, n in splits])
+    return data.to_yaml()
+
+
+def _license(run: dict[str, Any]) -> str:
+    source = run["resolved"]["generate"]["config"]["prompts"]["source"]
+    return {"gym": "apache-2.0", "humaneval": "mit"}.get(source.split(":")[0], "other")
+
+
+def render(run_dir: Path, out_dir: Path, include_rejected: bool = True, repo_id: str | None = None,
+           license_: str | None = None, pretty_name: str | None = None, example_chars: int = 800) -> Path:
+    """Writes out_dir/README.md and out_dir/assets/*.png; returns the README's path."""
+    import jinja2
+
+    run = load_run(run_dir)
+    name = pretty_name or f"{run_dir.name} reasoning traces"
+    context = _context(run_dir, run, include_rejected, repo_id, example_chars)
+    context["pretty_name"] = name
+    _plots(run_dir, run, out_dir / "assets")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), keep_trailing_newline=True,
+                             autoescape=False, undefined=jinja2.StrictUndefined)
+    body = env.get_template("dataset_card.md.j2").render(**context)
+    readme = out_dir / "README.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(f"---\n{front_matter(run, include_rejected, license_, name)}\n---\n\n{body}")
+    tmp.replace(readme)
+    return readme
+
+
+def _context(run_dir: Path, run: dict[str, Any], include_rejected: bool, repo_id: str | None,
+             example_chars: int) -> dict[str, Any]:
+    gen = run["resolved"]["generate"]
+    filt = run["resolved"]["filter"]
+    stats = run["stats"]
+    return {
+        "teacher": gen["config"]["teacher"], "sampling": gen["config"]["sampling"],
+        "template": gen["config"]["template"], "generation": run["generation"], "funnel": stats["funnel"],
+        "sources": _sources(stats, gen["config"]["prompts"]["source"]),
+        "filters": _filter_rows(stats, filt["config"]),
+        "reasons": sorted(stats["reasons"].items(), key=lambda kv: (-kv[1], kv[0])),
+        "pass_rate": stats["pass_rate"],
+        "pass_rates": [("task", k, v) for k, v in sorted(stats["pass_rate"]["by_task"].items())]
+        + [("source", k, v) for k, v in sorted(stats["pass_rate"]["by_source"].items())],
+        "tokens": [(k, stats["tokens"][k]) for k in ("kept", "rejected") if stats["tokens"].get(k)],
+        "examples": _examples(run_dir, stats, example_chars),
+        "stages": [{"name": s, "fingerprint": run["resolved"][s]["fingerprint"],
+                    "command": run["resolved"][s].get("command")} for s in ("generate", "filter")],
+        "versions": ", ".join(f"{k} {v}" for k, v in sorted(run["resolved"].get("packages", {}).items())),
+        "include_rejected": include_rejected, "repo_id": repo_id or "ORG/NAME",
+    }
+
+
+def _sources(stats: dict[str, Any], spec: str) -> list[dict[str, str]]:
+    tasks = sorted(stats["pass_rate"]["by_task"]) or ["-"]
+    kind = spec.split(":")[0] if ":" in spec or spec == "humaneval" else "file"
+    return [{"source": spec, "task": ", ".join(tasks), "license": SOURCE_LICENSES.get(kind, SOURCE_LICENSES["file"])}]
+
+
+def _filter_rows(stats: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    remaining = stats["funnel"]["in"]
+    rows = []
+    for name in cfg["order"]:
+        params = cfg.get(name, {})
+        if not params.get("enabled", True):
+            continue
+        rejected = stats["funnel"]["rejected_by"].get(name, 0)
+        remaining -= rejected
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "enabled")
+        rows.append({"name": name, "rejected": rejected, "failed": stats["failed_any"].get(name, 0),
+                     "remaining": remaining, "params": f"`{shown}`" if shown else ""})
+    return rows
+
+
+def _clip(text: str, limit: int) -> str:
+    text = (text or "").strip()
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half].rstrip()}\n[... {len(text) - limit} characters ...]\n{text[-half:].lstrip()}"
+
+
+def _examples(run_dir: Path, stats: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """One kept row, then one rejected row for each of the three filters that rejected the most."""
+    columns = ["problem", "reasoning", "answer", "reject_reason", "verdicts"]
+    picked: list[tuple[str, dict]] = []
+    for batch in iter_batches(run_dir / "filtered" / "kept", columns=columns):
+        if batch.num_rows:
+            picked.append(("Kept", batch.slice(0, 1).to_pylist()[0]))
+            break
+    by = stats["funnel"]["rejected_by"]
+    wanted = [f for f, n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])) if n][:3]
+    found: dict[str, dict] = {}
+    for batch in iter_batches(run_dir / "filtered" / "rejected", columns=columns):
+        for row in batch.to_pylist():
+            if row["reject_reason"] in wanted and row["reject_reason"] not in found:
+                found[row["reject_reason"]] = row
+        if len(found) == len(wanted):
+            break
+    for f in wanted:
+        if f in found:
+            detail = (json.loads(found[f]["verdicts"] or "{}").get(f) or {}).get("reason")
+            picked.append((f"Rejected by {f}" + (f" ({detail})" if detail else ""), found[f]))
+    return [{"title": title, "problem": _clip(row["problem"], limit // 2).replace("\n", " "),
+             "reasoning": _clip(row["reasoning"], limit), "reasoning_chars": len(row["reasoning"] or ""),
+             "answer": _clip(row["answer"], limit // 4).replace("\n", " ")}
+            for title, row in picked]
+
+
+def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
+    from ..filters.basic import count_tokens
+
+    tokens: dict[str, list[int]] = {"kept": [], "rejected": []}
+    rates: dict[str, float] = {}
+    columns = ["prompt_id", "reasoning", "answer", "raw_completion", "completion_tokens", "pass_rate"]
+    for split in tokens:
+        for batch in iter_batches(run_dir / "filtered" / split, columns=columns):
+            for row in batch.to_pylist():
+                tokens[split].append(count_tokens(row)[0])
+                if row["pass_rate"] is not None:
+                    rates[row["prompt_id"]] = row["pass_rate"]
+    plots.token_histogram(tokens["kept"], tokens["rejected"], assets / "tokens.png")
+    stats = run["stats"]
+    stages = [("input", stats["funnel"]["in"])]
+    stages += [(f["name"], f["remaining"]) for f in _filter_rows(stats, run["resolved"]["filter"]["config"])]
+    plots.funnel(stages, assets / "funnel.png")
+    plots.pass_rates([rates[k] for k in sorted(rates)], assets / "pass_rate.png")

@@ -1,0 +1,60 @@
+"""The card's plots, as PNG (matplotlib, Agg: no display needed). Deterministic for the same data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: same data, same bytes
+    fig.clf()
+
+
+def token_histogram(kept: list[int], rejected: list[int], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    top = max([*kept, *rejected, 1])
+    bins = [top * i / 30 for i in range(31)]
+    ax.hist([kept, rejected], bins=bins, label=[f"kept ({len(kept)})", f"rejected ({len(rejected)})"],
+            color=["#55a868", "#c44e52"], stacked=False)
+    ax.set_xlabel("completion tokens")
+    ax.set_ylabel("traces")
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def funnel(stages: list[tuple[str, int]], path: Path) -> None:
+    """stages: (label, rows remaining after it), from the input down to the kept rows."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(stages) + 1.2))
+    labels = [s for s, _ in stages][::-1]
+    values = [v for _, v in stages][::-1]
+    ax.barh(labels, values, color="#4c72b0")
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v}", va="center", fontsize=8)
+    ax.set_xlabel("traces remaining")
+    ax.set_xlim(0, max(values + [1]) * 1.15)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def pass_rates(rates: list[float], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(rates, bins=[i / 10 for i in range(11)], color="#8172b2", edgecolor="white")
+    ax.set_xlabel("pass rate of the prompt's samples")
+    ax.set_ylabel("prompts")
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,151 @@
+"""Hugging Face Hub upload: checks before anything leaves the machine, a staging folder laid out as the card's
+`configs` name it, and commits of bounded size that a rerun skips once they are on the Hub (resume)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from .errors import FactoryError
+
+
+def token() -> str:
+    """HF_TOKEN or the saved login; never printed, logged or written."""
+    from huggingface_hub import get_token
+
+    found = get_token()
+    if not found:
+        raise FactoryError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)")
+    return found
+
+
+def check_repo_id(repo: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if repo.count("/") != 1:
+        raise FactoryError(f"--repo {repo!r}: expected ORG/NAME (e.g. my-org/r1-math-traces)")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as e:
+        raise FactoryError(f"--repo {repo!r}: not a valid repo id ({e})") from None
+
+
+def check_owner(api, repo: str) -> str:
+    """The repo's namespace must be the token's user or one of its organisations."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        who = api.whoami()
+    except HfHubHTTPError as e:
+        status = getattr(e.response, "status_code", "?")
+        raise FactoryError(f"the Hub refused the token (HTTP {status}): log in again or set HF_TOKEN") from None
+    names = [who["name"], *(o["name"] for o in who.get("orgs", []))]
+    namespace = repo.split("/")[0]
+    if namespace not in names:
+        raise FactoryError(f"--repo {repo}: '{namespace}' is neither your account ({who['name']}) nor one of your "
+                           f"organisations ({', '.join(names[1:]) or 'none'}); nothing was uploaded")
+    return who["name"]
+
+
+def stage_shards(src: Path, dst: Path, max_bytes: int) -> list[Path]:
+    """Copies (hard-links where possible) a shard directory into dst as train-XXXXX-of-YYYYY.parquet, splitting any
+    shard over max_bytes at row-group boundaries (the Hub's viewer and git-LFS both prefer files under 500 MB)."""
+    from .shards import read_manifest
+
+    dst.mkdir(parents=True, exist_ok=True)
+    pieces: list[Path] = []
+    for entry in read_manifest(src)["files"]:
+        path = src / entry["file"]
+        if path.stat().st_size <= max_bytes:
+            pieces.append(_link(path, dst / f"piece-{len(pieces):05d}.parquet"))
+        else:
+            pieces += _split(path, dst, max_bytes, len(pieces))
+    out = []
+    for i, piece in enumerate(pieces):
+        final = dst / f"train-{i:05d}-of-{len(pieces):05d}.parquet"
+        piece.rename(final)
+        out.append(final)
+    return out
+
+
+def _link(src: Path, dst: Path) -> Path:
+    try:
+        dst.hardlink_to(src)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _split(path: Path, dst: Path, max_bytes: int, start: int) -> list[Path]:
+    pf = pq.ParquetFile(path)
+    groups: list[list[int]] = [[]]
+    size = 0
+    for g in range(pf.num_row_groups):
+        g_bytes = pf.metadata.row_group(g).total_byte_size
+        if groups[-1] and size + g_bytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(g)
+        size += g_bytes
+    out = []
+    for k, group in enumerate(groups):
+        piece = dst / f"piece-{start + k:05d}.parquet"
+        pq.write_table(pf.read_row_groups(group), piece, compression="zstd")
+        out.append(piece)
+    return out
+
+
+def git_blob_sha1(path: Path) -> str:
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _already_there(local: Path, remote) -> bool:
+    if remote is None or remote.size != local.stat().st_size:
+        return False
+    lfs = getattr(remote, "lfs", None)
+    return lfs.sha256 == sha256(local) if lfs else remote.blob_id == git_blob_sha1(local)
+
+
+def upload(api, repo: str, staging: Path, private: bool, commit_bytes: int) -> dict[str, Any]:
+    """Creates the repo if missing, then commits the staging folder in batches, data first and the card last
+    (the card's configs only point at files that are there); files already on the Hub are skipped."""
+    from huggingface_hub import CommitOperationAdd
+
+    url = api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+    remote = {f.path: f for f in api.list_repo_tree(repo, repo_type="dataset", recursive=True)
+              if getattr(f, "blob_id", None) is not None}
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == "README.md" or "assets" in p.parts)
+    todo = [p for p in files if not _already_there(p, remote.get(p.relative_to(staging).as_posix()))]
+    batches: list[list[Path]] = [[]]
+    size = 0
+    for p in todo:
+        if batches[-1] and (size + p.stat().st_size > commit_bytes or p.name == "README.md"):
+            batches.append([])
+            size = 0
+        batches[-1].append(p)
+        size += p.stat().st_size
+    commits = 0
+    for batch in (b for b in batches if b):
+        ops = [CommitOperationAdd(p.relative_to(staging).as_posix(), str(p)) for p in batch]
+        api.create_commit(repo, ops, repo_type="dataset", commit_message=f"factory push: {len(ops)} files")
+        commits += 1
+    return {"url": str(url), "files": len(files), "uploaded": len(todo), "skipped": len(files) - len(todo),
+            "commits": commits}

@@ -1,0 +1,20 @@
+"""`factory card RUN_DIR`: the dataset card (README.md with Hub front matter) and its plots in RUN_DIR/card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from ..cards import render
+from ..config import CardConfig
+
+console = Console(stderr=True)
+
+
+def run(cfg: CardConfig) -> Path:
+    run_dir = Path(cfg.run_dir)
+    readme = render(run_dir, Path(cfg.out or run_dir / "card"), cfg.include_rejected, cfg.repo_id, cfg.license,
+                    cfg.pretty_name, cfg.example_chars)
+    console.print(f"card: {readme} (plots in {readme.parent / 'assets'})")
+    return readme
