@@ -9,11 +9,9 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(VENV)/bin/factory generate --prompts gym:chain_sum --size 12 --n 4 --max-tokens 256 \
-		--teacher vllm:qwen2.5-coder-0.5b --out runs/demo
-	$(VENV)/bin/factory filter runs/demo
-	@echo "demo: traces in runs/demo/traces, kept and rejected traces in runs/demo/filtered (Parquet),"
-	@echo "      stats in runs/demo/generate_stats.json and runs/demo/filtered/stats.json"
+	$(VENV)/bin/factory run pipelines/quickstart.yaml
+	@echo "demo: everything is in runs/quickstart: traces/, filtered/, card/README.md, student/smollm2-135m/final,"
+	@echo "      eval/*.json and eval/compare.png; run it again and every stage is skipped (cached)"
 
 test: setup
 	$(PY) -m ruff check factory train tests bench
@@ -32,4 +30,4 @@ bench: setup
 	$(PY) bench/sft.py
 
 clean:
-	rm -rf runs/demo
+	rm -rf runs/demo runs/quickstart

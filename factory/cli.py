@@ -211,6 +211,29 @@ def eval_(
     stage.run(build(EvalConfig, *_layers(config, flags, set_), where=config or "eval"))
 
 
+@app.command("run")
+def run_pipeline(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline YAML (see pipelines/)")],
+    from_: Annotated[str | None, typer.Option("--from", help="Rerun from this stage on")] = None,
+    only: Annotated[str | None, typer.Option(help="Run this stage only")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Validate and print the plan (tokens, cost); run nothing")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Run a pipeline's stages (generate, filter, card, distill, eval), skipping what is up to date."""
+    from .pipeline import load_pipeline
+    from .stages import run as stage
+
+    p = load_pipeline(pipeline, set_)
+    if dry_run:
+        stage.dry_run(p)
+        return
+    try:
+        stage.run(p, start=from_, only=only)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: rerun `factory run {pipeline}` to resume where it stopped", err=True)
+        raise typer.Exit(130) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
     from . import rundir

@@ -27,6 +27,8 @@ class PromptsConfig(Strict):
     problem_field: str | None = Field(None, description="hf/file: column holding the problem (auto if unset)")
     answer_field: str | None = Field(None, description="hf/file: column holding the reference answer")
     answer_from_boxed: bool = Field(False, description="hf: take the last \\boxed{} of the answer column")
+    tests_field: str | None = Field(None, description="hf/file: column holding code tests (asserts, or JSON "
+                                    "{inputs, outputs} as APPS' input_output)")
     task: str | None = Field(None, description="Task for rows that name none: math, code or gym:NAME")
 
 

@@ -61,9 +61,11 @@ def row_to_prompt(row: dict[str, Any], cfg: PromptsConfig, where: str, source: s
     _, answer = _pick(row, cfg.answer_field, ANSWER_KEYS)
     if cfg.answer_from_boxed and isinstance(answer, str):
         answer = last_boxed(answer)
-    task = check_task(str(row.get("task") or cfg.task or ("code" if row.get("tests") else "math")), where)
-    used = {key, "answer", "task", "tests", cfg.answer_field}
+    tests = row.get(cfg.tests_field or "tests")
+    tests = json.dumps(tests) if isinstance(tests, (dict, list)) else tests
+    task = check_task(str(row.get("task") or cfg.task or ("code" if tests else "math")), where)
+    used = {key, "answer", "task", "tests", cfg.answer_field, cfg.tests_field}
     meta = {k: v for k, v in row.items() if k not in used}
     return Prompt(source=source, task=task, problem=problem,
                   reference_answer=None if answer is None else str(answer),
-                  tests=row.get("tests"), metadata=json.dumps(meta, default=str, ensure_ascii=False))
+                  tests=tests or None, metadata=json.dumps(meta, default=str, ensure_ascii=False))

@@ -1,0 +1,131 @@
+"""`factory run`: a miniature pipeline end to end (bundled SmolLM2 as teacher on transformers, tiny student),
+skipping, resuming after a kill, invalidation by a config change; every shipped pipeline validates."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from factory.cli import main
+from factory.errors import FactoryError
+from factory.pipeline import load_pipeline
+from tests.conftest import REPO
+
+MINI = {
+    "name": "mini",
+    "generate": {"prompts": {"source": "gym:chain_sum", "size": 4, "seed": 42},
+                 "teacher": {"engine": "hf", "model": "smollm2-135m"}, "sampling": {"n": 2, "max_tokens": 48}},
+    "filter": {"correctness": {"enabled": False}, "length": {"reject_truncated": False},
+               "format": {"require_closed": False}},
+    "card": {},
+    "distill": {"student": "tiny", "max_steps": 3, "save_steps": 1},
+    "eval": [{"name": "before", "model": "student-base", "benchmark": "gym:chain_sum", "size": 2,
+              "teacher": {"engine": "hf"}, "sampling": {"n": 2, "max_tokens": 16}},
+             {"name": "after", "model": "student", "benchmark": "gym:chain_sum", "size": 2,
+              "teacher": {"engine": "hf"}, "sampling": {"n": 2, "max_tokens": 16}}],
+}
+
+
+def _write(tmp_path, doc=MINI):
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump({**doc, "run_dir": str(tmp_path / "run")}))
+    return path
+
+
+def _state(tmp_path):
+    return json.loads((tmp_path / "run" / "pipeline_state.json").read_text())
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_pipeline_validates_and_plans(path, capsys):
+    p = load_pipeline(str(path))
+    assert p.stages and all(s in p.configs or s == "eval" for s in p.stages)
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert "generate" in capsys.readouterr().err
+
+
+def test_the_full_recipe_plans_tokens_and_cost():
+    from factory.stages.run import dry_run
+
+    plan = dry_run(load_pipeline(str(REPO / "pipelines" / "r1-distill-qwen7b.yaml")))["generate"]
+    assert plan["samples"] == 100_000 * 4
+    # 400k samples x (150 prompt tokens at $0.55/M + 5000 completion tokens at $2.19/M) = $33 + $4380
+    assert plan["cost_usd"] == pytest.approx(4413.0)
+
+
+def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
+    path = _write(tmp_path)
+    assert main(["run", str(path)]) == 0
+    run = tmp_path / "run"
+    state = _state(tmp_path)
+    assert all(state[s]["done"] for s in ("generate", "filter", "card", "distill", "eval"))
+    assert (run / "card" / "README.md").exists() and (run / "student" / "tiny" / "final" / "config.json").exists()
+    before = json.loads((run / "eval" / "before-gym-chain_sum.json").read_text())
+    after = json.loads((run / "eval" / "after-gym-chain_sum.json").read_text())
+    assert before["model"].endswith("tiny") and after["model"].endswith("student/tiny/final")
+    assert before["settings"]["exclude_runs"] == [str(run)]
+    err = capsys.readouterr().err
+    assert "eval (95% CI)" in err and "student" not in state["generate"]["summary"]
+    # Everything up to date: nothing runs again.
+    assert main(["run", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped") >= 5 and _state(tmp_path)["distill"] == state["distill"]
+    # A filter parameter changes: filter and everything after rerun, generate does not.
+    assert main(["run", str(path), "--set", "filter.repetition.max_repeats=50"]) == 0
+    new = _state(tmp_path)
+    assert new["generate"] == state["generate"]
+    assert all(new[s]["fingerprint"] != state[s]["fingerprint"] for s in ("filter", "card", "distill", "eval"))
+    assert "generate: up to date" in capsys.readouterr().err
+    # --from forces a rerun of an up-to-date stage; --only touches that stage alone.
+    assert main(["run", str(path), "--set", "filter.repetition.max_repeats=50", "--from", "card",
+                 "--only", "card"]) == 0
+    err = capsys.readouterr().err
+    assert "card (run)" in err and "filter" not in err.split("card (run)")[0]
+
+
+def test_killed_mid_generation_resumes_without_duplicates(tmp_path):
+    doc = {k: v for k, v in MINI.items() if k in ("name", "generate", "filter")}
+    doc["generate"] = {**doc["generate"], "sampling": {"n": 3, "max_tokens": 48}, "teacher":
+                       {"engine": "hf", "model": "smollm2-135m", "batch_size": 1}}
+    path = _write(tmp_path, doc)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "factory.cli", "run", str(path)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = tmp_path / "run" / "cache"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and sum(f.stat().st_size for f in cache.glob("seg-*")) < 200:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not _state(tmp_path)["generate"]["done"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = _state(tmp_path)
+    g = state["generate"]["summary"]
+    assert state["generate"]["done"] and g["samples"] == 12 and 0 < g["cached"] < 12 and g["requested"] == 12 - \
+        g["cached"]
+    from factory.shards import read_table
+
+    rows = read_table(tmp_path / "run" / "traces").to_pylist()
+    assert sorted((r["prompt_id"], r["sample_index"]) for r in rows) == sorted(
+        {(r["prompt_id"], r["sample_index"]) for r in rows}) and len(rows) == 12
+
+
+def test_bad_pipelines_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"generate": {"sampling": {"n": 0}}}))
+    with pytest.raises(FactoryError, match=r"bad.yaml generate.*sampling.n"):
+        load_pipeline(str(bad))
+    bad.write_text(yaml.safe_dump({"stages": ["generate", "train"], "generate": {}}))
+    with pytest.raises(FactoryError, match="unknown stage 'train'"):
+        load_pipeline(str(bad))
+    bad.write_text(yaml.safe_dump({"generate": {}, "evl": []}))
+    with pytest.raises(FactoryError, match="unknown top-level key 'evl'"):
+        load_pipeline(str(bad))
+    assert main(["run", str(Path(_write(tmp_path))), "--from", "push"]) == 1
