@@ -151,7 +151,8 @@ def print_summary(p: Pipeline, results: dict[str, Any]) -> None:
             r = results[stage]
             table.add_row(stage, r["action"], str(r.get("seconds", "")), _describe(stage, r.get("summary") or {}))
     console.print(table)
-    evals = (results.get("eval") or {}).get("summary") or {}
+    done = (results.get("eval") or {}).get("summary") or {}
+    evals = {n: done[n] for n, _ in p.evals if n in done}  # the pipeline's order: the first is the reference
     if evals:
         _print_evals(evals)
 
