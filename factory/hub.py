@@ -100,20 +100,19 @@ def _split(path: Path, dst: Path, max_bytes: int, start: int) -> list[Path]:
     return out
 
 
-def git_blob_sha1(path: Path) -> str:
-    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+def _digest(h, path: Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def git_blob_sha1(path: Path) -> str:
+    return _digest(hashlib.sha1(f"blob {path.stat().st_size}\0".encode()), path)
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return _digest(hashlib.sha256(), path)
 
 
 def _already_there(local: Path, remote) -> bool:

@@ -118,16 +118,10 @@ def resolve_model_ref(ref: str, p: Pipeline) -> str:
         return p.configs["generate"].teacher.model
     if "distill" not in p.configs:
         raise FactoryError(f"{p.path}: eval model {ref!r} needs a distill stage")
-    from train.students import resolve_student
+    from train.students import model_path, resolve_student
 
     distill = p.configs["distill"]
     student = resolve_student(distill.student)
     if ref == "student-base":
-        return str(_student_base(student))
+        return model_path(student)
     return str(Path(distill.output_dir or Path(distill.run_dir) / "student" / student.name) / "final")
-
-
-def _student_base(student) -> str:
-    from train.students import model_path
-
-    return model_path(student)

@@ -104,8 +104,7 @@ def score_problem(prompt: Prompt, rows: list[dict[str, Any]], params) -> list[di
     """Every sample of one problem: its verdict and the answer it votes for."""
     out = []
     for row in rows:
-        sample = {"index": row["sample_index"], "completion_tokens": row.get("completion_tokens"),
-                  "truncated": bool(row.get("truncated")), "error": row.get("error")}
+        sample = _sample(row)
         if row.get("error"):
             sample.update(correct=False, reason="generation_error", answer=None)
         else:
@@ -116,11 +115,14 @@ def score_problem(prompt: Prompt, rows: list[dict[str, Any]], params) -> list[di
     return out
 
 
+def _sample(row: dict[str, Any]) -> dict[str, Any]:
+    return {"index": row["sample_index"], "completion_tokens": row.get("completion_tokens"),
+            "truncated": bool(row.get("truncated")), "error": row.get("error")}
+
+
 def _hung(task: tuple) -> list[dict[str, Any]]:
     _, rows, _ = task
-    return [{"index": r["sample_index"], "correct": False, "reason": "scoring_timeout", "answer": None,
-             "completion_tokens": r.get("completion_tokens"), "truncated": bool(r.get("truncated")),
-             "error": None} for r in rows]
+    return [{**_sample(r), "correct": False, "reason": "scoring_timeout", "answer": None} for r in rows]
 
 
 def score_all(cfg: EvalConfig, prompts: list[Prompt], traces: list[list[Trace]]) -> list[dict[str, Any]]:
