@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,20 +32,21 @@ def sample_key(parts: dict[str, Any]) -> str:
 
 
 class SampleCache:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, required: tuple[str, ...] = ()):
+        """`required`: fields an entry must have to count as valid; one without them is bought again."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / "LOCK", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FactoryError(f"{self.root}: another process is writing this run's cache") from None
+        self.required = required
+        self._lock = _take_lock(self.root)
         self.index: dict[str, tuple[Path, int, int]] = {}
+        self.damaged: list[str] = []
         self._readers: dict[Path, Any] = {}
         self._path = None
         segments = sorted(self.root.glob("seg-*.log"))
         for seg in segments:
             self._scan(seg)
+        if self.damaged:
+            _warn(f"{self.root}: {len(self.damaged)} damaged cache entries skipped; they are generated again "
+                  f"(first: {self.damaged[0]})")
         if len(segments) > COMPACT_AFTER:
             self._compact(segments)
         self._path = self.root / f"seg-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.log"
@@ -52,12 +54,17 @@ class SampleCache:
         self._synced = time.monotonic()
 
     def _scan(self, seg: Path) -> None:
+        """Indexes the valid entries; a torn final line (no newline, from a crash mid-write) is ignored and a
+        damaged one (bad key, bad JSON, missing field) is left out, so that the sample is bought again."""
         offset = 0
         with open(seg, "rb") as f:
-            for line in f:
-                if line.endswith(b"\n") and b"\t" in line:  # a line without newline is a torn final write
-                    key = line[: line.index(b"\t")].decode()
-                    self.index[key] = (seg, offset, len(line))
+            for lineno, line in enumerate(f, 1):
+                if line.endswith(b"\n"):
+                    key = self._valid_key(line)
+                    if key is not None:
+                        self.index[key] = (seg, offset, len(line))
+                    else:
+                        self.damaged.append(f"{seg.name}:{lineno}")
                 offset += len(line)
 
     def _compact(self, segments: list[Path]) -> None:
@@ -110,9 +117,13 @@ class SampleCache:
             return None
         line = self._read_line(key)
         try:
-            return orjson.loads(line[line.index(b"\t") + 1 :])
+            value = orjson.loads(line[line.index(b"\t") + 1 :])
         except (orjson.JSONDecodeError, ValueError):
-            return None  # a damaged entry is regenerated, not trusted
+            value = None
+        if not self._valid_value(value):  # damaged after it was indexed: drop it so that a rerun buys it again
+            del self.index[key]
+            return None
+        return value
 
     def close(self) -> None:
         self._out.flush()
@@ -120,13 +131,58 @@ class SampleCache:
         self._out.close()
         for handle in self._readers.values():
             handle.close()
-        if self._path.stat().st_size == 0:
+        if self._path.exists() and self._path.stat().st_size == 0:
             self._path.unlink()
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
+        self._lock.truncate(0)  # a clean exit leaves no pid: a pid found later means its holder was killed
+        self._lock.close()  # closing the descriptor releases the lock
+
+    def _valid_key(self, line: bytes) -> str | None:
+        tab = line.find(b"\t")
+        try:
+            key = line[:tab].decode("utf-8")
+            return key if tab > 0 and self._valid_value(orjson.loads(line[tab + 1 :])) else None
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    def _valid_value(self, value: Any) -> bool:
+        return isinstance(value, dict) and all(k in value for k in self.required)
 
     def __enter__(self) -> SampleCache:
         return self
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+
+def _warn(message: str) -> None:
+    from .redact import redact_text
+
+    sys.stderr.write(f"warning: {redact_text(message)}\n")
+
+
+def _take_lock(root: Path):
+    """One writer per cache: an flock on root/LOCK, which the kernel releases when its holder dies however it
+    dies; the holder's pid is written in it to name it in the refusal, and to say when a dead one's is taken."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / "LOCK", "a+")
+    except OSError as e:
+        raise FactoryError(f"{root}: cannot create the run's cache: {e.strerror or e}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise FactoryError(f"{root.parent}: another factory process{who} is writing this run; wait for it to "
+                           "finish or stop it, then rerun") from None
+    handle.seek(0)
+    previous = handle.read().strip()
+    if previous.isdigit() and int(previous) != os.getpid():
+        _warn(f"{root}: taking over the lock left by pid {previous}, which stopped without releasing it")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

@@ -244,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except FactoryError as e:
-        typer.echo(f"error: {e}", err=True)
+        from .redact import redact_text
+
+        typer.echo(f"error: {redact_text(str(e))}", err=True)
         return 1
     return 0
 

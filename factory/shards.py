@@ -25,6 +25,10 @@ MANIFEST = "manifest.json"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Every JSON artifact (manifests, stats, eval results) is written here, through the redaction function."""
+    from .redact import redact
+
+    obj = redact(obj)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
@@ -44,8 +48,10 @@ class ShardWriter:
         self.schema = schema
         self.rows_per_shard = rows_per_shard
         self.extra = extra or {}
-        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-        self.tmp_dir.mkdir(parents=True)
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.out_dir.parent, f".{self.out_dir.name}.tmp-")
+        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.tmp_dir.mkdir()
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._shards: list[tuple[str, int]] = []
@@ -119,9 +125,32 @@ class ShardWriter:
             self.abort()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(parent: Path, prefix: str) -> list[Path]:
+    """Removes `PREFIX<pid>-*` temporary dirs whose writer is provably dead (its pid no longer runs), as left
+    by a kill -9; a live writer's, or one without a pid in its name, is never touched."""
+    removed = []
+    for path in Path(parent).glob(f"{prefix}*") if Path(parent).is_dir() else ():
+        pid = path.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def swap_into_place(tmp_dir: Path, out_dir: Path) -> None:
     """Replace `out_dir` by `tmp_dir` (two renames: a crash between them leaves no out_dir, never a mixed one)."""
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    remove_stale_temps(out_dir.parent, f".{out_dir.name}.old-")
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(tmp_dir, out_dir)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import FactoryError
+from ..redact import redact_text
 from ..shards import iter_batches, read_manifest
 from . import plots
 
@@ -84,7 +85,8 @@ def render(run_dir: Path, out_dir: Path, include_rejected: bool = True, repo_id:
     readme = out_dir / "README.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(f"---\n{front_matter(run, include_rejected, license_, name)}\n---\n\n{body}")
+    text = f"---\n{front_matter(run, include_rejected, license_, name)}\n---\n\n{body}"
+    tmp.write_text(redact_text(text))  # the card is published: nothing secret-looking survives
     tmp.replace(readme)
     return readme
 

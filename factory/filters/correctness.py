@@ -142,5 +142,5 @@ def _io_tests(tests: str) -> list[tuple[str, str]] | None:
 def _verdict(ok: bool, result, details: dict | None = None) -> Verdict:
     if ok:
         return Verdict(True, score=1.0, details=details or {})
-    reason = "timeout" if result.timed_out else "tests_failed"
+    reason = "timeout" if result.timed_out else "output_limit" if result.output_limited else "tests_failed"
     return Verdict(False, reason, 0.0, {**(details or {}), "stderr": result.stderr[-300:]})

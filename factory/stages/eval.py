@@ -27,7 +27,7 @@ from ..rundir import package_versions
 from ..shards import write_json_atomic
 from ..teachers import resolve_engine
 from ..workpool import ordered_map
-from .generate import generate_missing, make_trace, plan
+from .generate import CACHE_FIELDS, generate_missing, make_trace, plan
 
 console = Console(stderr=True)
 
@@ -83,7 +83,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
                          sampling=SamplingConfig(**cfg.sampling.model_dump()), template=cfg.template,
                          reasoning=cfg.reasoning, progress=cfg.progress)
     work = plan(gen, prompts)
-    with SampleCache(Path(cfg.out) / "cache") as cache:
+    with SampleCache(Path(cfg.out) / "cache", CACHE_FIELDS) as cache:
         generation = generate_missing(gen, work, cache)
         errors = generation.pop("errors")
         traces = [[make_trace(gen, p, msgs, i, cache.get(k), errors.get(k)) for i, k in enumerate(keys)]

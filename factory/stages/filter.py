@@ -28,7 +28,15 @@ from ..filters.decontam import DecontamIndex, build_index
 from ..filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates, select
 from ..records import TRACE_SCHEMA
 from ..rundir import write_resolved_config
-from ..shards import ShardWriter, iter_batches, iter_shards, read_manifest, swap_into_place, write_json_atomic
+from ..shards import (
+    ShardWriter,
+    iter_batches,
+    iter_shards,
+    read_manifest,
+    remove_stale_temps,
+    swap_into_place,
+    write_json_atomic,
+)
 from ..workpool import ordered_map
 from .filter_stats import FunnelStats, print_stats
 
@@ -92,9 +100,13 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise FactoryError(f"{run_dir}: no such run directory")
     manifest = read_manifest(traces)  # a run without finished traces fails here, before anything is written
-    for _ in iter_shards(traces, TRACE_SCHEMA, columns=["prompt_id"]):
-        pass  # check every shard's columns up front: a bad shard must not leave half an output
-    tmp = Path(tempfile.mkdtemp(prefix=".filter-", dir=run_dir))
+    tasks: set[str] = set()
+    for table in iter_shards(traces, TRACE_SCHEMA, columns=["task"]):
+        tasks.update(table.column(0).unique().to_pylist())  # every shard's columns are checked up front too
+    if "correctness" in cfg.active() and "code" in tasks:
+        _check_sandbox()
+    remove_stale_temps(run_dir, ".filter-")
+    tmp = Path(tempfile.mkdtemp(prefix=f".filter-{os.getpid()}-", dir=run_dir))
     try:
         t0 = time.perf_counter()
         summaries = _judge_rows(cfg, traces, tmp / "verdicts.jsonl", manifest["rows"])
@@ -113,6 +125,15 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     write_resolved_config(run_dir, "filter", cfg)
     print_stats(report, run_dir / "filtered")
     return report
+
+
+def _check_sandbox() -> None:
+    from .. import sandbox
+
+    if sandbox.available():
+        problem = sandbox.self_check()
+        if problem:
+            raise FactoryError(f"sandbox: {problem}")
 
 
 def _row_groups(traces: Path) -> list[tuple[str, int]]:

@@ -7,9 +7,10 @@ requests only what the cache lacks. Shards are rebuilt from the cache at the end
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from rich.table import Table
 
 from ..cache import SampleCache, sample_key
 from ..config import GenerateConfig, fingerprint, public_dump
+from ..errors import FactoryError
 from ..progress import GenerationProgress
 from ..records import TRACE_SCHEMA, Prompt, Trace
+from ..redact import redact, redact_text
 from ..rundir import write_resolved_config
 from ..shards import ShardWriter, write_json_atomic
 from ..sources import load_prompts
@@ -31,6 +34,9 @@ from ..teachers.template import build_messages
 console = Console(stderr=True)
 
 
+CACHE_FIELDS = ("text", "teacher_model", "engine", "sampling", "created_at")  # what make_trace reads
+
+
 def sampling_key(cfg: GenerateConfig) -> dict[str, Any]:
     """The settings that change what the teacher writes (and so the cache key); n is not one of them."""
     s = cfg.sampling
@@ -38,39 +44,81 @@ def sampling_key(cfg: GenerateConfig) -> dict[str, Any]:
             "extra_body": cfg.teacher.extra_body}
 
 
-def plan(cfg: GenerateConfig, prompts: list[Prompt]) -> list[tuple[Prompt, list[dict], list[str]]]:
-    """For each prompt: its messages and the cache key of each sample index."""
-    sampling = sampling_key(cfg)
-    out = []
-    for p in prompts:
-        messages = build_messages(p, cfg.template)
-        keys = [sample_key({"prompt_id": p.prompt_id, "messages": messages, "model": cfg.teacher.model,
-                            "sampling": sampling, "sample_index": i}) for i in range(cfg.sampling.n)]
-        out.append((p, messages, keys))
-    return out
+class Plan:
+    """For each prompt: its messages and the cache key of each sample index, computed as it is iterated (a
+    million-sample plan is never held as a list of keys)."""
+
+    def __init__(self, cfg: GenerateConfig, prompts: list[Prompt]):
+        self.cfg, self.prompts, self.sampling = cfg, prompts, sampling_key(cfg)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __iter__(self) -> Iterator[tuple[Prompt, list[dict], list[str]]]:
+        for p in self.prompts:
+            messages = build_messages(p, self.cfg.template)
+            keys = [sample_key({"prompt_id": p.prompt_id, "messages": messages, "model": self.cfg.teacher.model,
+                                "sampling": self.sampling, "sample_index": i}) for i in range(self.cfg.sampling.n)]
+            yield p, messages, keys
+
+
+def plan(cfg: GenerateConfig, prompts: list[Prompt]) -> Plan:
+    return Plan(cfg, prompts)
 
 
 def run(cfg: GenerateConfig) -> dict[str, Any]:
     started = time.perf_counter()
     prompts = load_prompts(cfg.prompts)  # bad input fails here, before a request is sent or a file written
     cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"engine": resolve_engine(cfg.teacher.engine)})})
-    run_dir = Path(cfg.out)
-    fresh = not run_dir.exists()
+    run_dir = check_out_dir(Path(cfg.out))
+    created = not run_dir.exists()
     work = plan(cfg, prompts)
-    try:
-        with SampleCache(run_dir / "cache") as cache:
+    with SampleCache(run_dir / "cache", CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
+        try:
             report = generate_missing(cfg, work, cache)
             report.update(_write_traces(cfg, work, cache, report.pop("errors")))
-    except BaseException:
-        if fresh and not any((run_dir / "cache").glob("seg-*")):
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was bought: leave no empty run behind
-        raise
+        except BaseException:
+            if created and len(cache) == 0:
+                _remove_empty_run(run_dir)  # nothing was bought: leave no empty run behind
+            raise
     report["seconds"] = round(time.perf_counter() - started, 2)
     fp = write_resolved_config(run_dir, "generate", cfg)
     report["fingerprint"] = fp
     write_json_atomic(run_dir / "generate_stats.json", report)
     _print_report(cfg, report)
+    if report["ok"] == 0 and report["rows"]:
+        first = next(iter(report["failed_by_class"]), "unknown")
+        raise FactoryError(f"{cfg.out}: no sample succeeded ({report['failed']} failed, mostly {first}); "
+                           f"see the error column of {cfg.out}/traces")
     return report
+
+
+def check_out_dir(run_dir: Path) -> Path:
+    """`--out` must be a directory this process can write: one line otherwise, before anything is created."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FactoryError(f"{run_dir}: --out is a file, not a run directory")
+    existing = next((p for p in [run_dir, *run_dir.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise FactoryError(f"{run_dir}: cannot create the run directory: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FactoryError(f"{run_dir}: cannot create the run directory: {existing} is not writable")
+    return run_dir
+
+
+def _remove_empty_run(run_dir: Path) -> None:
+    """Called by the lock holder only, while it holds the lock: removes the empty cache it made, then the run
+    directory if nothing else is in it. Never removes what another process put there."""
+    cache = run_dir / "cache"
+    for seg in cache.glob("seg-*.log"):
+        if seg.stat().st_size == 0:
+            seg.unlink()
+    if [p.name for p in cache.iterdir()] == ["LOCK"]:
+        (cache / "LOCK").unlink()
+    for d in (cache, run_dir):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            return
 
 
 def generate_missing(cfg: GenerateConfig, work, cache: SampleCache) -> dict[str, Any]:
@@ -108,7 +156,7 @@ def generate_missing(cfg: GenerateConfig, work, cache: SampleCache) -> dict[str,
 def _cache_record(teacher, cfg: GenerateConfig, c: Completion) -> dict[str, Any]:
     return {"text": c.text, "reasoning_content": c.reasoning_content, "finish_reason": c.finish_reason,
             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
-            "teacher_model": teacher.model, "engine": teacher.engine, "sampling": sampling_key(cfg),
+            "teacher_model": teacher.model, "engine": teacher.engine, "sampling": redact(sampling_key(cfg)),
             "created_at": datetime.now(timezone.utc).isoformat()}
 
 
@@ -150,12 +198,12 @@ def make_trace(cfg: GenerateConfig, prompt: Prompt, messages: list[dict], index:
            err: Completion | None) -> Trace:
     base = dict(prompt=prompt, sample_index=index, messages=json.dumps(messages, ensure_ascii=False))
     if rec is None:
-        error = err.error if err else "missing: the sample is not in the cache (rerun to generate it)"
+        error = redact_text(err.error) if err else "missing: the sample is not in the cache (rerun to generate it)"
         return Trace(**base, teacher_model=cfg.teacher.model, engine=cfg.teacher.engine,
-                     sampling=json.dumps(sampling_key(cfg)), error=error)
+                     sampling=json.dumps(redact(sampling_key(cfg))), error=error)
     reasoning, answer, source = split_reasoning(rec["text"], rec.get("reasoning_content"), cfg.reasoning.untagged)
     return Trace(**base, teacher_model=rec["teacher_model"], engine=rec["engine"],
-                 sampling=json.dumps(rec["sampling"]), reasoning=reasoning, answer=answer,
+                 sampling=json.dumps(redact(rec["sampling"])), reasoning=reasoning, answer=answer,
                  raw_completion=rec["text"], reasoning_source=source, finish_reason=rec.get("finish_reason"),
                  truncated=rec.get("finish_reason") == "length", prompt_tokens=rec.get("prompt_tokens"),
                  completion_tokens=rec.get("completion_tokens"), latency_s=rec.get("latency_s"),

@@ -8,6 +8,7 @@ failure counted by class for the progress bar and the run's report.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -15,6 +16,7 @@ import time
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import openai
 import orjson
@@ -26,6 +28,7 @@ except ImportError:
 
 from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
+from ..redact import redact_text
 from .base import Completion, Request, Sink, Usage
 from .ratelimit import TokenBucket
 
@@ -33,9 +36,9 @@ RETRYABLE = {"rate_limit", "server_error", "timeout", "connection", "bad_respons
 
 
 class SampleFailure(Exception):
-    def __init__(self, error_class: str, message: str, retry_after: float | None = None):
+    def __init__(self, error_class: str, message: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(message)
-        self.error_class, self.retry_after = error_class, retry_after
+        self.error_class, self.retry_after, self.status = error_class, retry_after, status
 
 
 def api_key(cfg: TeacherConfig) -> str:
@@ -43,21 +46,43 @@ def api_key(cfg: TeacherConfig) -> str:
     return os.environ.get(cfg.api_key_env) or "EMPTY"
 
 
+def endpoint(cfg: TeacherConfig) -> tuple[str, dict[str, str]]:
+    """The server's URL without credentials, and the Authorization header: `Bearer $KEY`, or Basic auth from
+    credentials written in the URL (`http://user:pw@host/v1`, as proxies use). Both at once is a configuration
+    error: a request carries one Authorization header."""
+    url = cfg.base_url or "https://api.openai.com/v1"
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {"Authorization": f"Bearer {api_key(cfg)}"}
+    if os.environ.get(cfg.api_key_env):
+        raise FactoryError(f"teacher.base_url: {redact_text(url)} has credentials and ${cfg.api_key_env} holds an "
+                           "API key; a request carries one Authorization header: drop one of them")
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    user_pw = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    basic = base64.b64encode(user_pw.encode()).decode()
+    return urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {basic}"}
+
+
 def preflight(cfg: TeacherConfig) -> None:
     """Fail fast, in one line, when the server is unreachable, the key is wrong or the model is not served."""
-    url = cfg.base_url or "https://api.openai.com/v1"
-    client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key(cfg), max_retries=1, timeout=30,
-                           default_headers=cfg.headers or None)
+    url, auth = endpoint(cfg)
+    client = openai.OpenAI(base_url=url, api_key=api_key(cfg), max_retries=1,
+                           timeout=httpx.Timeout(30, connect=cfg.connect_timeout_s),
+                           default_headers={**auth, **cfg.headers})
     try:
         served = [m.id for m in client.models.list()]
     except openai.AuthenticationError as e:
         why = "was refused" if os.environ.get(cfg.api_key_env) else "is not set"
         raise FactoryError(f"{url}/models: HTTP {e.status_code}: the API key in ${cfg.api_key_env} {why}") from None
     except openai.NotFoundError:
-        return  # some servers have no /models route: the first request will tell
+        return  # some servers have no /models route: the first requests will tell (see fail_fast_after)
     except openai.APIStatusError as e:
         raise FactoryError(f"{url}/models: HTTP {e.status_code}: {_short(e.message)}") from None
-    except (openai.APIConnectionError, openai.APIResponseValidationError, ValueError) as e:
+    except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError) as e:
+        raise FactoryError(f"{url}/models: not an OpenAI-compatible answer ({type(e).__name__}: "
+                           f"{_short(str(e), 100)}); is --base-url the API root, e.g. http://host:8000/v1?") from None
+    except openai.APIConnectionError as e:
         raise FactoryError(f"{url}: cannot reach the server ({type(e).__name__}: {_short(str(e))})") from None
     finally:
         client.close()
@@ -80,9 +105,14 @@ class OpenAITeacher:
         self._native_n = cfg.native_n != "never"
         self._rpm = TokenBucket(cfg.requests_per_minute) if cfg.requests_per_minute else None
         self._tpm = TokenBucket(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
+        self._succeeded = 0
+        self._refusals: list[str] = []  # non-retryable failures before the first success
+        self._abort: str | None = None
 
     def generate(self, requests: Sequence[Request], sink: Sink) -> None:
         asyncio.run(self._generate(requests, sink))
+        if self._abort:
+            raise FactoryError(self._abort)
 
     def close(self) -> None:
         pass
@@ -104,7 +134,7 @@ class OpenAITeacher:
         return [indices] if self._native_n and len(indices) > 1 else [[i] for i in indices]
 
     async def _worker(self, client: Transport, queue: asyncio.Queue, sink: Sink) -> None:
-        while not queue.empty():
+        while not queue.empty() and not self._abort:
             req, indices = queue.get_nowait()
             for item in await self._serve(client, req, indices, queue):
                 sink(req, item)
@@ -114,6 +144,7 @@ class OpenAITeacher:
         for attempt in range(self.cfg.max_retries + 1):
             try:
                 choices, usage, latency = await self._call(client, req, len(indices))
+                self._succeeded += 1
                 break
             except SampleFailure as f:
                 if f.error_class == "n_unsupported":
@@ -121,12 +152,26 @@ class OpenAITeacher:
                     return []
                 self.usage.fail(f.error_class)
                 if f.error_class not in RETRYABLE or attempt == self.cfg.max_retries:
+                    if f.error_class not in RETRYABLE:
+                        self._note_refusal(f)
                     return [Completion(i, error=f"{f.error_class}: {f}", error_class=f.error_class) for i in indices]
                 self.usage.retries += 1
                 await asyncio.sleep(self._backoff(attempt, f.retry_after))
         if len(choices) < len(indices):  # a server that ignores n: ask again for the rest, one by one
             self._fall_back_to_single(req, indices[len(choices):], queue)
         return self._completions(choices, usage, latency, indices)
+
+    def _note_refusal(self, f: SampleFailure) -> None:
+        """Stops the run when the first `fail_fast_after` requests were all refused alike (a wrong key, a model
+        the server does not know, a route it lacks): the rest would fail the same way, and may cost money."""
+        limit = self.cfg.fail_fast_after
+        if not limit or self._succeeded:
+            return
+        self._refusals.append(f"HTTP {f.status}" if f.status else f.error_class)
+        if len(self._refusals) >= limit and len(set(self._refusals[-limit:])) == 1 and not self._abort:
+            url, _ = endpoint(self.cfg)
+            self._abort = (f"{url}: the first {limit} requests all failed with {f.error_class}: {_short(str(f))}; "
+                           "stopped without sending the rest (check the key, the model name and the URL)")
 
     def _fall_back_to_single(self, req: Request, indices: list[int], queue: asyncio.Queue) -> None:
         if self.cfg.native_n == "auto":
@@ -155,19 +200,27 @@ class OpenAITeacher:
     async def _call(self, client: Transport, req: Request, n: int) -> tuple[list[dict], dict, float]:
         if self._rpm:
             await self._rpm.take(1)
+        charged = 0.0
         if self._tpm:
-            est = sum(len(m["content"]) for m in req.messages) / 4 + self.sampling.max_tokens * n
-            await self._tpm.take(est)
+            charged = sum(len(m["content"]) for m in req.messages) / 4 + self.sampling.max_tokens * n
+            await self._tpm.take(charged)
         body: dict[str, Any] = {"model": self.cfg.model, "messages": req.messages, "max_tokens": self.sampling.max_tokens,
                                 "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
                                 **({"n": n} if n > 1 else {}), **self.cfg.extra_body}
         start = time.perf_counter()
-        data = await client.post(body, n)
+        try:
+            data = await client.post(body, n)
+        except SampleFailure as f:
+            if self._tpm and f.error_class != "timeout":  # refused or never arrived: nothing was generated
+                self._tpm.settle(charged, 0)
+            raise
         latency = time.perf_counter() - start
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
             raise SampleFailure("bad_response", "response has no choices")
         usage = data.get("usage") or {}
+        if self._tpm and usage.get("completion_tokens") is not None:
+            self._tpm.settle(charged, (usage.get("prompt_tokens") or 0) + usage["completion_tokens"])
         self.usage.requests += 1
         self.usage.prompt_tokens += usage.get("prompt_tokens") or 0
         self.usage.completion_tokens += usage.get("completion_tokens") or 0
@@ -190,12 +243,14 @@ class AiohttpTransport:
     def __init__(self, cfg: TeacherConfig):
         import aiohttp
 
-        self.url = (cfg.base_url or "https://api.openai.com/v1").rstrip("/") + "/chat/completions"
-        self.timeout = cfg.timeout_s
-        headers = {"Authorization": f"Bearer {api_key(cfg)}", "Content-Type": "application/json", **cfg.headers}
+        url, auth = endpoint(cfg)
+        self.url = url.rstrip("/") + "/chat/completions"
+        self.cfg = cfg
+        headers = {**auth, "Content-Type": "application/json", **cfg.headers}
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=cfg.concurrency), headers=headers,
-            timeout=aiohttp.ClientTimeout(total=cfg.timeout_s))
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s,
+                                          sock_read=cfg.read_timeout_s))
 
     async def post(self, body: dict[str, Any], n: int) -> Any:
         import aiohttp
@@ -206,8 +261,12 @@ class AiohttpTransport:
                 if resp.status >= 400:
                     raise _classify_status(resp.status, _error_message(raw), resp.headers, n)
             return orjson.loads(raw)
+        except aiohttp.ConnectionTimeoutError:
+            raise SampleFailure("connection", f"no connection within {self.cfg.connect_timeout_s:g}s") from None
+        except aiohttp.SocketTimeoutError:
+            raise SampleFailure("timeout", f"no data for {self.cfg.read_timeout_s:g}s") from None
         except asyncio.TimeoutError:
-            raise SampleFailure("timeout", f"no answer within {self.timeout:g}s") from None
+            raise SampleFailure("timeout", f"no answer within {self.cfg.timeout_s:g}s") from None
         except aiohttp.ClientPayloadError as e:
             raise SampleFailure("bad_response", f"truncated response body ({_short(str(e), 80)})") from None
         except aiohttp.ClientError as e:
@@ -224,8 +283,10 @@ class SdkTransport:
 
     def __init__(self, cfg: TeacherConfig):
         self.timeout = cfg.timeout_s
-        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=api_key(cfg), max_retries=0,
-                                         timeout=cfg.timeout_s, default_headers=cfg.headers or None)
+        url, auth = endpoint(cfg)
+        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s, read=cfg.read_timeout_s or cfg.timeout_s)
+        self.client = openai.AsyncOpenAI(base_url=url, api_key=api_key(cfg), max_retries=0, timeout=timeout,
+                                         default_headers={**auth, **cfg.headers})
 
     async def post(self, body: dict[str, Any], n: int) -> Any:
         try:
@@ -255,14 +316,14 @@ def _error_message(raw: bytes) -> str:
 def _classify_status(status: int, text: str, headers: Any, n: int) -> SampleFailure:
     message = f"HTTP {status}: {_short(text)}"
     if status == 429:
-        return SampleFailure("rate_limit", message, _retry_after(headers))
+        return SampleFailure("rate_limit", message, _retry_after(headers), status)
     if status >= 500:
-        return SampleFailure("server_error", message, _retry_after(headers))
+        return SampleFailure("server_error", message, _retry_after(headers), status)
     if status in (408, 409):
-        return SampleFailure("timeout", message)
+        return SampleFailure("timeout", message, status=status)
     if status == 400 and n > 1 and "'n'" in text.replace('"n"', "'n'"):
-        return SampleFailure("n_unsupported", message)
-    return SampleFailure("client_error", message)
+        return SampleFailure("n_unsupported", message, status=status)
+    return SampleFailure("client_error", message, status=status)
 
 
 def _retry_after(headers: Any) -> float | None:

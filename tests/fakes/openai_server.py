@@ -34,6 +34,9 @@ class FakeOpenAI:
     reasoning_field: bool = False  # put the reasoning in `reasoning_content`, as vLLM's reasoning parsers do
     faults: dict[str, list[str]] = field(default_factory=dict)
     body_chars: int = 0  # pad the reasoning to this size (benchmarks)
+    completion_tokens: int = 20  # usage reported per choice
+    basic_auth: str | None = None  # "user:password": require HTTP Basic auth instead of a Bearer key
+    models_html: bool = False  # answer /models with an HTML page, as a web server in front of nothing does
     log: list[Logged] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -71,9 +74,16 @@ class FakeOpenAI:
 
     # --- handlers --------------------------------------------------------------------------------------------
     def _authorised(self, request: web.Request) -> bool:
-        return self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        got = request.headers.get("Authorization")
+        if self.basic_auth is not None:
+            import base64
+
+            return got == "Basic " + base64.b64encode(self.basic_auth.encode()).decode()
+        return self.api_key is None or got == f"Bearer {self.api_key}"
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.models_html:
+            return web.Response(text="<html><body><h1>Welcome to nginx!</h1></body></html>", content_type="text/html")
         if not self._authorised(request):
             return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
@@ -135,8 +145,8 @@ class FakeOpenAI:
             choices.append({"index": i, "message": message, "finish_reason": "length" if length else "stop"})
         return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                 "model": self.model, "choices": choices,
-                "usage": {"prompt_tokens": len(content) // 4, "completion_tokens": 20 * n,
-                          "total_tokens": len(content) // 4 + 20 * n}}
+                "usage": {"prompt_tokens": len(content) // 4, "completion_tokens": self.completion_tokens * n,
+                          "total_tokens": len(content) // 4 + self.completion_tokens * n}}
 
     # --- what the tests read -----------------------------------------------------------------------------------
     def served(self, ok_only: bool = True) -> int:

@@ -27,7 +27,7 @@ def test_torn_final_write_is_ignored(tmp_path):
 
 def test_second_writer_is_refused(tmp_path):
     with SampleCache(tmp_path):
-        with pytest.raises(FactoryError, match="another process"):
+        with pytest.raises(FactoryError, match="another factory process"):
             SampleCache(tmp_path)
 
 
