@@ -37,6 +37,7 @@ class FakeOpenAI:
     completion_tokens: int = 20  # usage reported per choice
     basic_auth: str | None = None  # "user:password": require HTTP Basic auth instead of a Bearer key
     models_html: bool = False  # answer /models with an HTML page, as a web server in front of nothing does
+    no_models: bool = False  # no /models route (404), as some providers
     log: list[Logged] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -82,6 +83,8 @@ class FakeOpenAI:
         return self.api_key is None or got == f"Bearer {self.api_key}"
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.no_models:
+            return web.json_response({"error": {"message": "Not Found"}}, status=404)
         if self.models_html:
             return web.Response(text="<html><body><h1>Welcome to nginx!</h1></body></html>", content_type="text/html")
         if not self._authorised(request):

@@ -74,3 +74,52 @@ def test_network_is_unreachable_even_on_loopback():
     r = run_python(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')")
     server.close()
     assert not r.ok and "connected" not in r.stdout and not accepted
+
+
+def test_endless_output_is_cut_at_the_cap_without_host_memory_growth():
+    """1 GB of attempted output: the sandbox is killed at the cap, the host's RSS barely moves, the deadline holds."""
+    import subprocess
+    import sys
+
+    probe = ("import resource, time\nfrom factory.sandbox import Limits, run_python\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nt = time.monotonic()\n"
+             "r = run_python('import sys\\nfor _ in range(16384): sys.stdout.write(\"x\" * 65536)', "
+             "limits=Limits(timeout_s=10))\n"
+             "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024\n"
+             "print(r.output_limited, r.ok, len(r.stdout), round(grown), round(time.monotonic() - t, 2))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    limited, ok, kept, grown_mb, seconds = out.stdout.split()
+    assert (limited, ok, int(kept)) == ("True", "False", Limits().max_output_bytes)
+    assert int(grown_mb) < 100 and float(seconds) < 11
+
+
+def test_slow_endless_output_keeps_the_deadline():
+    started = time.monotonic()
+    r = run_python("import sys, time\nwhile True:\n    print('x', flush=True)\n    time.sleep(0.001)",
+                   limits=Limits(timeout_s=2))
+    assert r.timed_out and not r.output_limited and r.stdout.startswith("x\n")
+    assert time.monotonic() - started < 3
+
+
+def test_output_limit_is_a_verdict_of_its_own():
+    from factory.config import CorrectnessParams
+    from factory.filters.correctness import code_correct
+    from factory.records import Prompt
+
+    prompt = Prompt(source="t", task="code", problem="p", tests="assert f() == 1")
+    trace = {"answer": "```python\ndef f():\n    while True:\n        print('y' * 4096)\n```"}
+    v = code_correct(trace, prompt, CorrectnessParams(code_timeout_s=5))
+    assert not v.ok and v.reason == "output_limit"
+
+
+def test_private_tmp_is_writable_by_the_sandboxed_user():
+    r = run_python("open('/tmp/scratch', 'w').write('ok')\nprint(open('/tmp/scratch').read())")
+    assert r.ok and r.stdout == "ok\n"
+
+
+def test_the_sandbox_runs_this_interpreter():
+    import sys
+
+    assert sandbox.self_check() is None
+    r = run_python("import sys\nprint(sys.version)\nprint(sys.base_prefix)")
+    assert r.ok and r.stdout.splitlines() == [*sys.version.splitlines(), sys.base_prefix]
