@@ -47,7 +47,7 @@ class SampleCache:
         if self.damaged:
             _warn(f"{self.root}: {len(self.damaged)} damaged cache entries skipped; they are generated again "
                   f"(first: {self.damaged[0]})")
-        if len(segments) > COMPACT_AFTER:
+        if len(segments) > COMPACT_AFTER or self.damaged:  # compaction also drops the damaged lines for good
             self._compact(segments)
         self._path = self.root / f"seg-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.log"
         self._out = open(self._path, "ab")

@@ -1,56 +1,69 @@
-"""An ordered process pool that replaces hung or dead workers.
+"""An ordered process pool with a deadline per task, on pebble's `ProcessPool`.
 
-`concurrent.futures` cannot cancel a running task: one row that hangs below Python (a sympy loop that
-ignores SIGALRM, a stuck C extension) would stall the whole stage. Here a task past its deadline, or a pool
-broken by a crash, gets its workers killed and a fresh pool; the task's result comes from `on_hang`, and the
-tasks that were queued behind it are resubmitted.
+`concurrent.futures` cannot cancel a running task: one row that hangs below Python (a sympy loop that ignores
+SIGALRM, a stuck C extension) would stall the whole stage. pebble kills the worker of a task past its deadline
+(or one that died) and starts a fresh one; here the task's result then comes from `on_hang`, after one more try
+for a worker that died (it may have been a bystander of memory pressure).
+
+Workers die with their parent: each sets PR_SET_PDEATHSIG, so a `kill -9` of the stage leaves no orphan behind.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from pebble import ProcessExpired, ProcessPool
 
-def _kill(pool: ProcessPoolExecutor) -> None:
-    # _processes is private, but the only handle on the workers; it has been stable since Python 3.2.
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        proc.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Asks the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op). Hand-written:
+    three lines of ctypes; the packages that wrap prctl need libcap headers to build."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != parent:
+        os._exit(1)  # the parent died before the request took effect
+
+
+def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
+    die_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def ordered_map(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, deadline_s: float,
                 on_hang: Callable[[tuple], Any], initializer: Callable | None = None,
                 initargs: tuple = ()) -> Iterator[Any]:
     """Yields fn(*task) for every task, in order, with at most 2 tasks per worker in flight."""
-    def fresh() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs)
-
-    pool, pending, next_task = fresh(), deque(), 0  # pending: (task, future, tries)
+    pool = ProcessPool(max_workers=workers, initializer=_start_worker, initargs=(initializer, initargs))
+    pending: deque = deque()  # (task, future, tries)
+    next_task = 0
     try:
         while next_task < len(tasks) or pending:
             while next_task < len(tasks) and len(pending) < 2 * workers:
-                pending.append((tasks[next_task], pool.submit(fn, *tasks[next_task]), 1))
+                task = tasks[next_task]
+                pending.append((task, pool.schedule(fn, args=task, timeout=deadline_s), 1))
                 next_task += 1
             task, future, tries = pending.popleft()
             try:
-                yield future.result(timeout=deadline_s)
-                continue
+                yield future.result()
             except FutureTimeout:
-                retry = False
-            except BrokenProcessPool:
-                retry = tries == 1  # a crash breaks every task in flight: give bystanders a second run
-            _kill(pool)
-            pool = fresh()
-            rest = [(t, n) for t, _, n in pending]
-            if retry:
-                rest.insert(0, (task, tries + 1))
-            pending = deque((t, pool.submit(fn, *t), n) for t, n in rest)
-            if not retry:
                 yield on_hang(task)
+            except ProcessExpired:
+                if tries == 1:
+                    pending.appendleft((task, pool.schedule(fn, args=task, timeout=deadline_s), 2))
+                else:
+                    yield on_hang(task)
     finally:
-        _kill(pool)  # every task is resolved here, or the caller stopped early: nothing is worth waiting for
+        pool.stop()  # every task is resolved here, or the caller stopped early: nothing is worth waiting for
+        pool.join()

@@ -10,3 +10,9 @@ def tenfold(x: int, hang: int = -1, die: int = -1) -> int:
     if x == die:
         os._exit(3)
     return 10 * x
+
+
+def report_pid_then_sleep(path: str) -> None:
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)

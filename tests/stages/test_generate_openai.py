@@ -190,3 +190,30 @@ def test_rate_limit_spaces_requests(tmp_path, fake_server):
     times = sorted(e.at for e in server.log)
     assert len(times) == 6 and times[-1] - times[0] >= 1.8
     assert read_manifest(tmp_path / "run" / "traces")["rows"] == 6
+
+
+def test_damaged_cache_entries_are_bought_again(tmp_path, fake_server, capsys):
+    """An entry that is `{}`, a list, not JSON, missing a field, or under a non-UTF-8 key: skipped with one warning
+    and generated again; the rerun after that requests nothing."""
+    server, url = fake_server()
+    _prompts(tmp_path, 3)
+    assert _generate(tmp_path, url, "--set", "teacher.native_n=never") == 0
+    (seg,) = (tmp_path / "run" / "cache").glob("seg-*.log")
+    lines = seg.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 6
+    key = [line.split(b"\t", 1)[0] for line in lines]
+    lines[0] = key[0] + b"\t{}\n"
+    lines[1] = key[1] + b"\t[1, 2]\n"
+    lines[2] = key[2] + b'\t{"text": "a", "engine": \n'
+    lines[3] = key[3] + b"\t" + lines[3].split(b"\t", 1)[1].replace(b'"created_at"', b'"created_on"')
+    lines[4] = b"\xff\xfe" + key[4][2:] + b"\t" + lines[4].split(b"\t", 1)[1]
+    seg.write_bytes(b"".join(lines))
+    capsys.readouterr()
+    before = len(server.log)
+    assert _generate(tmp_path, url, "--set", "teacher.native_n=never") == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "5 damaged cache entries skipped" in err and "Traceback" not in err
+    assert len(server.log) - before == 5
+    assert all(r["error"] is None and r["reasoning"] for r in _rows(tmp_path))
+    assert _generate(tmp_path, url, "--set", "teacher.native_n=never") == 0 and len(server.log) - before == 5
+    assert "warning" not in capsys.readouterr().err, "the damaged lines were compacted away"

@@ -62,3 +62,44 @@ def test_kill_9_then_resume(tmp_path, fake_server):
     rows = read_table(out / "traces").to_pylist()
     assert len(rows) == PROMPTS * N and all(r["error"] is None for r in rows)
     assert len({(r["prompt_id"], r["sample_index"]) for r in rows}) == PROMPTS * N
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill_9_of_filter_takes_its_workers_and_the_next_run_cleans_up(tmp_path, fake_server):
+    _, url = fake_server()
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)}
+                                                 for i in range(300)])
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(_cmd(prompts, url, out), env=env, check=True, capture_output=True)
+    filt = [sys.executable, "-m", "factory.cli", "filter", str(out), "--no-progress", "--workers", "2"]
+    proc = subprocess.Popen(filt, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(workers := _children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert len(workers) >= 2 and list(out.glob(".filter-*")), "the filter was killed while its workers ran"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    assert not [w for w in workers if _alive(w)], "workers die with their parent"
+    subprocess.run(filt, env=env, check=True, capture_output=True)
+    assert not list(out.glob(".filter-*")) and (out / "filtered" / "kept" / "manifest.json").exists()

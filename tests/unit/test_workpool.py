@@ -20,3 +20,37 @@ def test_a_dead_worker_is_replaced_and_bystanders_rerun():
 
 def test_order_is_kept_with_many_tasks():
     assert _run([(i,) for i in range(40)]) == [10 * i for i in range(40)]
+
+
+def test_a_busy_worker_dies_with_its_killed_parent(tmp_path):
+    """kill -9 of the stage while a worker is deep in a task: the worker must not live on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    pid_file = tmp_path / "worker.pid"
+    code = ("from factory.workpool import ordered_map\nfrom tests.fakes.tasks import report_pid_then_sleep\n"
+            f"list(ordered_map(report_pid_then_sleep, [({str(pid_file)!r},)], 1, 300, print))\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived its parent")
