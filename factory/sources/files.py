@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import PromptsConfig
@@ -22,8 +23,13 @@ def load_file(path_str: str, cfg: PromptsConfig) -> list[Prompt]:
     path = Path(path_str)
     if not path.exists():
         raise FactoryError(f"{path}: no such prompt file (expected .jsonl or .parquet, gym:TASK, hf:NAME, humaneval)")
+    if not path.is_file():
+        raise FactoryError(f"{path}: is a directory, not a prompt file")
     if path.suffix == ".parquet":
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as e:
+            raise FactoryError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
         return [row_to_prompt(r, cfg, f"{path}: row {i}", f"file:{path.name}") for i, r in enumerate(rows)]
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         return list(_read_jsonl(path, cfg))
@@ -31,11 +37,16 @@ def load_file(path_str: str, cfg: PromptsConfig) -> list[Prompt]:
 
 
 def _read_jsonl(path: Path, cfg: PromptsConfig):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise FactoryError(f"{where}:{e.start + 1}: not UTF-8 text (byte 0x{raw[e.start]:02x}); prompt files "
+                                   "are UTF-8 JSON Lines") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -43,6 +54,10 @@ def _read_jsonl(path: Path, cfg: PromptsConfig):
             if not isinstance(row, dict):
                 raise FactoryError(f"{where}: expected a JSON object, got {type(row).__name__}")
             yield row_to_prompt(row, cfg, where, f"file:{path.name}")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _pick(row: dict[str, Any], preferred: str | None, keys: tuple[str, ...]) -> tuple[str | None, Any]:
