@@ -4,6 +4,7 @@ filter funnel with each filter's parameters, pass rates, lengths, examples and l
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | No
 
     from ..stages.filter import FILTERED_SCHEMA
 
-    features = datasets.Features.from_arrow_schema(FILTERED_SCHEMA)._to_yaml_list
+    features = partial(hub_features, datasets.Features.from_arrow_schema(FILTERED_SCHEMA))
     splits = [("default", "kept", run["kept_rows"])]
     if include_rejected:
         splits.append(("rejected", "rejected", run["rejected_rows"]))
@@ -62,6 +63,18 @@ def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | No
         dataset_info=[{"config_name": name, "features": features(), "splits": [{"name": "train", "num_examples": n}]}
                       for name, _, n in splits])
     return data.to_yaml()
+
+
+def hub_features(features) -> list[dict[str, str]]:
+    """The front matter's `features` list ({name, dtype} per column, the Hub's YAML form) from the public
+    `Features.to_dict()`; the schema is flat, so every column is a `Value` (anything else would be a new column
+    type that this must learn)."""
+    out = []
+    for name, spec in features.to_dict().items():
+        if spec.get("_type") != "Value":
+            raise FactoryError(f"card: column {name!r} is a {spec.get('_type')}, not a plain value")
+        out.append({"name": name, "dtype": spec["dtype"]})
+    return out
 
 
 def _license(run: dict[str, Any]) -> str:

@@ -80,11 +80,12 @@ def test_changing_temperature_buys_new_samples_and_keeps_the_old(tmp_path, fake_
     assert server.served() == 8, "the T=0.6 samples were still cached"
 
 
-def test_transient_faults_are_retried_and_retry_after_is_honoured(tmp_path, fake_server):
+@pytest.mark.parametrize("client", ["aiohttp", "openai-sdk"])
+def test_transient_faults_are_retried_and_retry_after_is_honoured(tmp_path, fake_server, client):
     server, url = fake_server(faults={"Problem 0": ["429:0.3", "500"], "Problem 1": ["drop", "malformed", "503"],
                                       "Problem 2": ["slow:5"]})
     _prompts(tmp_path)
-    assert _generate(tmp_path, url, "--set", "teacher.timeout_s=1") == 0
+    assert _generate(tmp_path, url, "--set", "teacher.timeout_s=1", "--set", f"teacher.client={client}") == 0
     rows = _rows(tmp_path)
     assert all(r["error"] is None for r in rows) and len(rows) == 6
     p0 = [e for e in server.log if "Problem 0" in e.content]
