@@ -28,6 +28,7 @@ bench: setup
 	$(PY) bench/generate_engines.py
 	$(PY) bench/filters.py
 	$(PY) bench/sft.py
+	$(PY) bench/sandbox_output.py
 
 clean:
 	rm -rf runs/demo runs/quickstart

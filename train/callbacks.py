@@ -9,7 +9,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from factory.config import public_dump
 from factory.errors import FactoryError
+from factory.shards import write_json_atomic
 
 
 class MetricsAndGuard(TrainerCallback):
@@ -70,5 +72,5 @@ class CompleteMarker(TrainerCallback):
         if state.is_world_process_zero:
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
-                (ckpt / "distill_config.json").write_text(self.cfg.model_dump_json(indent=2))
+                write_json_atomic(ckpt / "distill_config.json", public_dump(self.cfg))
                 (ckpt / "COMPLETE").write_text(f"{state.global_step}\n")

@@ -17,6 +17,7 @@ from typing import Any
 from factory.config import DistillConfig
 from factory.errors import FactoryError
 from factory.rundir import write_resolved_config
+from factory.shards import write_json_atomic
 
 from .batching import use_packing
 from .sft_data import build_samples
@@ -77,7 +78,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     if state.is_main_process:
         _plot_loss(out / "train_metrics.jsonl", out / "loss.png")
         write_resolved_config(run_dir, "distill", cfg, {"summary": summary})
-        (out / "distill_summary.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomic(out / "distill_summary.json", summary)
     state.wait_for_everyone()
     return summary
 

@@ -75,3 +75,18 @@ def test_url_credentials_and_an_api_key_conflict(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert "has credentials and $OPENAI_API_KEY holds an API key" in err and "\n" not in err
     assert SECRETS["url"] not in err and "sk-env-S3CRET-0006" not in err
+
+
+def test_the_api_key_from_the_environment_reaches_no_artifact(tmp_path, fake_server, capsys, monkeypatch):
+    key = "sk-envkey-S3CRET-0007"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    server, url = fake_server(api_key=key)
+    write_jsonl(tmp_path / "p.jsonl", [{"problem": "What is 40 + 2?", "answer": "42"}])
+    assert main(["generate", "--prompts", "p.jsonl", "--teacher", "openai:fake-teacher", "--base-url", url,
+                 "--n", "2", "--out", "run", "--no-progress"]) == 0
+    assert server.served() == 2 and main(["filter", "run", "--no-progress", "--workers", "1"]) == 0
+    assert main(["card", "run"]) == 0
+    out = capsys.readouterr()
+    leaks = [str(p) for p in (tmp_path / "run").rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert leaks == [] and key not in out.out + out.err

@@ -72,3 +72,19 @@ def test_wrong_column_type_is_named(tmp_path):
     (tmp_path / "t" / "manifest.json").write_text(json.dumps({"files": [{"file": "p.parquet", "rows": 1}]}))
     with pytest.raises(FactoryError, match="column 'problem' has type int64, expected string"):
         list(iter_shards(tmp_path / "t", TRACE_SCHEMA))
+
+
+def test_temp_dirs_of_dead_writers_are_removed_and_others_kept(tmp_path):
+    import os
+
+    from factory.records import TRACE_SCHEMA
+    from factory.shards import ShardWriter
+
+    dead, live, legacy = (tmp_path / ".traces.tmp-999999999-ab12", tmp_path / ".traces.tmp-1-cd34",
+                          tmp_path / ".traces.tmp-ef56")
+    mine = tmp_path / f".traces.tmp-{os.getpid()}-0000"
+    for d in (dead, live, legacy, mine):
+        d.mkdir()
+    writer = ShardWriter(tmp_path / "traces", TRACE_SCHEMA)
+    writer.abort()
+    assert not dead.exists() and live.exists() and legacy.exists() and mine.exists()
