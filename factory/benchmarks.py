@@ -73,7 +73,7 @@ def load_benchmark(cfg: EvalConfig) -> list[Prompt]:
         prompts = load_humaneval()
     elif name.startswith("gym:"):
         from .sources import load_prompts
-        prompts = load_prompts(PromptsConfig(source=name, size=cfg.size, seed=cfg.seed))
+        prompts = load_prompts(PromptsConfig(source=name, size=cfg.size, seed=cfg.seed, gym_args=cfg.gym_args))
     elif Path(name).suffix in (".jsonl", ".json", ".parquet"):
         prompts = _load_file(name)
     else:

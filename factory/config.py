@@ -22,6 +22,8 @@ class PromptsConfig(Strict):
     limit: int | None = Field(None, ge=1, description="Use at most this many prompts")
     size: int = Field(16, ge=1, description="gym: number of procedurally generated problems")
     seed: int = Field(42, description="gym: dataset seed (use different seeds for training and held-out eval)")
+    gym_args: dict[str, Any] = Field(default_factory=dict, description="gym: the task's own settings, e.g. "
+                                     "{min_terms: 2, max_terms: 3, max_digits: 2} for chain_sum (difficulty)")
     split: str = Field("train", description="hf: dataset split")
     subset: str | None = Field(None, description="hf: dataset configuration name")
     problem_field: str | None = Field(None, description="hf/file: column holding the problem (auto if unset)")
@@ -271,6 +273,8 @@ class EvalConfig(Strict):
     limit: int | None = Field(None, ge=1, description="Evaluate the first N problems only")
     size: int = Field(50, ge=1, description="gym: number of problems")
     seed: int = Field(1_000_003, description="gym: seed; keep it apart from the training seeds (default 42)")
+    gym_args: dict[str, Any] = Field(default_factory=dict, description="gym: the task's own settings (as "
+                                     "prompts.gym_args of generate; evaluate on the difficulty you trained on)")
     exclude_runs: list[str] = Field(default_factory=list, description="Run directories whose prompts are dropped "
                                     "from the benchmark (held out means never trained on)")
     ks: list[int] = Field(default_factory=lambda: [1, 4, 8], description="k values for pass@k and maj@k")

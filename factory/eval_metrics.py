@@ -2,7 +2,8 @@
 says whether a difference between two results is larger than their noise.
 
 Written here because the estimators are a few lines each and their exact definitions matter (ties, CIs, pairing):
-pass@k is Chen et al. 2021's unbiased estimator; the CIs are normal intervals over problems.
+pass@k is Chen et al. 2021's unbiased estimator; the CIs of one result are normal intervals over problems, and
+differences between two results are t-tests (scipy), paired over the problems they share.
 """
 
 from __future__ import annotations
@@ -70,19 +71,37 @@ def problem_metrics(correct: Sequence[bool], answers: Sequence[str | None], ks: 
 
 
 def difference(a: dict[str, float], b: dict[str, float], metric: str = "pass@1") -> dict[str, float | bool | None]:
-    """B minus A on a metric, per problem; paired over the problems both hold, else unpaired.
+    """B minus A on a metric, with a 95% CI and a two-sided p-value.
 
-    `a` and `b` map problem id -> that problem's metric value.
+    `a` and `b` map problem id -> that problem's metric value. Over the problems both hold (two or more), the test
+    is paired (scipy's `ttest_rel`: the per-problem differences, which removes how hard each problem is);
+    otherwise it is Welch's unpaired `ttest_ind`. `significant` means the CI excludes zero.
     """
+    from scipy import stats
+
     shared = sorted(set(a) & set(b))
-    if shared and len(shared) == len(a) == len(b):
-        diffs = [b[p] - a[p] for p in shared]
-        delta, half = mean_ci(diffs)
-        paired = True
+    paired = len(shared) >= 2
+    if paired:
+        xa, xb = [a[p] for p in shared], [b[p] for p in shared]
+        diffs = [y - x for x, y in zip(xa, xb)]
+        delta = sum(diffs) / len(diffs)
+        if max(diffs) == min(diffs):  # no spread: the t statistic is undefined, the difference is exact
+            low = high = delta
+            p_value = 1.0 if delta == 0 else 0.0
+        else:
+            res = stats.ttest_rel(xb, xa)
+            low, high = res.confidence_interval(0.95)
+            p_value = float(res.pvalue)
     else:
-        (ma, ha), (mb, hb) = mean_ci(list(a.values())), mean_ci(list(b.values()))
-        delta = mb - ma
-        half = None if ha is None or hb is None else math.hypot(ha, hb)
-        paired = False
-    significant = half is not None and abs(delta) > half
-    return {"metric": metric, "delta": delta, "ci95": half, "paired": paired, "significant": significant}
+        xa, xb = list(a.values()), list(b.values())
+        delta = (sum(xb) / len(xb) if xb else math.nan) - (sum(xa) / len(xa) if xa else math.nan)
+        if len(xa) < 2 or len(xb) < 2:
+            return {"metric": metric, "delta": delta, "ci95": None, "ci_low": None, "ci_high": None,
+                    "p_value": None, "paired": False, "n": 0, "significant": False}
+        res = stats.ttest_ind(xb, xa, equal_var=False)
+        low, high = res.confidence_interval(0.95)
+        p_value = float(res.pvalue)
+    low, high = float(low), float(high)
+    return {"metric": metric, "delta": delta, "ci95": (high - low) / 2, "ci_low": low, "ci_high": high,
+            "p_value": p_value, "paired": paired, "n": len(shared) if paired else len(xa) + len(xb),
+            "significant": low > 0 or high < 0}

@@ -72,10 +72,10 @@ def _plain_numbers_equal(predicted: str, reference: str) -> bool | None:
 
 
 @lru_cache(maxsize=64)
-def _gym_dataset(task: str, size: int, seed: int):
+def _gym_dataset(task: str, size: int, seed: int, args_json: str = "{}"):
     import reasoning_gym
 
-    return reasoning_gym.create_dataset(task, size=size, seed=seed)
+    return reasoning_gym.create_dataset(task, size=size, seed=seed, **json.loads(args_json))
 
 
 def gym_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
@@ -85,7 +85,7 @@ def gym_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     predicted = final_answer(trace)
     if predicted is None:
         return Verdict(False, "no_boxed_answer", 0.0)
-    ds = _gym_dataset(gym["task"], gym["size"], gym["seed"])
+    ds = _gym_dataset(gym["task"], gym["size"], gym["seed"], json.dumps(gym.get("args", {}), sort_keys=True))
     score = float(ds.score_answer(answer=predicted, entry=ds[gym["index"]]))
     details = {"predicted": predicted[:200], "reference": (prompt.reference_answer or "")[:200]}
     return Verdict(score >= p.min_gym_score, None if score >= p.min_gym_score else "wrong_answer", score, details)

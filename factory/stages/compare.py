@@ -66,7 +66,9 @@ def _verdict(d: dict[str, Any] | None) -> str:
     if d["ci95"] is None:
         return f"{d['delta']:+.3f} (too few problems to tell)"
     word = "larger than the noise" if d["significant"] else "within the noise"
-    return f"{d['delta']:+.3f} ± {d['ci95']:.3f} {'paired' if d['paired'] else 'unpaired'}: {word}"
+    how = f"paired over {d['n']} problems" if d["paired"] else "unpaired"
+    return (f"{d['delta']:+.3f}, 95% CI [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p = {d['p_value']:.2g} "
+            f"({how}): {word}")
 
 
 def _print(out: dict[str, Any]) -> None:
@@ -83,19 +85,37 @@ def _print(out: dict[str, Any]) -> None:
 
 
 def _plot(rows: list[dict[str, Any]], metric: str, png: Path) -> None:
+    """Left: each result with its 95% CI. Right: each result minus the first, with the CI of the difference
+    (paired where they share problems); a bar whose interval clears zero is a real difference."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(rows)), 3.8))
+    width = max(4, 1.6 * len(rows))
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(2 * width, 3.8), gridspec_kw={"width_ratios": [len(rows), len(rows)]})
     errs = [r["ci95"] or 0 for r in rows]
     ax.bar(range(len(rows)), [r["mean"] for r in rows], yerr=errs, capsize=6, color="#4c72b0")
     ax.set_xticks(range(len(rows)), [r["name"].replace(" / ", "\n") for r in rows], fontsize=8)
     ax.set_ylabel(f"{metric} (95% CI)")
     ax.set_ylim(0, max(1.0, max(r["mean"] + e for r, e in zip(rows, errs))))
     ax.set_title("factory eval")
+    diffs = [r for r in rows[1:] if r["vs_first"] is not None]
+    for i, r in enumerate(diffs):
+        d = r["vs_first"]
+        low, high = (d["ci_low"], d["ci_high"]) if d["ci95"] is not None else (d["delta"], d["delta"])
+        color = "#55a868" if d["significant"] and d["delta"] > 0 else "#c44e52" if d["significant"] else "#8c8c8c"
+        dx.bar(i, d["delta"], color=color)
+        dx.errorbar(i, d["delta"], yerr=[[d["delta"] - low], [high - d["delta"]]], color="black", capsize=6)
+        p = "" if d["p_value"] is None else f"p={d['p_value']:.2g}"
+        dx.annotate(p, (i, high), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    dx.axhline(0, color="black", linewidth=0.8)
+    dx.margins(y=0.15)
+    dx.set_xticks(range(len(diffs)), [r["name"].split(" / ")[0] + "\n− " + rows[0]["name"].split(" / ")[0]
+                                      for r in diffs], fontsize=8)
+    dx.set_ylabel(f"difference in {metric} (95% CI)")
+    dx.set_title("vs the first (paired where problems are shared)", fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=120, metadata={"Software": None})
     plt.close(fig)

@@ -132,6 +132,9 @@ def test_compare_prints_the_table_says_what_is_noise_and_draws_the_chart(tmp_pat
     assert main(["eval", "--compare", before, after, noisy, "--png", str(png)]) == 0
     err = capsys.readouterr().err
     assert "larger than the noise" in err and "within the noise" in err and "student-after" in err
+    # ten 1s, two 0s over 12 shared problems: mean 0.833, se 0.1124, t(0.975, 11) = 2.200985
+    assert ("student-after / gym:chain_sum vs student-before / gym:chain_sum: +0.833, 95% CI [+0.586, +1.081], "
+            "p = 1.3e-05 (paired over 12 problems): larger than the noise") in err
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 100
     assert main(["eval", "--compare", before]) == 1

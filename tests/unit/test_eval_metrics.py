@@ -55,14 +55,31 @@ def test_problem_metrics_keys_follow_n_and_k():
     assert "maj@1" not in problem_metrics([True], [None], [1], majority=False)
 
 
-def test_difference_is_paired_over_the_same_problems():
+def test_difference_is_a_paired_t_test_over_the_same_problems():
     a = {"p1": 0.0, "p2": 0.0, "p3": 0.0}
     b = {"p1": 1.0, "p2": 1.0, "p3": 0.0}
     d = difference(a, b)
-    # diffs 1, 1, 0: mean 2/3, sample variance 1/3, half-width 1.96 * sqrt(1/9)
-    assert d["paired"] and d["delta"] == pytest.approx(2 / 3) and d["ci95"] == pytest.approx(Z95 / 3)
-    assert d["significant"]
-    small = difference(a, {"p1": 1.0, "p2": 0.0, "p3": 0.0})
-    assert not small["significant"]
-    unpaired = difference(a, {"q1": 1.0, "q2": 0.0})
-    assert not unpaired["paired"] and unpaired["delta"] == pytest.approx(0.5)
+    # diffs 1, 1, 0: mean 2/3, sd sqrt(1/3), se 1/3, t = 2 on 2 df; t(0.975, 2) = 4.302653, two-sided p = 0.1835
+    assert d["paired"] and d["n"] == 3 and d["delta"] == pytest.approx(2 / 3)
+    assert d["ci95"] == pytest.approx(4.302653 / 3, rel=1e-5) and d["p_value"] == pytest.approx(0.18350, abs=1e-4)
+    assert not d["significant"], "three problems cannot tell"
+    many = difference({f"p{i}": 0.0 for i in range(10)}, {f"p{i}": 1.0 if i < 8 else 0.0 for i in range(10)})
+    # diffs: eight 1s and two 0s: mean 0.8, sd sqrt(0.4 * 0.2 * 10 / 9), se sd / sqrt(10), t(0.975, 9) = 2.262157
+    se = math.sqrt(8 * 0.2**2 + 2 * 0.8**2) / 3 / math.sqrt(10)
+    assert many["ci_low"] == pytest.approx(0.8 - 2.262157 * se, rel=1e-5) and many["significant"]
+    assert many["p_value"] < 0.001
+
+
+def test_difference_pairs_over_the_shared_problems_only():
+    a = {"p1": 0.0, "p2": 0.5, "p3": 0.0, "extra": 1.0}
+    b = {"p1": 1.0, "p2": 0.5, "p3": 0.5}
+    d = difference(a, b)
+    assert d["paired"] and d["n"] == 3 and d["delta"] == pytest.approx(0.5)
+
+
+def test_constant_differences_are_exact_and_disjoint_sets_are_unpaired():
+    same = difference({"p1": 0.0, "p2": 0.5}, {"p1": 0.25, "p2": 0.75})
+    assert same["ci95"] == 0 and same["p_value"] == 0.0 and same["significant"]
+    unpaired = difference({"p1": 0.0, "p2": 0.0}, {"q1": 1.0, "q2": 0.0})
+    assert not unpaired["paired"] and unpaired["delta"] == pytest.approx(0.5) and not unpaired["significant"]
+    assert difference({"p1": 0.0}, {"q1": 1.0})["ci95"] is None
