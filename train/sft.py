@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from factory.chat_templates import r1_template
 from factory.config import DistillConfig
 from factory.errors import FactoryError
 from factory.rundir import write_resolved_config
@@ -87,8 +88,11 @@ def _tokenizer(path: str, preset):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if preset.chat_template:
-        tokenizer.chat_template = preset.chat_template
+    # R1-distill style (no default system prompt, <think> kept in the assistant turn): trained on and saved with
+    # the student, so that whatever serves it later renders prompts the way it was trained
+    template = preset.chat_template or r1_template(tokenizer)
+    if template:
+        tokenizer.chat_template = template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from ..chat_templates import prompt_template
 from ..config import SamplingConfig, TeacherConfig
 from ..models import resolve_model
 from .base import Completion, Request, Sink, Usage
@@ -27,12 +28,14 @@ class HFTeacher:
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.chat_template = prompt_template(self.tokenizer)  # no hidden system prompt (R1 used none)
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
 
     def generate(self, requests: Sequence[Request], sink: Sink) -> None:
         # One unit per sample, sorted by prompt length so a batch pads little.
         units = [(req, i) for req in requests for i in req.sample_indices]
-        texts = {id(req): self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+        texts = {id(req): self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True,
+                                                             chat_template=self.chat_template)
                  for req in requests}
         units.sort(key=lambda u: len(texts[id(u[0])]))
         for start in range(0, len(units), self.cfg.batch_size):

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 
+from ..chat_templates import prompt_template
 from ..config import SamplingConfig, TeacherConfig
 from ..models import resolve_model
 from .base import Completion, Request, Sink, Usage
@@ -48,6 +49,7 @@ class VLLMTeacher:
         util = cfg.gpu_memory_utilization or (0.9 if on_gpu() else 0.35)
         self.llm = LLM(model=resolve_model(cfg.model), dtype=cfg.dtype, gpu_memory_utilization=util,
                        max_model_len=cfg.max_model_len, enable_prefix_caching=True)
+        self.chat_template = prompt_template(self.llm.get_tokenizer())  # no hidden system prompt (R1 used none)
 
     def _params(self, n: int):
         from vllm import SamplingParams
@@ -66,7 +68,8 @@ class VLLMTeacher:
                 window.append(pending.pop())
             if window:
                 ids = self.llm.enqueue_chat([r.messages for r in window],
-                                            [self._params(len(r.sample_indices)) for r in window], use_tqdm=False)
+                                            [self._params(len(r.sample_indices)) for r in window], use_tqdm=False,
+                                            chat_template=self.chat_template)
                 now = time.perf_counter()
                 in_flight.update({_external_id(rid): (r, now) for rid, r in zip(ids, window)})
             for out in engine.step():

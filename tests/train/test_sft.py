@@ -40,6 +40,9 @@ def test_loss_falls_and_the_checkpoint_generates(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(out / "final")
+    from factory.chat_templates import CHATML, hidden_system
+
+    assert tok.chat_template == CHATML and hidden_system(tok) is None, "saved with the R1-style template"
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     ids = tok.apply_chat_template([{"role": "user", "content": "What is 1 + 1?"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)
