@@ -24,7 +24,7 @@ class PromptsConfig(Strict):
     seed: int = Field(42, description="gym: dataset seed (use different seeds for training and held-out eval)")
     gym_args: dict[str, Any] = Field(default_factory=dict, description="gym: the task's own settings, e.g. "
                                      "{min_terms: 2, max_terms: 3, max_digits: 2} for chain_sum (difficulty)")
-    split: str = Field("train", description="hf: dataset split")
+    split: str = Field("train", description="hf: dataset split ('all': every split, concatenated)")
     subset: str | None = Field(None, description="hf: dataset configuration name")
     problem_field: str | None = Field(None, description="hf/file: column holding the problem (auto if unset)")
     answer_field: str | None = Field(None, description="hf/file: column holding the reference answer")
@@ -171,7 +171,9 @@ class IdentityParams(Strict):
 class DecontamParams(Strict):
     enabled: bool = Field(True, description="Reject prompts that overlap a benchmark (skipped when none is given)")
     benchmarks: list[str] = Field(default_factory=list,
-                                  description="Benchmark problem sets: FILE.jsonl|FILE.parquet, hf:NAME, humaneval")
+                                  description="Benchmark problem sets: an eval benchmark's name (math500, aime24, "
+                                  "aime25, gpqa-diamond, humaneval), FILE.jsonl|FILE.parquet, or hf:NAME (every "
+                                  "split of it)")
     ngram: int = Field(8, ge=3, description="Word n-gram size that counts as overlap")
 
 
@@ -241,6 +243,11 @@ class DistillConfig(Strict):
     max_length: int | None = Field(None, ge=8, description="Longest sample in tokens; longer ones are dropped")
     batch_size: int | None = Field(None, ge=1, description="Per-device batch size (default: the preset's)")
     grad_accum: int | None = Field(None, ge=1, description="Gradient accumulation steps (default: the preset's)")
+    max_position_embeddings: int | None = Field(None, ge=1, description="Extend the student's context to this "
+                                                "many positions before training (default: the preset's; qwen-1.5b "
+                                                "and qwen-7b: 131072, as the R1-Distill configs)")
+    rope_theta: float | None = Field(None, gt=0, description="RoPE base for the extended context (default: the "
+                                     "preset's; qwen-1.5b/7b: 300000, as open-r1)")
     lora: bool = Field(False, description="Train LoRA adapters instead of all weights (merged at the end)")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")

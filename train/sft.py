@@ -20,6 +20,7 @@ from factory.errors import FactoryError
 from factory.rundir import write_resolved_config
 from factory.shards import write_json_atomic
 
+from . import context
 from .batching import use_packing
 from .sft_data import build_samples
 from .students import model_path, resolve_student
@@ -31,7 +32,8 @@ def _settings(cfg: DistillConfig) -> dict[str, Any]:
     preset = resolve_student(cfg.student)
     pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else getattr(preset, name)  # noqa: E731
     return {"preset": preset, "lr": pick("lr"), "epochs": pick("epochs"), "max_length": pick("max_length"),
-            "batch_size": pick("batch_size"), "grad_accum": pick("grad_accum")}
+            "batch_size": pick("batch_size"), "grad_accum": pick("grad_accum"),
+            "max_position_embeddings": pick("max_position_embeddings"), "rope_theta": pick("rope_theta")}
 
 
 def output_dir(cfg: DistillConfig) -> Path:
@@ -59,7 +61,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     preset = s["preset"]
     run_dir = Path(cfg.run_dir)
     out = output_dir(cfg)
-    path = model_path(preset)
+    path = base = model_path(preset)
     tokenizer = _tokenizer(path, preset)
     show = cfg.progress and state.is_main_process
     data, report = build_samples(run_dir / "filtered" / "kept", tokenizer, s["max_length"], show=show)
@@ -67,14 +69,16 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     with state.main_process_first():  # the main process moves torn checkpoints aside before the others look
         out.mkdir(parents=True, exist_ok=True)
         resume_from = last_complete_checkpoint(out, move_torn=state.is_main_process) if cfg.resume else None
+        path, context_record = context.prepare(path, s["max_position_embeddings"], s["rope_theta"], report.longest,
+                                               out, write=state.is_main_process)
     tally: dict[str, int] = {}
     trainer = _trainer(cfg, s, path, tokenizer, data, out, report, tally)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final = _save_final(cfg, trainer, tokenizer, path, out)
-    summary = {"student": preset.name, "model": path, "output": str(final), "data": report.to_json(),
+    summary = {"student": preset.name, "model": base, "output": str(final), "data": report.to_json(),
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
                "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing),
-               "processes": state.num_processes,
+               "processes": state.num_processes, "context": context_record,
                "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
     if state.is_main_process:
         _plot_loss(out / "train_metrics.jsonl", out / "loss.png")

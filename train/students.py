@@ -23,13 +23,19 @@ class Student:
     batch_size: int = 1
     grad_accum: int = 16
     lora_targets: list[str] = field(default_factory=lambda: list(LLAMA_QWEN_LORA))
-    chat_template: str | None = None  # None: the tokenizer's own
+    chat_template: str | None = None  # None: the family's R1-style template (factory.chat_templates)
     on_cpu: bool = False
+    max_position_embeddings: int | None = None  # context extension before training (train/context.py)
+    rope_theta: float | None = None
+
+
+# The R1-Distill-Qwen configs ship 131,072 positions; open-r1 trained on Qwen2.5-Math-7B with rope_theta 300k.
+R1_QWEN_MATH_CONTEXT = {"max_position_embeddings": 131072, "rope_theta": 300000.0}
 
 
 PRESETS = {s.name: s for s in [
-    Student("qwen-1.5b", "Qwen/Qwen2.5-Math-1.5B", lr=5e-5, max_length=16384),
-    Student("qwen-7b", "Qwen/Qwen2.5-Math-7B", lr=5e-5, max_length=16384),
+    Student("qwen-1.5b", "Qwen/Qwen2.5-Math-1.5B", lr=5e-5, max_length=16384, **R1_QWEN_MATH_CONTEXT),
+    Student("qwen-7b", "Qwen/Qwen2.5-Math-7B", lr=5e-5, max_length=16384, **R1_QWEN_MATH_CONTEXT),
     Student("qwen-14b", "Qwen/Qwen2.5-14B", lr=2e-5, max_length=16384),
     Student("qwen-32b", "Qwen/Qwen2.5-32B", lr=1e-5, max_length=16384),
     Student("llama-8b", "meta-llama/Llama-3.1-8B", lr=2e-5, max_length=16384),
@@ -46,7 +52,8 @@ def resolve_student(spec: str) -> Student:
     if spec in PRESETS:
         return PRESETS[spec]
     if Path(spec).exists() or "/" in spec:
-        return replace(PRESETS["qwen-7b"], name=Path(spec).name or spec, model=spec)
+        return replace(PRESETS["qwen-7b"], name=Path(spec).name or spec, model=spec, max_position_embeddings=None,
+                       rope_theta=None)
     raise FactoryError(f"--student {spec!r}: unknown preset (presets: {', '.join(PRESETS)}; "
                        "or give a local path or a Hub id)")
 

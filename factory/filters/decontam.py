@@ -37,12 +37,24 @@ class DecontamIndex:
         return self.params.enabled
 
 
-def build_index(p: DecontamParams) -> DecontamIndex:
+def benchmark_problems(spec: str) -> list[Prompt]:
+    """An eval benchmark by name (its real Hub split), else any prompt source; `hf:` sources with every split."""
+    from ..benchmarks import HUB
+
+    if spec in HUB:
+        from ..benchmarks import load_benchmark
+        from ..config import EvalConfig
+
+        return load_benchmark(EvalConfig(benchmark=spec))
     from ..sources import load_prompts
 
+    return load_prompts(PromptsConfig(source=spec, split="all"))
+
+
+def build_index(p: DecontamParams) -> DecontamIndex:
     index = DecontamIndex(p)
     for spec in p.benchmarks:
-        prompts = load_prompts(PromptsConfig(source=spec, split="test"))
+        prompts = benchmark_problems(spec)
         index.problems[spec] = len(prompts)
         for prompt in prompts:
             for h in ngrams(prompt.problem, p.ngram):

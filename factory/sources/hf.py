@@ -12,7 +12,11 @@ def load_hf(name: str, cfg: PromptsConfig) -> list[Prompt]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, cfg.subset, split=cfg.split)
+        if cfg.split == "all":  # every split, concatenated: what decontamination must check against
+            splits = datasets.load_dataset(name, cfg.subset)
+            ds = datasets.concatenate_datasets([splits[k] for k in sorted(splits)])
+        else:
+            ds = datasets.load_dataset(name, cfg.subset, split=cfg.split)
     except Exception as e:  # the library raises many types; the user needs the name and the reason
         raise FactoryError(f"hf:{name} (split {cfg.split!r}): could not load: {type(e).__name__}: {e}") from None
     if cfg.limit is not None:

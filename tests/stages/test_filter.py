@@ -99,3 +99,16 @@ def test_decontamination_against_a_benchmark_file(run_dir, tmp_path):
     rejected = [r for r in read_table(run_dir / "filtered" / "rejected").to_pylist() if r["reject_reason"] == "decontam"]
     assert {r["problem"] for r in rejected} == {"What is 6 * 7?"}
     assert json.loads(rejected[0]["verdicts"])["decontam"]["details"]["benchmark"] == str(bench)
+
+
+def test_decontamination_reads_every_split_of_an_hf_dataset(tmp_path):
+    """aime_2024 on the Hub has only a train split: forcing `test` used to fail; every split is read now."""
+    from factory.config import DecontamParams
+    from factory.filters.decontam import build_index
+
+    local = tmp_path / "aime_like"
+    local.mkdir()
+    write_jsonl(local / "train.jsonl", [{"problem": "Find the number of ordered pairs of integers", "answer": "3"}])
+    write_jsonl(local / "validation.jsonl", [{"problem": "How many positive divisors does 2024 have", "answer": "4"}])
+    index = build_index(DecontamParams(benchmarks=[f"hf:{local}"], ngram=4))
+    assert index.problems == {f"hf:{local}": 2} and len(index.owner) == 5 + 4

@@ -173,3 +173,48 @@ def test_out_of_disk_is_refused_before_the_first_step(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "student/tiny: checkpoints of this 3M-parameter student need about" in err and "0.0 GB are" in err
     assert not (run / "student").exists()
+
+
+def _tiny_with_positions(tmp_path, positions: int):
+    """The tiny student with a short context, as Qwen2.5-Math's 4,096 positions are short for R1's traces."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from train.students import tiny_model
+
+    src = tiny_model()
+    dst = tmp_path / f"tiny-{positions}"
+    shutil.copytree(src, dst)
+    config = AutoConfig.from_pretrained(dst)
+    config.max_position_embeddings = positions
+    config.save_pretrained(dst)
+    return dst
+
+
+def test_samples_past_the_base_positions_are_refused_without_an_extension(tmp_path, capsys):
+    run = write_kept(tmp_path / "run", n=8, reasoning_words=40)
+    student = _tiny_with_positions(tmp_path, 48)
+    assert main(["distill", str(run), "--student", str(student), "--max-steps", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "tokens exceeds the model's 48 positions; extend the context" in err
+    assert not (run / "student" / student.name / "final").exists()
+
+
+def test_the_context_is_extended_before_training_and_recorded(tmp_path):
+    from transformers import AutoConfig
+
+    from train.students import PRESETS
+
+    assert PRESETS["qwen-7b"].max_position_embeddings == 131072 and PRESETS["qwen-7b"].rope_theta == 300000
+    run = write_kept(tmp_path / "run", n=8, reasoning_words=40)
+    student = _tiny_with_positions(tmp_path, 48)
+    assert main(["distill", str(run), "--student", str(student), "--max-steps", "2", "--no-progress",
+                 "--set", "max_position_embeddings=1024", "--set", "rope_theta=300000"]) == 0
+    out = run / "student" / student.name
+    summary = json.loads((out / "distill_summary.json").read_text())
+    assert summary["context"]["base_positions"] == 48 and summary["context"]["extended"]
+    assert summary["context"]["max_position_embeddings"] == 1024 and summary["model"] == str(student)
+    final = AutoConfig.from_pretrained(out / "final")
+    assert final.max_position_embeddings == 1024 and final.rope_parameters["rope_theta"] == 300000
+    assert AutoConfig.from_pretrained(student).max_position_embeddings == 48, "the base is left untouched"
