@@ -27,6 +27,7 @@ class DataReport:
     rows: int = 0
     samples: int = 0
     dropped_too_long: int = 0
+    dropped_empty: int = 0  # the template rendered the assistant turn as nothing
     tokens: int = 0
     trainable_tokens: int = 0
     longest: int = 0
@@ -38,6 +39,12 @@ class DataReport:
 
 def tokenize(tokenizer, messages: list[dict], assistant: str) -> tuple[list[int], list[int], str]:
     """(input_ids, labels, prompt_text): labels are IGNORE on every character of the prompt."""
+    ids, labels, prompt, _ = tokenize_full(tokenizer, messages, assistant)
+    return ids, labels, prompt
+
+
+def tokenize_full(tokenizer, messages: list[dict], assistant: str) -> tuple[list[int], list[int], str, str]:
+    """As `tokenize`, plus the full rendered text."""
     if not tokenizer.chat_template:
         raise FactoryError(f"{tokenizer.name_or_path}: the tokenizer has no chat template (set one in the preset)")
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -47,26 +54,42 @@ def tokenize(tokenizer, messages: list[dict], assistant: str) -> tuple[list[int]
                            "assistant turn follows; the loss mask cannot be placed")
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     labels = [tok if start >= len(prompt) else IGNORE for tok, (start, _) in zip(enc["input_ids"], enc["offset_mapping"])]
-    return enc["input_ids"], labels, prompt
+    return enc["input_ids"], labels, prompt, full
 
 
-def check_sample(tokenizer, input_ids: list[int], labels: list[int], prompt: str, reasoning: str) -> None:
-    """The failures open-r1 and TRL users lost runs to, caught before the first step."""
-    name = tokenizer.name_or_path
+def end_of_turn_id(tokenizer) -> int:
+    """The special token the template closes an assistant turn with (<|im_end|>, <|eot_id|>, ...)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "u"}, {"role": "assistant", "content": "PROBE"}],
+                                         tokenize=False)
+    tail = tokenizer(text[text.rindex("PROBE") + len("PROBE"):], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    found = next((t for t in tail if t in special), None)
+    if found is None:
+        raise FactoryError(f"{tokenizer.name_or_path}: the chat template ends an assistant turn with no special token: "
+                           "the student would never learn to stop")
+    return found
+
+
+def check_template(tokenizer, prompt: str) -> None:
+    """Once per run: the failures open-r1 and TRL users lost runs to, caught before the first step."""
     if prompt.rstrip().endswith("<think>"):
-        raise FactoryError(f"{name}: the chat template prefills <think>; the samples would hold it twice "
-                           "(use a template without the prefill)")
-    trainable = [t for t in labels if t != IGNORE]
-    if not trainable:
-        raise FactoryError(f"{name}: a sample has no trainable tokens (the loss mask covers nothing)")
-    text = tokenizer.decode(trainable)
-    probe = reasoning.strip()[:40]
-    if probe and probe not in text:
-        raise FactoryError(f"{name}: the loss mask misses the reasoning (the template drops or moves it)")
-    special = set(tokenizer.all_special_ids) | {tokenizer.eos_token_id}
-    if not special & set(trainable):
-        raise FactoryError(f"{name}: the loss mask misses the end-of-turn/EOS token: the student would never "
-                           "learn to stop")
+        raise FactoryError(f"{tokenizer.name_or_path}: the chat template prefills <think>; the samples would hold it "
+                           "twice (use a template without the prefill)")
+
+
+def check_sample(full: str, prompt: str, assistant: str, labels: list[int], eot: tuple[int, str], where: str) -> bool:
+    """Every sample, in a few string and list operations: False for an assistant turn the template rendered as
+    nothing (dropped and counted); an error when the mask misses the reasoning or the end of turn."""
+    body = full[len(prompt):]
+    if not body.replace(eot[1], "").strip():
+        return False
+    if assistant not in body:
+        raise FactoryError(f"{where}: the chat template drops or moves the assistant's text (the reasoning would "
+                           "not be trained on)")
+    if eot[0] not in labels:
+        raise FactoryError(f"{where}: the loss mask misses the end-of-turn token: the student would never learn to "
+                           "stop")
+    return True
 
 
 def show_sample(tokenizer, input_ids: list[int], labels: list[int], console=None, edge: int = 40) -> None:
@@ -86,37 +109,43 @@ def show_sample(tokenizer, input_ids: list[int], labels: list[int], console=None
 
 
 def build_samples(kept_dir: Path, tokenizer, max_length: int, show: bool = True) -> tuple[dict[str, list], DataReport]:
-    """Tokenises every kept trace; checks the first in full and every sample's basic invariants."""
+    """Tokenises every kept trace and checks every sample's loss mask (reasoning, answer and end of turn)."""
     from factory.shards import iter_batches
 
     report = DataReport()
     data: dict[str, list] = {"input_ids": [], "labels": []}
-    columns = ["messages", "reasoning", "answer"]
-    for batch in iter_batches(kept_dir, columns=columns):
+    eot_id = end_of_turn_id(tokenizer) if tokenizer.chat_template else -1
+    eot = (eot_id, tokenizer.decode([eot_id]) if eot_id >= 0 else "")
+    for batch in iter_batches(kept_dir, columns=["messages", "reasoning", "answer"]):
         for row in batch.to_pylist():
             report.rows += 1
-            messages = json.loads(row["messages"])
-            ids, labels, prompt = tokenize(tokenizer, messages, assistant_text(row["reasoning"], row["answer"]))
+            assistant = assistant_text(row["reasoning"], row["answer"])
+            ids, labels, prompt, full = tokenize_full(tokenizer, json.loads(row["messages"]), assistant)
             if report.rows == 1:
-                check_sample(tokenizer, ids, labels, prompt, row["reasoning"])
+                check_template(tokenizer, prompt)
                 if show:
                     show_sample(tokenizer, ids, labels)
+            if not check_sample(full, prompt, assistant, labels, eot, f"{kept_dir}: sample {report.rows}"):
+                report.dropped_empty += 1
+                continue
             if len(ids) > max_length:
                 report.dropped_too_long += 1
                 continue
-            trainable = sum(t != IGNORE for t in labels)
-            if not trainable:
-                raise FactoryError(f"{kept_dir}: sample {report.rows} has no trainable tokens")
-            data["input_ids"].append(ids)
-            data["labels"].append(labels)
-            report.samples += 1
-            report.tokens += len(ids)
-            report.trainable_tokens += trainable
-            report.longest = max(report.longest, len(ids))
-            report.lengths.append(len(ids))
+            _add(data, report, ids, labels)
     if report.rows == 0:
         raise FactoryError(f"{kept_dir}: no kept traces to train on (run `factory filter` first?)")
     if report.samples == 0:
         raise FactoryError(f"{kept_dir}: max_length {max_length} is shorter than every sample "
                            f"({report.dropped_too_long} dropped); raise max_length")
     return data, report
+
+
+def _add(data: dict[str, list], report: DataReport, ids: list[int], labels: list[int]) -> None:
+    trainable = sum(t != IGNORE for t in labels)
+    data["input_ids"].append(ids)
+    data["labels"].append(labels)
+    report.samples += 1
+    report.tokens += len(ids)
+    report.trainable_tokens += trainable
+    report.longest = max(report.longest, len(ids))
+    report.lengths.append(len(ids))

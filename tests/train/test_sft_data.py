@@ -46,14 +46,30 @@ NO_EOT = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
 
 @pytest.mark.parametrize("template,needle", [
     (PREFILL, "prefills <think>"),
-    (DROPS_REASONING, "misses the reasoning"),
-    (NO_EOT, "misses the end-of-turn/EOS token"),
+    (DROPS_REASONING, "drops or moves the assistant's text"),
+    (NO_EOT, "ends an assistant turn with no special token"),
     ("", "has no chat template"),
 ])
 def test_the_loss_mask_check_catches_broken_templates(tmp_path, tok, template, needle):
     tok.chat_template = template or None
     run = write_kept(tmp_path, n=2)
     with pytest.raises(FactoryError, match=needle):
+        build_samples(run / "filtered" / "kept", tok, max_length=4096, show=False)
+
+
+SOMETIMES = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and 'boxed{0}' in "
+             "m.content %}{% elif m.role == 'assistant' and 'boxed{SIX}' in m.content %}"
+             "{{ m.content.split('</think>')[-1] }}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_every_sample_is_checked_and_empty_assistant_turns_are_dropped(tmp_path, tok):
+    run = write_kept(tmp_path, n=8)
+    tok.chat_template = SOMETIMES.replace("SIX", "none")  # sample 1 (boxed{0}) renders an empty assistant turn
+    data, report = build_samples(run / "filtered" / "kept", tok, max_length=4096, show=False)
+    assert report.dropped_empty == 1 and report.samples == 7 and report.rows == 8
+    tok.chat_template = SOMETIMES.replace("SIX", "6")  # sample 4 (boxed{6}) loses its reasoning: only it
+    with pytest.raises(FactoryError, match=r"sample 4: the chat template drops or moves"):
         build_samples(run / "filtered" / "kept", tok, max_length=4096, show=False)
 
 
