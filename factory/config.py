@@ -81,7 +81,8 @@ class SamplingConfig(Strict):
     n: int = Field(4, ge=1, le=MAX_N, description=f"Samples per prompt (at most {MAX_N})")
     temperature: float = Field(0.6, ge=0, description="R1's recommended 0.6")
     top_p: float = Field(0.95, gt=0, le=1, description="R1's recommended 0.95")
-    max_tokens: int = Field(4096, ge=1, description="Most new tokens per sample")
+    max_tokens: int = Field(32768, ge=1, description="Most new tokens per sample (R1 generated with 32,768; "
+                            "set a smaller one for CPU runs)")
 
 
 class TemplateConfig(Strict):
@@ -126,7 +127,8 @@ class FormatParams(Strict):
 class LengthParams(Strict):
     enabled: bool = Field(True, description="Reject traces outside [min_tokens, max_tokens]")
     min_tokens: int = Field(1, ge=0, description="Fewest completion tokens")
-    max_tokens: int = Field(32768, ge=1, description="Most completion tokens")
+    max_tokens: int | None = Field(None, ge=1, description="Most completion tokens (None: the run's generation "
+                                   "limit, sampling.max_tokens, so only truncation rejects on length)")
     reject_truncated: bool = Field(True, description="Reject traces cut off by the token limit")
 
 
@@ -233,10 +235,24 @@ class FilterConfig(Strict):
         return [name for name in self.order if getattr(self, name).enabled]
 
 
+class MixSource(Strict):
+    source: str = Field(..., description="A run directory (its filtered/kept traces), a .jsonl/.parquet file or "
+                        "hf:NAME (rows with `messages`, or a prompt and a response column)")
+    count: int | None = Field(None, ge=1, description="Take exactly this many samples (seeded)")
+    weight: float | None = Field(None, gt=0, description="Scale the source: 2 = every sample twice, 0.5 = a half")
+    reasoning: bool = Field(True, description="false: train the answer alone, without reasoning (R1's 200k "
+                            "non-reasoning samples)")
+    empty_think: bool = Field(False, description="Non-reasoning samples: an empty <think> block before the answer")
+    split: str = Field("train", description="hf: dataset split")
+    subset: str | None = Field(None, description="hf: dataset configuration name")
+
+
 class DistillConfig(Strict):
     run_dir: str = Field("runs/default", description="Run directory holding filtered/kept/")
     student: str = Field("smollm2-135m", description="Preset (qwen-7b, llama-8b, smollm2-135m, tiny...), path or Hub id")
     output_dir: str | None = Field(None, description="Where checkpoints go (default RUN_DIR/student/PRESET)")
+    mix: list[MixSource] = Field(default_factory=list, description="The data mixture (R1: 600k reasoning + 200k "
+                                 "non-reasoning samples); empty: the run's own kept traces")
     lr: float | None = Field(None, gt=0, description="Learning rate (default: the preset's)")
     epochs: float | None = Field(None, gt=0, description="Epochs (default: the preset's; R1 used 2)")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")

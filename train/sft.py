@@ -22,6 +22,7 @@ from factory.shards import write_json_atomic
 
 from . import context
 from .batching import use_packing
+from .mixture import load_items
 from .sft_data import build_samples
 from .students import model_path, resolve_student
 
@@ -64,7 +65,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     path = base = model_path(preset)
     tokenizer = _tokenizer(path, preset)
     show = cfg.progress and state.is_main_process
-    data, report = build_samples(run_dir / "filtered" / "kept", tokenizer, s["max_length"], show=show)
+    items, mixture = load_items(cfg)
+    data, report = build_samples(items, tokenizer, s["max_length"], show=show)
     check_disk(cfg, path, out)
     with state.main_process_first():  # the main process moves torn checkpoints aside before the others look
         out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     summary = {"student": preset.name, "model": base, "output": str(final), "data": report.to_json(),
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
                "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing),
-               "processes": state.num_processes, "context": context_record,
+               "processes": state.num_processes, "context": context_record, "mixture": mixture,
                "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
     if state.is_main_process:
         _plot_loss(out / "train_metrics.jsonl", out / "loss.png")

@@ -8,7 +8,6 @@ counted, never cut: a cut trace teaches the student to stop mid-thought.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,10 @@ from factory.errors import FactoryError
 IGNORE = -100
 
 
-def assistant_text(reasoning: str, answer: str) -> str:
+def assistant_text(reasoning: str | None, answer: str, empty_think: bool = False) -> str:
+    """R1's format; a non-reasoning sample (reasoning None) is the answer alone, or after an empty <think> block."""
+    if reasoning is None:
+        return f"<think>\n\n</think>\n\n{answer}" if empty_think else answer
     return f"<think>\n{reasoning}\n</think>\n\n{answer}"
 
 
@@ -108,35 +110,36 @@ def show_sample(tokenizer, input_ids: list[int], labels: list[int], console=None
     console.print(out)
 
 
-def build_samples(kept_dir: Path, tokenizer, max_length: int, show: bool = True) -> tuple[dict[str, list], DataReport]:
-    """Tokenises every kept trace and checks every sample's loss mask (reasoning, answer and end of turn)."""
-    from factory.shards import iter_batches
+def build_samples(source, tokenizer, max_length: int, show: bool = True) -> tuple[dict[str, list], DataReport]:
+    """Tokenises every item (a kept-traces directory, or the mixture's items) and checks every sample's loss mask
+    (reasoning, answer and end of turn)."""
+    from .mixture import Item, run_items
 
+    items: list[Item] = list(run_items(Path(source))) if isinstance(source, (str, Path)) else source
     report = DataReport()
     data: dict[str, list] = {"input_ids": [], "labels": []}
     eot_id = end_of_turn_id(tokenizer) if tokenizer.chat_template else -1
     eot = (eot_id, tokenizer.decode([eot_id]) if eot_id >= 0 else "")
-    for batch in iter_batches(kept_dir, columns=["messages", "reasoning", "answer"]):
-        for row in batch.to_pylist():
-            report.rows += 1
-            assistant = assistant_text(row["reasoning"], row["answer"])
-            ids, labels, prompt, full = tokenize_full(tokenizer, json.loads(row["messages"]), assistant)
-            if report.rows == 1:
-                check_template(tokenizer, prompt)
-                if show:
-                    show_sample(tokenizer, ids, labels)
-            if not check_sample(full, prompt, assistant, labels, eot, f"{kept_dir}: sample {report.rows}"):
-                report.dropped_empty += 1
-                continue
-            if len(ids) > max_length:
-                report.dropped_too_long += 1
-                continue
+    for item in items:
+        report.rows += 1
+        assistant = assistant_text(item.reasoning, item.answer, item.empty_think)
+        ids, labels, prompt, full = tokenize_full(tokenizer, item.messages, assistant)
+        if report.rows == 1:
+            check_template(tokenizer, prompt)
+            if show:
+                show_sample(tokenizer, ids, labels)
+        if not check_sample(full, prompt, assistant, labels, eot, f"{item.source}: sample {report.rows}"):
+            report.dropped_empty += 1
+        elif len(ids) > max_length:
+            report.dropped_too_long += 1
+        else:
             _add(data, report, ids, labels)
     if report.rows == 0:
-        raise FactoryError(f"{kept_dir}: no kept traces to train on (run `factory filter` first?)")
+        raise FactoryError(f"{source if isinstance(source, (str, Path)) else 'distill.mix'}: no samples to train on "
+                           "(run `factory filter` first?)")
     if report.samples == 0:
-        raise FactoryError(f"{kept_dir}: max_length {max_length} is shorter than every sample "
-                           f"({report.dropped_too_long} dropped); raise max_length")
+        raise FactoryError(f"max_length {max_length} is shorter than every sample ({report.dropped_too_long} "
+                           "dropped); raise max_length")
     return data, report
 
 

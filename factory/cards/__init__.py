@@ -124,6 +124,7 @@ def _context(run_dir: Path, run: dict[str, Any], include_rejected: bool, repo_id
                     "command": run["resolved"][s].get("command")} for s in ("generate", "filter")],
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(run["resolved"].get("packages", {}).items())),
         "include_rejected": include_rejected, "repo_id": repo_id or "ORG/NAME",
+        "mixture": ((run["resolved"].get("distill") or {}).get("summary") or {}).get("mixture"),
     }
 
 

@@ -41,7 +41,7 @@ def length_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         return Verdict(False, "truncated", float(tokens), details)
     if tokens < p.min_tokens:
         return Verdict(False, "too_short", float(tokens), details)
-    if tokens > p.max_tokens:
+    if p.max_tokens is not None and tokens > p.max_tokens:
         return Verdict(False, "too_long", float(tokens), details)
     return Verdict(True, score=float(tokens), details=details)
 

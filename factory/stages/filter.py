@@ -100,6 +100,7 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise FactoryError(f"{run_dir}: no such run directory")
     manifest = read_manifest(traces)  # a run without finished traces fails here, before anything is written
+    cfg = with_generation_limit(cfg, manifest)
     tasks: set[str] = set()
     for table in iter_shards(traces, TRACE_SCHEMA, columns=["task"]):
         tasks.update(table.column(0).unique().to_pylist())  # every shard's columns are checked up front too
@@ -125,6 +126,15 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     write_resolved_config(run_dir, "filter", cfg)
     print_stats(report, run_dir / "filtered")
     return report
+
+
+def with_generation_limit(cfg: FilterConfig, manifest: dict[str, Any]) -> FilterConfig:
+    """length.max_tokens unset: the limit the traces were generated with (R1's recipe: the filter's length limit is
+    the generation limit), read from the shards' manifest."""
+    if cfg.length.max_tokens is not None:
+        return cfg
+    limit = ((manifest.get("config") or {}).get("sampling") or {}).get("max_tokens") or 32768
+    return cfg.model_copy(update={"length": cfg.length.model_copy(update={"max_tokens": int(limit)})})
 
 
 def _check_sandbox() -> None:

@@ -112,3 +112,12 @@ def test_decontamination_reads_every_split_of_an_hf_dataset(tmp_path):
     write_jsonl(local / "validation.jsonl", [{"problem": "How many positive divisors does 2024 have", "answer": "4"}])
     index = build_index(DecontamParams(benchmarks=[f"hf:{local}"], ngram=4))
     assert index.problems == {f"hf:{local}": 2} and len(index.owner) == 5 + 4
+
+
+def test_the_length_limit_defaults_to_the_generation_limit(run_dir):
+    import yaml
+
+    assert main(["filter", str(run_dir), "--no-progress", "--workers", "1"]) == 0
+    resolved = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
+    generated = resolved["generate"]["config"]["sampling"]["max_tokens"]
+    assert generated == 32768 and resolved["filter"]["config"]["length"]["max_tokens"] == generated, "R1: 32k"
