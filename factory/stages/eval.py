@@ -175,4 +175,6 @@ def print_metrics(result: dict[str, Any], path: Path) -> None:
     if m["generation_errors"]:
         table.add_row("generation errors", str(m["generation_errors"]), "")
     console.print(table)
-    console.print(f"results: {path}")
+    s = result["settings"]["sampling"]
+    console.print(f"sampling: n={s['n']}, temperature={s['temperature']}, top_p={s['top_p']}, max_tokens="
+                  f"{s['max_tokens']} ({result['engine']}); results: {path}", soft_wrap=True, highlight=False)

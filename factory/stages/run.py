@@ -201,6 +201,24 @@ def _prompt_count(cfg) -> int | None:
     return min(n, cfg.prompts.limit) if n is not None and cfg.prompts.limit else (n or cfg.prompts.limit)
 
 
+def _distill_plan(d) -> str:
+    from train.students import resolve_student  # light: no torch at import
+
+    preset = resolve_student(d.student)
+    positions = d.max_position_embeddings or preset.max_position_embeddings
+    theta = d.rope_theta or preset.rope_theta
+    what = (f"{d.student}, epochs {d.epochs or preset.epochs}, lr {d.lr or preset.lr}, max_length "
+            f"{d.max_length or preset.max_length}" + (", LoRA" if d.lora else ""))
+    if positions:
+        what += f"; context extended to {positions:,} positions" + (f", rope_theta {theta:,.0f}" if theta else "")
+    mix = d.mix or []
+    if mix:
+        what += "; mixture: " + ", ".join(
+            f"{m.source} ({'reasoning' if m.reasoning else 'non-reasoning'}"
+            + (f", {m.count:,}" if m.count else f", ×{m.weight}" if m.weight else "") + ")" for m in mix)
+    return what
+
+
 def dry_run(p: Pipeline) -> dict[str, Any]:
     """The plan, and for generation the expected tokens and, given prices, cost. Nothing runs."""
     out: dict[str, Any] = {"stages": p.stages, "run_dir": str(p.run_dir)}
@@ -228,15 +246,22 @@ def dry_run(p: Pipeline) -> dict[str, Any]:
             what += f", ~${est['cost_usd']:,.2f})" if "cost_usd" in est else ")"
         table.add_row("generate", what)
     if "filter" in p.configs:
-        table.add_row("filter", ", ".join(p.configs["filter"].active()))
+        f = p.configs["filter"]
+        what = ", ".join(f.active())
+        if "decontam" in f.active():
+            what += f"; decontaminated against {', '.join(f.decontam.benchmarks) or 'nothing (no benchmarks)'}"
+        what += f"; length limit {f.length.max_tokens or 'the generation limit'}"
+        table.add_row("filter", what)
     if "card" in p.configs:
         table.add_row("card", str(Path(p.configs["card"].out or p.run_dir / "card") / "README.md"))
     if "distill" in p.configs:
         d = p.configs["distill"]
-        table.add_row("distill", f"{d.student}, epochs {d.epochs or 'preset'}, lr {d.lr or 'preset'}"
-                      + (", LoRA" if d.lora else ""))
+        table.add_row("distill", _distill_plan(d))
     for name, e in p.evals:
-        table.add_row("eval", f"{name}: {e.model} on {e.benchmark}, n={e.sampling.n}, "
-                      f"max_tokens={e.sampling.max_tokens}")
+        s = e.sampling
+        table.add_row("eval", f"{name}: {e.model} on {e.benchmark}, n={s.n} (pass@1 over {s.n}; "
+                      f"{', '.join(f'pass@{k}, maj@{k}' for k in e.ks if 1 < k <= s.n) or 'no pass@k'}), "
+                      f"T={s.temperature}, top_p={s.top_p}, max_tokens={s.max_tokens}")
     console.print(table)
+    out["plan"] = [list(row) for row in zip(*(column.cells for column in table.columns))]
     return out

@@ -59,6 +59,32 @@ def test_the_full_recipe_plans_tokens_and_cost():
     assert plan["cost_usd"] == pytest.approx(4413.0)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_recipes_decontaminate_against_what_they_evaluate_on(path):
+    p = load_pipeline(str(path))
+    hub = {e.benchmark for _, e in p.evals if not e.benchmark.startswith("gym:")}  # gym evals use held-out seeds
+    if "filter" in p.configs:
+        assert hub <= set(p.configs["filter"].decontam.benchmarks), f"{path.name}: evaluated but not decontaminated"
+
+
+def test_the_r1_recipe_is_the_papers():
+    path = REPO / "pipelines" / "r1-distill-qwen7b.yaml"
+    p = load_pipeline(str(path))
+    gen, filt, distill = p.configs["generate"], p.configs["filter"], p.configs["distill"]
+    assert (gen.sampling.temperature, gen.sampling.top_p, gen.sampling.max_tokens) == (0.6, 0.95, 32768)
+    assert gen.template.system is None and filt.length.max_tokens is None, "length limit = generation limit"
+    assert distill.epochs == 2 and [m.reasoning for m in distill.mix] == [True, False]
+    aime = dict(p.evals)["student-aime24"]
+    assert aime.sampling.n == 64 and 64 in aime.ks
+    from factory.stages.run import dry_run
+
+    plan = " | ".join(what for _, what in dry_run(p)["plan"])
+    for needle in ["decontaminated against math500, aime24", "context extended to 131,072 positions",
+                   "rope_theta 300,000", "mixture: runs/r1-distill-qwen7b (reasoning)", "(non-reasoning, 60,000)",
+                   "n=64 (pass@1 over 64; pass@64, maj@64), T=0.6, top_p=0.95, max_tokens=32768"]:
+        assert needle in plan, needle
+
+
 def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
     path = _write(tmp_path)
     assert main(["run", str(path)]) == 0
