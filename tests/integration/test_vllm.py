@@ -92,3 +92,31 @@ def test_offline_vllm_engine_with_resume(tmp_path, smollm2_dir):
     assert all(0 < r["completion_tokens"] <= 32 for r in rows)
     res = _factory(*args, "--n", "2")
     assert res.returncode == 0 and json.loads((out / "generate_stats.json").read_text())["requested"] == 0
+
+
+def test_a_distilled_student_is_served_by_vllm_without_a_system_prompt(tmp_path, smollm2_dir):
+    """Users serve their students with vLLM: the distilled `final/` must load there, and prompts must render with
+    the R1-style template it was trained with (no default system prompt)."""
+    from transformers import AutoTokenizer
+
+    from factory.chat_templates import CHATML
+    from tests.train.helpers import write_kept
+
+    run = write_kept(tmp_path / "run", n=4)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-m", "factory.cli", "distill", str(run), "--student", "smollm2-135m",
+                          "--max-steps", "2", "--no-progress", "--set", "batch_size=2", "--set", "max_length=256"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = run / "student" / "smollm2-135m" / "final"
+    res = _factory("--prompts", "gym:chain_sum", "--size", "2", "--n", "1", "--max-tokens", "16",
+                   "--teacher", f"vllm:{final}", "--out", str(tmp_path / "gen"),
+                   "--set", "teacher.gpu_memory_utilization=0.15", "--set", "teacher.max_model_len=1024")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = read_table(tmp_path / "gen" / "traces").to_pylist()
+    assert len(rows) == 2 and all(r["error"] is None and r["completion_tokens"] > 0 for r in rows)
+    tok = AutoTokenizer.from_pretrained(final)
+    assert tok.chat_template == CHATML
+    for r in rows:  # vLLM rendered exactly the R1-style prompt: no default system prompt
+        expected = tok.apply_chat_template(json.loads(r["messages"]), add_generation_prompt=True, tokenize=False)
+        assert r["prompt_tokens"] == len(tok(expected, add_special_tokens=False)["input_ids"])
