@@ -29,7 +29,7 @@ def load_result(path: str) -> dict[str, Any]:
     return result
 
 
-def compare(paths: list[str], png: str | None = None, metric: str = "pass@1") -> dict[str, Any]:
+def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md: str | None = None) -> dict[str, Any]:
     if len(paths) < 2:
         raise FactoryError("--compare needs at least two result files")
     results = [load_result(p) for p in paths]
@@ -48,7 +48,34 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1") ->
         _plot(rows, metric, Path(png))
         out["png"] = png
         console.print(f"chart: {png}")
+    if md:
+        from ..redact import redact_text
+
+        Path(md).write_text(redact_text(markdown(out, results)))
+        out["md"] = md
     return out
+
+
+def markdown(out: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (the README's quickstart table is this file, as the run wrote it)."""
+    metric = out["metric"]
+    lines = [f"| eval | model | {metric} (95% CI) | difference vs {out['rows'][0]['name'].split(' / ')[0]} "
+             "(95% CI, p) |", "|---|---|---|---|"]
+    for row, r in zip(out["rows"], results):
+        d = row["vs_first"]
+        diff = "reference" if d is None else (
+            f"{d['delta']:+.3f}" if d["ci95"] is None else
+            f"**{d['delta']:+.3f}** [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p = {d['p_value']:.2g}"
+            + (f", paired over {d['n']} problems" if d["paired"] else ", unpaired"))
+        ci = "" if row["ci95"] is None else f" ± {row['ci95']:.3f}"
+        lines.append(f"| {row['name'].split(' / ')[0]} | `{Path(str(r.get('model', '?'))).name}` | "
+                     f"{row['mean']:.3f}{ci} | {diff} |")
+    s = results[0].get("settings", {}).get("sampling", {})
+    m = results[0].get("metrics", {})
+    lines.append("")
+    lines.append(f"{results[0]['benchmark']}: {m.get('problems', '?')} held-out problems × {s.get('n', '?')} "
+                 f"samples, T={s.get('temperature')}, top_p={s.get('top_p')}, max_tokens={s.get('max_tokens')}.")
+    return "\n".join(lines) + "\n"
 
 
 def _names(results: list[dict[str, Any]]) -> list[str]:

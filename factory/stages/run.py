@@ -185,7 +185,7 @@ def _print_evals(evals: dict[str, Any]) -> None:
     if len(files) >= 2:
         from .compare import compare
 
-        compare(files, str(Path(files[0]).parent / "compare.png"))
+        compare(files, str(Path(files[0]).parent / "compare.png"), md=str(Path(files[0]).parent / "summary.md"))
 
 
 def _prompt_count(cfg) -> int | None:

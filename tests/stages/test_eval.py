@@ -137,6 +137,12 @@ def test_compare_prints_the_table_says_what_is_noise_and_draws_the_chart(tmp_pat
             "p = 1.3e-05 (paired over 12 problems): larger than the noise") in err
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 100
+    from factory.stages.compare import compare
+
+    compare([before, after], md=str(tmp_path / "summary.md"))
+    table = (tmp_path / "summary.md").read_text()
+    assert "| student-after | `?` | 0.833 ± 0." in table and "**+0.833** [+0.586, +1.081], p = 1.3e-05, paired over 12" \
+        in table
     assert main(["eval", "--compare", before]) == 1
     assert "at least two" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{")
