@@ -138,6 +138,8 @@ class CorrectnessParams(Strict):
     code_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per sandboxed test run")
     min_gym_score: float = Field(1.0, ge=0, le=1, description="Lowest reasoning-gym score that counts as correct")
     reject_unverified: bool = Field(True, description="Reject traces that cannot be checked (no reference)")
+    lenient: bool = Field(False, description="Without a \\boxed{} answer, take the answer's last number (eval: to "
+                          "measure how much of a gain is format; keep it off for filtering, R1 required the box)")
 
 
 class LanguageParams(Strict):

@@ -18,9 +18,17 @@ from ..textutil import last_boxed
 from . import Verdict, row_filter
 
 
-def final_answer(trace: Mapping[str, Any]) -> str | None:
-    """The last \\boxed{} of the answer, falling back to the reasoning's."""
-    return last_boxed(trace.get("answer") or "") or last_boxed(trace.get("reasoning") or "")
+def final_answer(trace: Mapping[str, Any], lenient: bool = False) -> str | None:
+    """The last \\boxed{} of the answer, falling back to the reasoning's; `lenient`: else the last number of the
+    answer, else of the reasoning (to measure how much of a difference is the answer's format)."""
+    boxed = last_boxed(trace.get("answer") or "") or last_boxed(trace.get("reasoning") or "")
+    if boxed is not None or not lenient:
+        return boxed
+    for text in (trace.get("answer") or "", trace.get("reasoning") or ""):
+        numbers = _NUMBER.findall(text.replace(",", ""))
+        if numbers:
+            return numbers[-1]
+    return None
 
 
 @row_filter("correctness")
@@ -35,7 +43,7 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
 def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     if not prompt.reference_answer:
         return Verdict(not p.reject_unverified, "no_reference")
-    predicted = final_answer(trace)
+    predicted = final_answer(trace, p.lenient)
     if predicted is None:
         return Verdict(False, "no_boxed_answer", 0.0)
     ref = prompt.reference_answer
@@ -82,7 +90,7 @@ def gym_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     gym = json.loads(prompt.metadata or "{}").get("gym")
     if not gym:
         return Verdict(False, "no_gym_metadata")
-    predicted = final_answer(trace)
+    predicted = final_answer(trace, p.lenient)
     if predicted is None:
         return Verdict(False, "no_boxed_answer", 0.0)
     ds = _gym_dataset(gym["task"], gym["size"], gym["seed"], json.dumps(gym.get("args", {}), sort_keys=True))

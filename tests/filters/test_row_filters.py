@@ -168,3 +168,17 @@ def test_math_verify_timeout_is_a_rejection_with_its_reason():
     started = time.monotonic()
     v = judge("correctness", trace(answer="\\boxed{9^{9^{9^{9}}}}", ref="9^{9^{9^{8}}}"), timeout_s=1)
     assert (v.ok, v.reason) == (False, "timeout") and time.monotonic() - started < 10
+
+
+def test_lenient_answers_take_the_last_number_when_there_is_no_box():
+    from factory.config import CorrectnessParams
+    from factory.filters.correctness import correctness_filter, final_answer
+    from factory.records import Prompt
+
+    prompt = Prompt(source="t", task="math", problem="2 + 40?", reference_answer="42")
+    trace = {"reasoning": "2 plus 40 is 42", "answer": "So the total is 1,042 - 1000 = 42."}
+    assert final_answer(trace) is None and final_answer(trace, lenient=True) == "42"
+    assert correctness_filter(trace, prompt, CorrectnessParams()).reason == "no_boxed_answer"
+    assert correctness_filter(trace, prompt, CorrectnessParams(lenient=True)).ok
+    boxed = {"reasoning": "", "answer": "\\boxed{41}, not 42"}
+    assert final_answer(boxed, lenient=True) == "41", "a box always wins"
