@@ -54,22 +54,27 @@ def available() -> bool:
     return shutil.which("bwrap") is not None and (os.getuid() != 0 or shutil.which("setpriv") is not None)
 
 
+SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64")  # bound read-only, whole
+
+
+def _in_system_dirs(path: str) -> bool:
+    return any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS)
+
+
 def _command(workdir: Path, script: str) -> list[str]:
     prefix = sys.base_prefix
     cmd = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
            "--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/work",
            "--setenv", "PATH", "/usr/bin:/bin", "--perms", "1777", "--tmpfs", "/tmp", "--bind", str(workdir), "/work",
            "--chdir", "/work", "--proc", "/proc", "--dev", "/dev"]
-    for path in ("/usr", "/bin", "/lib", "/lib64"):
+    for path in SYSTEM_DIRS:
         if Path(path).exists():
             cmd += ["--ro-bind", path, path]
     # The prefix's parents (e.g. /root/.pyenv/versions, /root being 0700) are made traversable in the sandbox:
     # otherwise uid nobody cannot load the interpreter's own libpython and silently gets the system's one.
-    for parent in reversed(Path(prefix).parents):
-        if str(parent) != "/" and not str(parent).startswith(("/usr/", "/bin/", "/lib/", "/lib64/")) \
-                and str(parent) not in ("/usr", "/bin", "/lib", "/lib64"):
+    if not _in_system_dirs(prefix):
+        for parent in reversed(Path(prefix).parents[:-1]):  # [:-1]: not "/"
             cmd += ["--perms", "0755", "--dir", str(parent)]
-    if not prefix.startswith(("/usr/", "/bin/", "/lib/")) and prefix not in ("/usr", "/bin", "/lib"):
         cmd += ["--ro-bind", prefix, prefix]
     if os.getuid() == 0:  # drop to nobody inside, so that RLIMIT_NPROC applies
         cmd += ["--", "setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
@@ -151,15 +156,21 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[bytes, bytes, bool, bool]:
     """Reads stdout and stderr until both close, the deadline passes or either passes `cap` bytes."""
-    buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    out, err = bytearray(), bytearray()
+    buffers = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+
+    def ended(timed_out: bool, limited: bool) -> tuple[bytes, bytes, bool, bool]:
+        if timed_out or limited:
+            _kill(proc)
+        return bytes(out), bytes(err), timed_out, limited
+
     with selectors.DefaultSelector() as sel:
         for fd in buffers:
             sel.register(fd, selectors.EVENT_READ)
         while sel.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                _kill(proc)
-                return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), True, False
+                return ended(True, False)
             for key, _ in sel.select(min(remaining, 0.5)):
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
@@ -168,12 +179,9 @@ def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[bytes, 
                 buf = buffers[key.fd]
                 buf += chunk[: max(0, cap + 1 - len(buf))]
                 if len(buf) > cap:
-                    _kill(proc)
-                    return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), False, True
-    remaining = max(0.0, deadline - time.monotonic())
+                    return ended(False, True)
     try:
-        proc.wait(timeout=remaining)
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:  # closed its pipes but kept running
-        _kill(proc)
-        return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), True, False
-    return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), False, False
+        return ended(True, False)
+    return ended(False, False)
