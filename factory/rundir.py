@@ -43,7 +43,7 @@ def _redacted_set(arg: str) -> str:
     key, sep, raw = arg.partition("=")
     if not sep:
         return prefix + redact_text(arg)
-    if any(is_secret_name(part) for part in key.split(".")[-1:]):
+    if is_secret_name(key.split(".")[-1]):
         return f"{prefix}{key}={MASK}"
     try:
         value = yaml.safe_load(raw)
