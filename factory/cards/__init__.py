@@ -46,7 +46,7 @@ def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | No
     import datasets
     from huggingface_hub import DatasetCardData
 
-    from ..stages.filter import FILTERED_SCHEMA
+    from ..records import FILTERED_SCHEMA
 
     features = partial(hub_features, datasets.Features.from_arrow_schema(FILTERED_SCHEMA))
     splits = [("default", "kept", run["kept_rows"])]

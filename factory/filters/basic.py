@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..records import Prompt
-from . import Verdict, row_filter
+from . import Verdict
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _FENCE = re.compile(r"^\s*```", re.M)
@@ -20,55 +20,51 @@ def count_tokens(row: Mapping[str, Any]) -> tuple[int, str]:
     return len(_TOKEN.findall(row.get("raw_completion") or "")), "estimated"
 
 
-@row_filter("format")
 def format_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     if trace.get("error"):
-        return Verdict(False, "generation_error", details={"error": trace["error"][:200]})
+        return Verdict.failed("generation_error", details={"error": trace["error"][:200]})
     if p.require_reasoning and not (trace.get("reasoning") or "").strip():
-        return Verdict(False, "no_reasoning")
+        return Verdict.failed("no_reasoning")
     if p.require_closed and trace.get("reasoning_source") == "unclosed_think":
-        return Verdict(False, "unclosed_think")
+        return Verdict.failed("unclosed_think")
     if p.require_answer and not (trace.get("answer") or "").strip():
-        return Verdict(False, "no_answer")
-    return Verdict(True)
+        return Verdict.failed("no_answer")
+    return Verdict.passed()
 
 
-@row_filter("length")
 def length_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     tokens, how = count_tokens(trace)
     details = {"tokens": tokens, "counted_by": how}
     if p.reject_truncated and trace.get("truncated"):
-        return Verdict(False, "truncated", float(tokens), details)
+        return Verdict.failed("truncated", float(tokens), details)
     if tokens < p.min_tokens:
-        return Verdict(False, "too_short", float(tokens), details)
+        return Verdict.failed("too_short", float(tokens), details)
     if p.max_tokens is not None and tokens > p.max_tokens:
-        return Verdict(False, "too_long", float(tokens), details)
-    return Verdict(True, score=float(tokens), details=details)
+        return Verdict.failed("too_long", float(tokens), details)
+    return Verdict.passed(score=float(tokens), details=details)
 
 
-@row_filter("code_block")
 def code_block_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     if prompt.task == "code":
-        return Verdict(True, "skipped: code task")
+        return Verdict.skipped("skipped: code task")
     reasoning = trace.get("reasoning") or ""
     if _FENCE.search(reasoning):
-        return Verdict(False, "fenced_code")
+        return Verdict.failed("fenced_code")
     run = 0
     for line in reasoning.splitlines():
         run = run + 1 if _CODE_LINE.match(line) else 0
         if run >= p.min_indented_lines:
-            return Verdict(False, "indented_code")
-    return Verdict(True)
+            return Verdict.failed("indented_code")
+    return Verdict.passed()
 
 
-@row_filter("repetition")
 def repetition_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     import numpy as np
 
     words = (trace.get("reasoning") or "").split()
     n = len(words) - p.ngram + 1
     if n < 1:
-        return Verdict(True, score=0.0)
+        return Verdict.passed(score=0.0)
     # Each word n-gram as one 64-bit rolling hash, counted by numpy: 3x faster than a Counter of tuples.
     # (hash() is fine here: the values never leave this call.)
     ids = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
@@ -80,12 +76,11 @@ def repetition_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     count = int(counts[top])
     if count > p.max_repeats:
         start = int(first[top])
-        return Verdict(False, "repetition", float(count), {"ngram": " ".join(words[start : start + p.ngram])[:120]})
-    return Verdict(True, score=float(count))
+        return Verdict.failed("repetition", float(count), {"ngram": " ".join(words[start : start + p.ngram])[:120]})
+    return Verdict.passed(score=float(count))
 
 
-@row_filter("identity")
 def identity_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     text = f"{trace.get('reasoning') or ''}\n{trace.get('answer') or ''}".lower()
     hits = [phrase for phrase in p.phrases if phrase.lower() in text]
-    return Verdict(False, "identity", details={"phrases": hits}) if hits else Verdict(True)
+    return Verdict.failed("identity", details={"phrases": hits}) if hits else Verdict.passed()

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..records import Prompt
 from ..textutil import last_boxed
-from . import Verdict, row_filter
+from . import Verdict
 
 
 def final_answer(trace: Mapping[str, Any], lenient: bool = False) -> str | None:
@@ -31,7 +31,6 @@ def final_answer(trace: Mapping[str, Any], lenient: bool = False) -> str | None:
     return None
 
 
-@row_filter("correctness")
 def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     if prompt.task.startswith("gym:"):
         return gym_correct(trace, prompt, p)
@@ -42,15 +41,15 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
 
 def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     if not prompt.reference_answer:
-        return Verdict(not p.reject_unverified, "no_reference")
+        return Verdict.skipped("no_reference", reject=p.reject_unverified)
     predicted = final_answer(trace, p.lenient)
     if predicted is None:
-        return Verdict(False, "no_boxed_answer", 0.0)
+        return Verdict.failed("no_boxed_answer", 0.0)
     ref = prompt.reference_answer
     fast = _plain_numbers_equal(predicted, ref)
     if fast is not None:
         details = {"predicted": predicted[:200], "reference": ref[:200]}
-        return Verdict(True, score=1.0, details=details) if fast else Verdict(False, "wrong_answer", 0.0, details)
+        return Verdict.passed(score=1.0, details=details) if fast else Verdict.failed("wrong_answer", 0.0, details)
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 
@@ -60,11 +59,11 @@ def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         pred = parse(f"$\\boxed{{{predicted}}}$", parsing_timeout=p.timeout_s, raise_on_error=True)
         ok = bool(gold) and bool(pred) and verify(gold, pred, timeout_seconds=p.timeout_s, raise_on_error=True)
     except TimeoutException:
-        return Verdict(False, "timeout", 0.0)
+        return Verdict.failed("timeout", 0.0)
     except Exception as e:  # sympy raises whatever it likes on odd LaTeX
-        return Verdict(False, "parse_error", 0.0, {"error": f"{type(e).__name__}: {e}"[:200]})
+        return Verdict.failed("parse_error", 0.0, {"error": f"{type(e).__name__}: {e}"[:200]})
     details = {"predicted": predicted[:200], "reference": ref[:200]}
-    return Verdict(True, score=1.0, details=details) if ok else Verdict(False, "wrong_answer", 0.0, details)
+    return Verdict.passed(score=1.0, details=details) if ok else Verdict.failed("wrong_answer", 0.0, details)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -89,14 +88,14 @@ def _gym_dataset(task: str, size: int, seed: int, args_json: str = "{}"):
 def gym_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     gym = json.loads(prompt.metadata or "{}").get("gym")
     if not gym:
-        return Verdict(False, "no_gym_metadata")
+        return Verdict.failed("no_gym_metadata")
     predicted = final_answer(trace, p.lenient)
     if predicted is None:
-        return Verdict(False, "no_boxed_answer", 0.0)
+        return Verdict.failed("no_boxed_answer", 0.0)
     ds = _gym_dataset(gym["task"], gym["size"], gym["seed"], json.dumps(gym.get("args", {}), sort_keys=True))
     score = float(ds.score_answer(answer=predicted, entry=ds[gym["index"]]))
     details = {"predicted": predicted[:200], "reference": (prompt.reference_answer or "")[:200]}
-    return Verdict(score >= p.min_gym_score, None if score >= p.min_gym_score else "wrong_answer", score, details)
+    return Verdict.passed(score, details) if score >= p.min_gym_score else Verdict.failed("wrong_answer", score, details)
 
 
 _BLOCK = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -117,12 +116,12 @@ def code_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     from .. import sandbox
 
     if not prompt.tests:
-        return Verdict(not p.reject_unverified, "no_reference")
+        return Verdict.skipped("no_reference", reject=p.reject_unverified)
     if not sandbox.available():
-        return Verdict(not p.reject_unverified, "unverified: no sandbox (install bubblewrap)")
+        return Verdict.skipped("unverified: no sandbox (install bubblewrap)", reject=p.reject_unverified)
     code = final_code(trace.get("answer") or "")
     if code is None:
-        return Verdict(False, "no_code_block", 0.0)
+        return Verdict.failed("no_code_block", 0.0)
     limits = sandbox.Limits(timeout_s=p.code_timeout_s, cpu_s=max(1, int(p.code_timeout_s)))
     program = f"{_header_imports(json.loads(prompt.metadata or '{}'))}\n{code}"
     io_tests = _io_tests(prompt.tests)
@@ -133,7 +132,7 @@ def code_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         result = sandbox.run_python(program, stdin=stdin, limits=limits)
         if not result.ok or result.stdout.strip() != expected.strip():
             return _verdict(False, result, {"failed_case": i})
-    return Verdict(True, score=1.0, details={"cases": len(io_tests)})
+    return Verdict.passed(score=1.0, details={"cases": len(io_tests)})
 
 
 def _io_tests(tests: str) -> list[tuple[str, str]] | None:
@@ -149,6 +148,6 @@ def _io_tests(tests: str) -> list[tuple[str, str]] | None:
 
 def _verdict(ok: bool, result, details: dict | None = None) -> Verdict:
     if ok:
-        return Verdict(True, score=1.0, details=details or {})
+        return Verdict.passed(score=1.0, details=details or {})
     reason = "timeout" if result.timed_out else "output_limit" if result.output_limited else "tests_failed"
-    return Verdict(False, reason, 0.0, {**(details or {}), "stderr": result.stderr[-300:]})
+    return Verdict.failed(reason, 0.0, {**(details or {}), "stderr": result.stderr[-300:]})

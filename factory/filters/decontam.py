@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DecontamParams, PromptsConfig
+from ..config import PromptsConfig
 from ..records import Prompt
-from . import Verdict, row_filter
+from . import Verdict
+from .params import DecontamParams
 
 _WORD = re.compile(r"\w+")
 
@@ -62,11 +63,10 @@ def build_index(p: DecontamParams) -> DecontamIndex:
     return index
 
 
-@row_filter("decontam")
 def decontam_filter(trace: Mapping[str, Any], prompt: Prompt, index: DecontamIndex) -> Verdict:
     if not index.owner:
-        return Verdict(True, "skipped: no benchmarks")
+        return Verdict.skipped("skipped: no benchmarks")
     hits = [index.owner[h] for h in ngrams(prompt.problem, index.params.ngram) if h in index.owner]
     if hits:
-        return Verdict(False, "contaminated", float(len(hits)), {"benchmark": hits[0], "ngrams": len(hits)})
-    return Verdict(True, score=0.0)
+        return Verdict.failed("contaminated", float(len(hits)), {"benchmark": hits[0], "ngrams": len(hits)})
+    return Verdict.passed(score=0.0)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..records import Prompt
-from . import Verdict, row_filter
+from . import Verdict
 
 _LATEX = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]|\\[a-zA-Z]+|```.*?```", re.S)
 _SEGMENT = re.compile(r"[\n。！？.!?]+")
@@ -73,15 +73,14 @@ def detected_share(text: str, target: str, min_letters: int, budget_chars: int) 
     return off / total if total else 0.0
 
 
-@row_filter("language")
 def language_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     text = _LATEX.sub(" ", trace.get("reasoning") or "")
     script, letters = script_share(text, SCRIPT_OF_LANG.get(p.target, "LATIN"))
     if letters < p.min_letters:
-        return Verdict(True, "skipped: too little text", 0.0)
+        return Verdict.skipped("skipped: too little text", 0.0)
     detected = detected_share(text, p.target, p.min_segment_letters, p.detector_chars) if p.use_detector else 0.0
     mixed = max(script, detected)
     details = {"script_share": round(script, 4), "detected_share": round(detected, 4)}
     if mixed > p.max_mixed_share:
-        return Verdict(False, "language_mixing", round(mixed, 4), details)
-    return Verdict(True, score=round(mixed, 4), details=details)
+        return Verdict.failed("language_mixing", round(mixed, 4), details)
+    return Verdict.passed(score=round(mixed, 4), details=details)

@@ -13,7 +13,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..config import DedupParams, SelectionParams
+from .params import DedupParams, SelectionParams
 
 _SPACE = re.compile(r"\s+")
 

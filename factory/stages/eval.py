@@ -109,7 +109,7 @@ def score_problem(prompt: Prompt, rows: list[dict[str, Any]], params) -> list[di
             sample.update(correct=False, reason="generation_error", answer=None)
         else:
             v = correctness_filter(row, prompt, params)
-            sample.update(correct=bool(v.ok and v.reason is None), reason=v.reason,
+            sample.update(correct=v.status == "pass", reason=v.reason,
                           answer=None if prompt.task == "code" else final_answer(row, params.lenient))
         out.append(sample)
     return out

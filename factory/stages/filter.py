@@ -10,11 +10,14 @@ Everything is written under a temporary directory swapped in at the end: a rerun
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,12 @@ import pyarrow as pa
 
 from ..config import FilterConfig
 from ..errors import FactoryError
-from ..filters import SET_FILTERS, run_row_filters
+from ..filters import FILTERS, SET_FILTERS, Verdict, run_row_filters
 from ..filters.basic import count_tokens
 from ..filters.decontam import DecontamIndex, build_index
 from ..filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates, select
-from ..records import TRACE_SCHEMA
-from ..rundir import write_resolved_config
+from ..records import FILTERED_SCHEMA, TRACE_SCHEMA
+from ..rundir import RunDir, write_resolved_config
 from ..shards import (
     ShardWriter,
     iter_batches,
@@ -40,63 +43,77 @@ from ..shards import (
 from ..workpool import ordered_map
 from .filter_stats import FunnelStats, print_stats
 
-FILTERED_SCHEMA = pa.schema(list(TRACE_SCHEMA) + [
-    pa.field("kept", pa.bool_(), nullable=False), pa.field("reject_reason", pa.string()),
-    pa.field("verdicts", pa.string(), nullable=False), pa.field("pass_rate", pa.float64())])
+
+@dataclass
+class RowJudgement:
+    """What a worker sends back for one row: small, the trace text stays in the worker."""
+
+    verdicts: dict[str, dict[str, Any]]  # filter -> Verdict.to_json()
+    first_failure: str | None  # the row's reject_reason, as far as the row filters go
+    correct: bool | None  # for the pass rate; None when correctness could not judge it
+    tokens: int
+    dedup_key: str | None = None
+    minhash: Any = None
+
 
 _worker_cfg: FilterConfig | None = None
 _worker_index: DecontamIndex | None = None
+_running: Any = None  # shared bytes: the filter (1 + its position in FILTERS) each row group is running
 
 
-def _init_worker(cfg_json: dict[str, Any], index: DecontamIndex) -> None:
-    global _worker_cfg, _worker_index
-    _worker_cfg, _worker_index = FilterConfig.model_validate(cfg_json), index
+def _init_worker(cfg_json: dict[str, Any], index: DecontamIndex, running: Any) -> None:
+    global _worker_cfg, _worker_index, _running
+    _worker_cfg, _worker_index, _running = FilterConfig.model_validate(cfg_json), index, running
 
 
-def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None,
-                index: DecontamIndex | None = None) -> list[tuple]:
-    """Row filters over a batch: (verdicts, first failing filter, correct, tokens, dedup key, minhash) a row."""
+def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None, index: DecontamIndex | None = None,
+                on_start: Callable[[str], None] | None = None) -> list[RowJudgement]:
+    """Row filters over a batch of rows."""
     cfg, index = cfg or _worker_cfg, index or _worker_index
     names = [n for n in cfg.active() if n not in SET_FILTERS]
     params = {n: index if n == "decontam" else getattr(cfg, n) for n in names}
     out = []
     for row in rows:
-        verdicts = run_row_filters(row, names, params)
+        verdicts = run_row_filters(row, names, params, cfg.all_verdicts, on_start)
         first = next((n for n in names if not verdicts[n].ok), None)
-        correct = _graded(verdicts.get("correctness"))
-        tokens = int(verdicts["length"].score or 0) if "length" in verdicts else count_tokens(row)[0]
-        key = sig = None
+        j = RowJudgement({n: v.to_json() for n, v in verdicts.items()}, first, _graded(verdicts.get("correctness")),
+                         int(verdicts["length"].score or 0) if "length" in verdicts else count_tokens(row)[0])
         if first is None and cfg.dedup.enabled and "dedup" in cfg.order:
-            key = exact_key(row["reasoning"], row["answer"])
+            j.dedup_key = exact_key(row["reasoning"], row["answer"])
             if cfg.dedup.near:
-                sig = minhash(f"{row['reasoning']}\n{row['answer']}", cfg.dedup)
-        out.append(({n: v.to_json() for n, v in verdicts.items()}, first, correct, tokens, key, sig))
+                j.minhash = minhash(f"{row['reasoning']}\n{row['answer']}", cfg.dedup)
+        out.append(j)
     return out
 
 
 WORKER_COLUMNS = [f.name for f in TRACE_SCHEMA if f.name not in ("created_at", "messages")]
+FILTER_NAMES = list(FILTERS)
 
 
-def judge_row_group(path: str, group: int, cfg: FilterConfig | None = None,
-                    index: DecontamIndex | None = None) -> tuple[list[str], list[tuple]]:
+def judge_row_group(path: str, group: int, task: int = 0, cfg: FilterConfig | None = None,
+                    index: DecontamIndex | None = None) -> tuple[list[str], list[RowJudgement]]:
     """A worker reads its row group itself: only small results cross the process boundary, not trace text."""
     import pyarrow.parquet as pq
 
+    def running(name: str) -> None:
+        if _running is not None:
+            _running[task] = 1 + FILTER_NAMES.index(name)
+
     rows = pq.ParquetFile(path).read_row_group(group, columns=WORKER_COLUMNS).to_pylist()
-    return [r["prompt_id"] for r in rows], judge_batch(rows, cfg, index)
+    return [r["prompt_id"] for r in rows], judge_batch(rows, cfg, index, running)
 
 
-def _graded(v) -> bool | None:
+def _graded(v: Verdict | None) -> bool | None:
     """Correct or not; None when the trace could not be checked (it must not count in the pass rate)."""
-    if v is None or (v.reason or "").startswith(("no_reference", "unverified")):
+    if v is None or v.status == "skip":
         return None
-    return v.ok
+    return v.status == "pass"
 
 
 def run(cfg: FilterConfig) -> dict[str, Any]:
     started = time.perf_counter()
-    run_dir = Path(cfg.run_dir)
-    traces = run_dir / "traces"
+    rd = RunDir(cfg.run_dir)
+    run_dir, traces = rd.root, rd.traces
     if not run_dir.is_dir():
         raise FactoryError(f"{run_dir}: no such run directory")
     manifest = read_manifest(traces)  # a run without finished traces fails here, before anything is written
@@ -119,12 +136,13 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         report = stats.to_json(cfg.active())
         report["seconds_by_pass"] = {"row_filters": round(t1 - t0, 2), "set_filters": round(t2 - t1, 2),
                                      "write": round(time.perf_counter() - t2, 2)}
-        write_json_atomic(tmp / "out" / "stats.json", report)
-        swap_into_place(tmp / "out", run_dir / "filtered")
+        staged = RunDir(tmp)  # the new filtered/ is built beside the old one, then swapped in whole
+        write_json_atomic(staged.filter_stats, report)
+        swap_into_place(staged.filtered, rd.filtered)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     write_resolved_config(run_dir, "filter", cfg)
-    print_stats(report, run_dir / "filtered")
+    print_stats(report, rd.filtered)
     return report
 
 
@@ -154,37 +172,44 @@ def _row_groups(traces: Path) -> list[tuple[str, int]]:
 
 
 def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int) -> list[RowSummary]:
+    from multiprocessing.sharedctypes import RawArray
+
     from ..progress import StageProgress
 
     summaries: list[RowSummary] = []
     workers = cfg.workers or os.cpu_count() or 1
     index = build_index(cfg.decontam)
+    groups = [(path, group, task) for task, (path, group) in enumerate(_row_groups(traces))]
+    running = RawArray("b", max(len(groups), 1))  # written by workers without a lock: one byte, one writer each
     with open(verdict_file, "w") as vf, StageProgress("filter", total, cfg.progress) as advance:
-        def take(result: tuple[list[str], list[tuple]]) -> None:
-            for pid, (verdicts, first, correct, tokens, key, sig) in zip(*result):
-                vf.write(json.dumps([verdicts, first]) + "\n")
-                summaries.append(RowSummary(pid, tokens, first is None, correct, key, sig))
+        def take(result: tuple[list[str], list[RowJudgement]]) -> None:
+            for pid, j in zip(*result):
+                vf.write(json.dumps([j.verdicts, j.first_failure]) + "\n")
+                summaries.append(RowSummary(pid, j.tokens, j.first_failure is None, j.correct, j.dedup_key,
+                                            j.minhash))
             advance(len(result[0]))
 
-        groups = _row_groups(traces)
         if workers == 1:
-            for path, group in groups:
-                take(judge_row_group(path, group, cfg, index))
+            for path, group, task in groups:
+                take(judge_row_group(path, group, task, cfg, index))
         else:
-            for result in ordered_map(judge_row_group, groups, workers, cfg.task_timeout_s, _hung,
-                                      _init_worker, (cfg.model_dump(mode="json"), index)):
+            hung = functools.partial(_hung, running)
+            for result in ordered_map(judge_row_group, groups, workers, cfg.task_timeout_s, hung,
+                                      _init_worker, (cfg.model_dump(mode="json"), index, running)):
                 take(result)
     return summaries
 
 
-def _hung(task: tuple[str, int]) -> tuple[list[str], list[tuple]]:
-    """A row group whose worker hung or died: its rows are rejected, with the reason, not lost."""
+def _hung(running, task: tuple[str, int, int]) -> tuple[list[str], list[RowJudgement]]:
+    """A row group whose worker hung or died: its rows are rejected, not lost, and charged to the filter that
+    was running (or to the first one, when the worker died before it began)."""
     import pyarrow.parquet as pq
 
-    path, group = task
+    path, group, index = task
+    name = FILTER_NAMES[running[index] - 1] if running[index] else "format"
     pids = pq.ParquetFile(path).read_row_group(group, columns=["prompt_id"]).column(0).to_pylist()
-    verdict = {"correctness": {"ok": False, "reason": "worker_timeout"}}
-    return pids, [(verdict, "correctness", None, 0, None, None) for _ in pids]
+    verdict = {name: Verdict.failed("worker_timeout").to_json()}
+    return pids, [RowJudgement(verdict, name, None, 0) for _ in pids]
 
 
 def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[str, str]]:
@@ -206,14 +231,14 @@ def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSum
 
     rates = pass_rates(rows)
     stats = FunnelStats(rates=rates)
-    out = tmp / "out"
-    out.mkdir()
+    out = RunDir(tmp)
+    out.filtered.mkdir()
     extra = {"stage": "filter", "filters": cfg.active()}
     active_set = [n for n in SET_FILTERS if n in cfg.active()]
     i = 0
     with open(tmp / "verdicts.jsonl") as vf, \
-            ShardWriter(out / "kept", FILTERED_SCHEMA, cfg.shard_rows, extra) as kept, \
-            ShardWriter(out / "rejected", FILTERED_SCHEMA, cfg.shard_rows, extra) as rejected:
+            ShardWriter(out.kept, FILTERED_SCHEMA, cfg.shard_rows, extra) as kept, \
+            ShardWriter(out.rejected, FILTERED_SCHEMA, cfg.shard_rows, extra) as rejected:
         for batch in iter_batches(traces, TRACE_SCHEMA, batch_rows=cfg.batch_rows):
             groups = zip(*(batch.column(c).to_pylist() for c in ("prompt_id", "task", "source")))
             flags, reasons, verdict_col, rate_col = [], [], [], []
@@ -222,7 +247,7 @@ def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSum
                 set_fail = final.get(i)
                 for name in active_set if rows[i].passed_rows else ():
                     failed = set_fail is not None and set_fail[0] == name
-                    verdicts[name] = {"ok": not failed, **({"reason": set_fail[1]} if failed else {})}
+                    verdicts[name] = (Verdict.failed(set_fail[1]) if failed else Verdict.passed()).to_json()
                 reason = first or (set_fail[0] if set_fail else None)
                 stats.add(pid, task, source, verdicts, reason, rows[i].tokens)
                 flags.append(reason is None)

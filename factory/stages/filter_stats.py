@@ -26,6 +26,7 @@ class FunnelStats:
     kept: int = 0
     first_fail: Counter = field(default_factory=Counter)
     any_fail: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     tokens_kept: array = field(default_factory=lambda: array("q"))
     tokens_rejected: array = field(default_factory=lambda: array("q"))
@@ -38,6 +39,8 @@ class FunnelStats:
         self.rows += 1
         self.prompt_group[prompt_id] = (task, source)
         for name, v in verdicts.items():
+            if v.get("status") == "skip":
+                self.skipped[name] += 1
             if not v.get("ok"):
                 self.any_fail[name] += 1
                 self.reasons[f"{name}: {v.get('reason') or 'failed'}"] += 1
@@ -59,6 +62,7 @@ class FunnelStats:
             "funnel": {"in": self.rows, "rejected_by": {n: self.first_fail.get(n, 0) for n in order},
                        "kept": self.kept},
             "failed_any": {n: self.any_fail.get(n, 0) for n in order},
+            "skipped": {n: self.skipped[n] for n in order if self.skipped.get(n)},  # not judged, or not applicable
             "reasons": dict(self.reasons.most_common()),
             "pass_rate": {"by_task": self._rates_by(0), "by_source": self._rates_by(1), "prompts": len(self.rates)},
             "tokens": {"kept": percentiles(self.tokens_kept), "rejected": percentiles(self.tokens_rejected)},

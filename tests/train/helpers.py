@@ -1,9 +1,8 @@
 import json
 from pathlib import Path
 
-from factory.records import Prompt, Trace
+from factory.records import FILTERED_SCHEMA, Prompt, Trace
 from factory.shards import write_shards
-from factory.stages.filter import FILTERED_SCHEMA
 
 
 def write_kept(run_dir: Path, n: int = 16, reasoning_words: int = 20) -> Path:
