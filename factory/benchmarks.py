@@ -124,11 +124,12 @@ def _exclude(prompts: list[Prompt], runs: list[str]) -> list[Prompt]:
     """Drops problems a training run saw, so held-out really means held out."""
     if not runs:
         return prompts
+    from .rundir import RunDir
     from .shards import iter_batches
 
     seen: set[str] = set()
     for run in runs:
-        traces = Path(run) / "traces"
+        traces = RunDir(run).traces
         if not (traces / "manifest.json").exists():
             raise FactoryError(f"{traces}: no traces to exclude (exclude_runs names a run without generate output)")
         for batch in iter_batches(traces, columns=["problem"]):

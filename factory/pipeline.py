@@ -118,10 +118,9 @@ def resolve_model_ref(ref: str, p: Pipeline) -> str:
         return p.configs["generate"].teacher.model
     if "distill" not in p.configs:
         raise FactoryError(f"{p.path}: eval model {ref!r} needs a distill stage")
-    from train.students import model_path, resolve_student
+    from train.students import final_dir, model_path, resolve_student
 
     distill = p.configs["distill"]
-    student = resolve_student(distill.student)
     if ref == "student-base":
-        return model_path(student)
-    return str(Path(distill.output_dir or Path(distill.run_dir) / "student" / student.name) / "final")
+        return model_path(resolve_student(distill.student))
+    return str(final_dir(distill))

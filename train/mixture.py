@@ -21,6 +21,7 @@ from typing import Any
 
 from factory.config import DistillConfig, MixSource
 from factory.errors import FactoryError
+from factory.rundir import RunDir
 
 PROMPT_KEYS = ("problem", "question", "prompt", "instruction")
 RESPONSE_KEYS = ("response", "answer", "output", "completion")
@@ -69,7 +70,7 @@ def _pick(rows: list[Item], src: MixSource, rng: random.Random) -> list[Item]:
 def _rows(src: MixSource) -> Iterator[Item]:
     path = Path(src.source)
     if path.is_dir():
-        yield from _run_rows(path / "filtered" / "kept", src)
+        yield from _run_rows(RunDir(path).kept, src)
     elif src.source.startswith("hf:") or path.suffix in (".jsonl", ".json", ".parquet"):
         for i, row in enumerate(_table_rows(src)):
             yield _row_item(row, src, f"{src.source}: row {i + 1}")

@@ -17,28 +17,16 @@ from typing import Any
 from factory.chat_templates import r1_template
 from factory.config import DistillConfig
 from factory.errors import FactoryError
-from factory.rundir import write_resolved_config
+from factory.rundir import FINAL, write_resolved_config
 from factory.shards import write_json_atomic
 
 from . import context
 from .batching import use_packing
 from .mixture import load_items
-from .sft_data import build_samples
-from .students import model_path, resolve_student
+from .sft_data import DataReport, build_samples
+from .students import Settings, model_path, output_dir, resolve_settings
 
 COMPLETE = "COMPLETE"
-
-
-def _settings(cfg: DistillConfig) -> dict[str, Any]:
-    preset = resolve_student(cfg.student)
-    pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else getattr(preset, name)  # noqa: E731
-    return {"preset": preset, "lr": pick("lr"), "epochs": pick("epochs"), "max_length": pick("max_length"),
-            "batch_size": pick("batch_size"), "grad_accum": pick("grad_accum"),
-            "max_position_embeddings": pick("max_position_embeddings"), "rope_theta": pick("rope_theta")}
-
-
-def output_dir(cfg: DistillConfig) -> Path:
-    return Path(cfg.output_dir or Path(cfg.run_dir) / "student" / resolve_student(cfg.student).name)
 
 
 def last_complete_checkpoint(out: Path, move_torn: bool = True) -> Path | None:
@@ -58,23 +46,23 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu: torchrun processes then join over gloo
-    s = _settings(cfg)
-    preset = s["preset"]
+    s = resolve_settings(cfg)
+    preset = s.preset
     run_dir = Path(cfg.run_dir)
     out = output_dir(cfg)
     path = base = model_path(preset)
     tokenizer = _tokenizer(path, preset)
     show = cfg.progress and state.is_main_process
     items, mixture = load_items(cfg)
-    data, report = build_samples(items, tokenizer, s["max_length"], show=show)
+    data, report = build_samples(items, tokenizer, s.max_length, show=show)
     check_disk(cfg, path, out)
     with state.main_process_first():  # the main process moves torn checkpoints aside before the others look
         out.mkdir(parents=True, exist_ok=True)
         resume_from = last_complete_checkpoint(out, move_torn=state.is_main_process) if cfg.resume else None
-        path, context_record = context.prepare(path, s["max_position_embeddings"], s["rope_theta"], report.longest,
+        path, context_record = context.prepare(path, s.max_position_embeddings, s.rope_theta, report.longest,
                                                out, write=state.is_main_process)
     tally: dict[str, int] = {}
-    trainer = _trainer(cfg, s, path, tokenizer, data, out, report, tally)
+    trainer = build_trainer(cfg, s, path, tokenizer, data, out, report, tally)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final = _save_final(cfg, trainer, tokenizer, path, out)
     summary = {"student": preset.name, "model": base, "output": str(final), "data": report.to_json(),
@@ -132,7 +120,10 @@ def _parameter_count(path: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, out: Path, report, tally: dict):
+def build_trainer(cfg: DistillConfig, s: Settings, path: str, tokenizer, data: dict[str, list], out: Path,
+                  report: DataReport, tally: dict):
+    """The configured trainer (TRL's SFTTrainer with the factory's sampler, callbacks and settings), not started;
+    `tally` collects the real and padded token counts of every batch."""
     import importlib.util
 
     import torch
@@ -147,13 +138,13 @@ def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, 
     packing = use_packing(cfg.packing)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = SFTConfig(
-        output_dir=str(out), learning_rate=s["lr"], num_train_epochs=s["epochs"], max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=s["grad_accum"],
+        output_dir=str(out), learning_rate=s.lr, num_train_epochs=s.epochs, max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type="cosine", logging_steps=1, save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed, bf16=bf16,
         gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], disable_tqdm=True,
         # Overlong samples were dropped and counted: max_length is only the packed row's size, never a cut.
-        max_length=s["max_length"] if packing else None, packing=packing, packing_strategy="bfd",
+        max_length=s.max_length if packing else None, packing=packing, packing_strategy="bfd",
         use_liger_kernel=torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None,
         include_num_input_tokens_seen="non_padding", dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available())
@@ -161,11 +152,11 @@ def _trainer(cfg: DistillConfig, s: dict[str, Any], path: str, tokenizer, data, 
     if cfg.lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=s["preset"].lora_targets,
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=s.preset.lora_targets,
                                  task_type="CAUSAL_LM")
     args.model_init_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
     if flash_attention_available():
-        args.model_init_kwargs["attn_implementation"] = "flash_attention_2"
+        args.model_init_kwargs.attn_implementation = "flash_attention_2"
     trainer = FactorySFTTrainer(
         model=path, args=args, train_dataset=Dataset.from_dict(data), processing_class=tokenizer,
         peft_config=peft_config, bucket_lengths=None if packing else report.lengths, tally=tally,
@@ -181,7 +172,7 @@ def _save_final(cfg: DistillConfig, trainer, tokenizer, path: str, out: Path) ->
     final.tmp, renamed to final once complete.
     """
     acc = trainer.accelerator
-    final, tmp = out / "final", out / "final.tmp"
+    final, tmp = out / FINAL, out / f"{FINAL}.tmp"
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()

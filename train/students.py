@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from factory.config import DistillConfig
 from factory.errors import FactoryError
+from factory.rundir import FINAL, RunDir
 
 LLAMA_QWEN_LORA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -56,6 +58,37 @@ def resolve_student(spec: str) -> Student:
                        rope_theta=None)
     raise FactoryError(f"--student {spec!r}: unknown preset (presets: {', '.join(PRESETS)}; "
                        "or give a local path or a Hub id)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A distill run's resolved settings: each the config's value where it sets one, else the preset's."""
+
+    preset: Student
+    lr: float
+    epochs: float
+    max_length: int
+    batch_size: int
+    grad_accum: int
+    max_position_embeddings: int | None
+    rope_theta: float | None
+
+
+def resolve_settings(cfg: DistillConfig) -> Settings:
+    preset = resolve_student(cfg.student)
+    names = ("lr", "epochs", "max_length", "batch_size", "grad_accum", "max_position_embeddings", "rope_theta")
+    return Settings(preset, **{n: getattr(cfg, n) if getattr(cfg, n) is not None else getattr(preset, n)
+                               for n in names})
+
+
+def output_dir(cfg: DistillConfig) -> Path:
+    """Where distill writes the student's checkpoints (default RUN_DIR/student/PRESET)."""
+    return Path(cfg.output_dir or RunDir(cfg.run_dir).student(resolve_student(cfg.student).name))
+
+
+def final_dir(cfg: DistillConfig) -> Path:
+    """The trained student: a standard transformers checkpoint."""
+    return output_dir(cfg) / FINAL
 
 
 def model_path(student: Student) -> str:

@@ -12,6 +12,7 @@ import yaml
 
 from ..errors import FactoryError
 from ..redact import redact_text
+from ..rundir import RunDir
 from ..shards import iter_batches, read_manifest
 from . import plots
 
@@ -27,19 +28,17 @@ def size_category(rows: int) -> str:
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    filtered = run_dir / "filtered"
-    if not (filtered / "stats.json").exists():
+    rd = RunDir(run_dir)
+    if not rd.filter_stats.exists():
         raise FactoryError(f"{run_dir}: no filtered output yet (run `factory filter {run_dir}` first)")
-    resolved_path = run_dir / "config.resolved.yaml"
+    resolved_path = rd.resolved
     resolved = yaml.safe_load(resolved_path.read_text()) if resolved_path.exists() else {}
     if "generate" not in resolved or "filter" not in resolved:
         raise FactoryError(f"{resolved_path}: the generate and filter settings are missing; the card's lineage "
                            "would be empty (rerun the stages with this version)")
-    gen_stats = run_dir / "generate_stats.json"
-    return {"stats": json.loads((filtered / "stats.json").read_text()), "resolved": resolved,
-            "generation": json.loads(gen_stats.read_text()) if gen_stats.exists() else None,
-            "kept_rows": read_manifest(filtered / "kept")["rows"],
-            "rejected_rows": read_manifest(filtered / "rejected")["rows"]}
+    return {"stats": json.loads(rd.filter_stats.read_text()), "resolved": resolved,
+            "generation": json.loads(rd.generate_stats.read_text()) if rd.generate_stats.exists() else None,
+            "kept_rows": read_manifest(rd.kept)["rows"], "rejected_rows": read_manifest(rd.rejected)["rows"]}
 
 
 def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | None, pretty_name: str) -> str:
@@ -161,14 +160,14 @@ def _examples(run_dir: Path, stats: dict[str, Any], limit: int) -> list[dict[str
     """One kept row, then one rejected row for each of the three filters that rejected the most."""
     columns = ["problem", "reasoning", "answer", "reject_reason", "verdicts"]
     picked: list[tuple[str, dict]] = []
-    for batch in iter_batches(run_dir / "filtered" / "kept", columns=columns):
+    for batch in iter_batches(RunDir(run_dir).kept, columns=columns):
         if batch.num_rows:
             picked.append(("Kept", batch.slice(0, 1).to_pylist()[0]))
             break
     by = stats["funnel"]["rejected_by"]
     wanted = [f for f, n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])) if n][:3]
     found: dict[str, dict] = {}
-    for batch in iter_batches(run_dir / "filtered" / "rejected", columns=columns):
+    for batch in iter_batches(RunDir(run_dir).rejected, columns=columns):
         for row in batch.to_pylist():
             if row["reject_reason"] in wanted and row["reject_reason"] not in found:
                 found[row["reject_reason"]] = row
@@ -191,7 +190,7 @@ def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
     rates: dict[str, float] = {}
     columns = ["prompt_id", "reasoning", "answer", "raw_completion", "completion_tokens", "pass_rate"]
     for split in tokens:
-        for batch in iter_batches(run_dir / "filtered" / split, columns=columns):
+        for batch in iter_batches(RunDir(run_dir).filtered / split, columns=columns):
             for row in batch.to_pylist():
                 tokens[split].append(count_tokens(row)[0])
                 if row["pass_rate"] is not None:

@@ -8,13 +8,14 @@ from rich.console import Console
 
 from ..cards import render
 from ..config import CardConfig
+from ..rundir import RunDir
 
 console = Console(stderr=True)
 
 
 def run(cfg: CardConfig) -> Path:
-    run_dir = Path(cfg.run_dir)
-    readme = render(run_dir, Path(cfg.out or run_dir / "card"), cfg.include_rejected, cfg.repo_id, cfg.license,
+    rd = RunDir(cfg.run_dir)
+    readme = render(rd.root, Path(cfg.out or rd.card), cfg.include_rejected, cfg.repo_id, cfg.license,
                     cfg.pretty_name, cfg.example_chars)
     console.print(f"card: {readme} (plots in {readme.parent / 'assets'})")
     return readme

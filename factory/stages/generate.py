@@ -24,7 +24,7 @@ from ..errors import FactoryError
 from ..progress import GenerationProgress
 from ..records import TRACE_SCHEMA, Prompt, Trace
 from ..redact import redact, redact_text
-from ..rundir import write_resolved_config
+from ..rundir import RunDir, write_resolved_config
 from ..shards import ShardWriter, write_json_atomic
 from ..sources import load_prompts
 from ..teachers import Completion, Request, make_teacher, resolve_engine
@@ -73,7 +73,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     run_dir = check_out_dir(Path(cfg.out))
     created = not run_dir.exists()
     work = plan(cfg, prompts)
-    with SampleCache(run_dir / "cache", CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
+    with SampleCache(RunDir(run_dir).cache, CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
         try:
             report = generate_missing(cfg, work, cache)
             report.update(_write_traces(cfg, work, cache, report.pop("errors")))
@@ -84,7 +84,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     report["seconds"] = round(time.perf_counter() - started, 2)
     fp = write_resolved_config(run_dir, "generate", cfg)
     report["fingerprint"] = fp
-    write_json_atomic(run_dir / "generate_stats.json", report)
+    write_json_atomic(RunDir(run_dir).generate_stats, report)
     _print_report(cfg, report)
     if report["ok"] == 0 and report["rows"]:
         first = next(iter(report["failed_by_class"]), "unknown")
@@ -108,7 +108,7 @@ def check_out_dir(run_dir: Path) -> Path:
 def _remove_empty_run(run_dir: Path) -> None:
     """Called by the lock holder only, while it holds the lock: removes the empty cache it made, then the run
     directory if nothing else is in it. Never removes what another process put there."""
-    cache = run_dir / "cache"
+    cache = RunDir(run_dir).cache
     for seg in cache.glob("seg-*.log"):
         if seg.stat().st_size == 0:
             seg.unlink()
@@ -175,7 +175,7 @@ def _usage_report(cfg: GenerateConfig, usage, seconds: float) -> dict[str, Any]:
 def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[str, Completion]) -> dict[str, Any]:
     engine, model = cfg.teacher.engine, cfg.teacher.model
     counts: Counter[str] = Counter()
-    with ShardWriter(Path(cfg.out) / "traces", TRACE_SCHEMA, cfg.shard_rows,
+    with ShardWriter(RunDir(cfg.out).traces, TRACE_SCHEMA, cfg.shard_rows,
                      extra={"stage": "generate", "teacher": f"{engine}:{model}", "fingerprint": fingerprint(cfg),
                             "config": public_dump(cfg)}) as writer:
         for prompt, messages, keys in work:

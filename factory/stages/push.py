@@ -17,19 +17,20 @@ from rich.tree import Tree
 from .. import hub
 from ..cards import load_run, render
 from ..config import PushConfig
+from ..rundir import RunDir
 
 console = Console(stderr=True)
 
 
 def stage(cfg: PushConfig, staging: Path) -> list[Path]:
     """The exact folder that is uploaded: README.md, assets/*.png, data/kept/*.parquet (+ data/rejected/)."""
-    run_dir = Path(cfg.run_dir)
+    rd = RunDir(cfg.run_dir)
     shutil.rmtree(staging, ignore_errors=True)
-    render(run_dir, staging, cfg.include_rejected, cfg.repo, cfg.license, cfg.pretty_name, cfg.example_chars)
+    render(rd.root, staging, cfg.include_rejected, cfg.repo, cfg.license, cfg.pretty_name, cfg.example_chars)
     max_bytes = cfg.max_shard_mb * 1024 * 1024
-    hub.stage_shards(run_dir / "filtered" / "kept", staging / "data" / "kept", max_bytes)
+    hub.stage_shards(rd.kept, staging / "data" / "kept", max_bytes)
     if cfg.include_rejected:
-        hub.stage_shards(run_dir / "filtered" / "rejected", staging / "data" / "rejected", max_bytes)
+        hub.stage_shards(rd.rejected, staging / "data" / "rejected", max_bytes)
     return sorted(p for p in staging.rglob("*") if p.is_file())
 
 
@@ -43,10 +44,10 @@ def _show(staging: Path, files: list[Path]) -> None:
 def run(cfg: PushConfig) -> dict[str, Any]:
     from huggingface_hub import HfApi
 
-    run_dir = Path(cfg.run_dir)
-    load_run(run_dir)  # no filtered output: stop before anything else
+    rd = RunDir(cfg.run_dir)
+    load_run(rd.root)  # no filtered output: stop before anything else
     hub.check_repo_id(cfg.repo)
-    staging = Path(cfg.staging or run_dir / "push")
+    staging = Path(cfg.staging or rd.push)
     if cfg.dry_run:
         files = stage(cfg, staging)
         _show(staging, files)
