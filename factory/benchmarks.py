@@ -13,6 +13,7 @@ from typing import Any
 from .config import EvalConfig, PromptsConfig
 from .errors import FactoryError
 from .records import Prompt
+from .sources.spec import is_file_spec, parse_source
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,16 @@ def names() -> list[str]:
 
 
 def load_benchmark(cfg: EvalConfig) -> list[Prompt]:
-    name = cfg.benchmark
+    name, spec = cfg.benchmark, parse_source(cfg.benchmark)
     if name in HUB:
         prompts = _load_hub(name, HUB[name], cfg.benchmark_path)
-    elif name == "humaneval":
+    elif spec.kind == "humaneval":
         from .sources.humaneval import load_humaneval
         prompts = load_humaneval()
-    elif name.startswith("gym:"):
+    elif spec.kind == "gym":
         from .sources import load_prompts
         prompts = load_prompts(PromptsConfig(source=name, size=cfg.size, seed=cfg.seed, gym_args=cfg.gym_args))
-    elif Path(name).suffix in (".jsonl", ".json", ".parquet"):
+    elif is_file_spec(name):
         prompts = _load_file(name)
     else:
         raise FactoryError(f"unknown benchmark {name!r} (known: {', '.join(names())})")

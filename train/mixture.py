@@ -22,6 +22,7 @@ from typing import Any
 from factory.config import DistillConfig, MixSource
 from factory.errors import FactoryError
 from factory.rundir import RunDir
+from factory.sources.spec import is_file_spec, parse_source
 
 PROMPT_KEYS = ("problem", "question", "prompt", "instruction")
 RESPONSE_KEYS = ("response", "answer", "output", "completion")
@@ -71,7 +72,7 @@ def _rows(src: MixSource) -> Iterator[Item]:
     path = Path(src.source)
     if path.is_dir():
         yield from _run_rows(RunDir(path).kept, src)
-    elif src.source.startswith("hf:") or path.suffix in (".jsonl", ".json", ".parquet"):
+    elif parse_source(src.source).kind == "hf" or is_file_spec(src.source):
         for i, row in enumerate(_table_rows(src)):
             yield _row_item(row, src, f"{src.source}: row {i + 1}")
     else:
@@ -93,11 +94,12 @@ def _run_rows(kept: Path, src: MixSource) -> Iterator[Item]:
 
 
 def _table_rows(src: MixSource) -> Iterator[dict[str, Any]]:
-    if src.source.startswith("hf:"):
+    spec = parse_source(src.source)
+    if spec.kind == "hf":
         import datasets
 
         try:
-            yield from datasets.load_dataset(src.source[3:], src.subset, split=src.split)
+            yield from datasets.load_dataset(spec.name, src.subset, split=src.split)
         except Exception as e:  # the library raises many types; the user needs the name and the reason
             raise FactoryError(f"distill.mix: {src.source}: could not load: {type(e).__name__}: {e}") from None
         return

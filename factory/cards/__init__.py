@@ -14,13 +14,12 @@ from ..errors import FactoryError
 from ..redact import redact_text
 from ..rundir import RunDir
 from ..shards import iter_batches, read_manifest
+from ..sources.spec import parse_source
 from . import plots
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M")]
-SOURCE_LICENSES = {"gym": "Apache-2.0 (reasoning-gym, procedurally generated)", "humaneval": "MIT (openai/human-eval)",
-                   "hf": "see the source dataset's card", "file": "as provided by the dataset's author"}
 
 
 def size_category(rows: int) -> str:
@@ -77,8 +76,7 @@ def hub_features(features) -> list[dict[str, str]]:
 
 
 def _license(run: dict[str, Any]) -> str:
-    source = run["resolved"]["generate"]["config"]["prompts"]["source"]
-    return {"gym": "apache-2.0", "humaneval": "mit"}.get(source.split(":")[0], "other")
+    return parse_source(run["resolved"]["generate"]["config"]["prompts"]["source"]).license_id
 
 
 def render(run_dir: Path, out_dir: Path, include_rejected: bool = True, repo_id: str | None = None,
@@ -129,8 +127,7 @@ def _context(run_dir: Path, run: dict[str, Any], include_rejected: bool, repo_id
 
 def _sources(stats: dict[str, Any], spec: str) -> list[dict[str, str]]:
     tasks = sorted(stats["pass_rate"]["by_task"]) or ["-"]
-    kind = spec.split(":")[0] if ":" in spec or spec == "humaneval" else "file"
-    return [{"source": spec, "task": ", ".join(tasks), "license": SOURCE_LICENSES.get(kind, SOURCE_LICENSES["file"])}]
+    return [{"source": spec, "task": ", ".join(tasks), "license": parse_source(spec).license}]
 
 
 def _filter_rows(stats: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..config import PromptsConfig
 from ..errors import FactoryError
 from ..records import Prompt
+from .spec import parse_source
 
 KNOWN_TASKS = ("math", "code")
 
@@ -20,24 +21,24 @@ def check_task(task: str, where: str) -> str:
 
 
 def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
-    spec = cfg.source
-    if spec.startswith("gym:"):
+    spec = parse_source(cfg.source)
+    if spec.kind == "gym":
         from .gym import load_gym
-        prompts = load_gym(spec[4:], cfg)
-    elif spec.startswith("hf:"):
+        prompts = load_gym(spec.name, cfg)
+    elif spec.kind == "hf":
         from .hf import load_hf
-        prompts = load_hf(spec[3:], cfg)
-    elif spec == "humaneval":
+        prompts = load_hf(spec.name, cfg)
+    elif spec.kind == "humaneval":
         from .humaneval import load_humaneval
         prompts = load_humaneval()
     else:
         from .files import load_file
-        prompts = load_file(spec, cfg)
+        prompts = load_file(spec.name, cfg)
     prompts = _unique(prompts)
     if cfg.limit is not None:
         prompts = prompts[: cfg.limit]
     if not prompts:
-        raise FactoryError(f"{spec}: no prompts")
+        raise FactoryError(f"{spec.text}: no prompts")
     return prompts
 
 

@@ -99,3 +99,23 @@ def test_humaneval_ships_164_problems_with_tests():
                                            ("none", None), ("\\boxed{unclosed", None)])
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize("text,kind,name,license_id", [
+    ("gym:chain_sum", "gym", "chain_sum", "apache-2.0"), ("hf:AI-MO/NuminaMath-CoT", "hf", "AI-MO/NuminaMath-CoT", "other"),
+    ("humaneval", "humaneval", "humaneval", "mit"), ("data/p.jsonl", "file", "data/p.jsonl", "other")])
+def test_one_parser_for_every_source_spec(text, kind, name, license_id):
+    from factory.sources.spec import parse_source
+
+    spec = parse_source(text)
+    assert (spec.kind, spec.name, spec.text, spec.license_id) == (kind, name, text, license_id)
+
+
+def test_known_sizes_without_loading(tmp_path):
+    from factory.sources.spec import parse_source
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"problem": "a"}\n\n{"problem": "b"}\n')
+    assert parse_source(str(path)).known_size(16) == 2
+    assert parse_source("gym:chain_sum").known_size(16) == 16 and parse_source("humaneval").known_size(16) == 164
+    assert parse_source("hf:org/name").known_size(16) is None
