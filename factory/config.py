@@ -109,15 +109,21 @@ class ReasoningConfig(Strict):
         "reasoning, or reasoning up to the last paragraph (which holds the final answer)")
 
 
-class GenerateConfig(Strict):
-    out: str = Field("runs/default", description="Run directory")
-    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+class GenerationSettings(Strict):
+    """How a model is asked and sampled: the part of the config `factory generate` and `factory eval` share (the
+    library in factory/generation.py takes it)."""
+
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     template: TemplateConfig = Field(default_factory=TemplateConfig)
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+    progress: bool = Field(True, description="Show progress bars")
+
+
+class GenerateConfig(GenerationSettings):
+    out: str = Field("runs/default", description="Run directory")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     shard_rows: int = Field(10_000, ge=1, description="Rows per Parquet shard")
-    progress: bool = Field(True, description="Show a progress bar")
 
     @field_validator("out")
     @classmethod
@@ -215,7 +221,7 @@ class EvalSampling(SamplingConfig):
     max_tokens: int = Field(32768, ge=1, description="Most new tokens per sample (R1 evals used 32768)")
 
 
-class EvalConfig(Strict):
+class EvalConfig(GenerationSettings):
     model: str = Field("qwen2.5-coder-0.5b", description="Checkpoint directory, bundled alias, Hub id, or the "
                        "model name an OpenAI-compatible server serves")
     label: str | None = Field(None, description="Name in file names and tables (default: from the model)")
@@ -235,11 +241,8 @@ class EvalConfig(Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Engine settings (model is set "
                                    "from `model`)")
     sampling: EvalSampling = Field(default_factory=EvalSampling)
-    template: TemplateConfig = Field(default_factory=TemplateConfig)
-    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)
     workers: int = Field(0, ge=0, description="Scoring processes (0: one per CPU core)")
-    progress: bool = Field(True, description="Show progress bars")
 
 
 class CardConfig(Strict):

@@ -18,16 +18,16 @@ from rich.table import Table
 
 from ..benchmarks import load_benchmark
 from ..cache import SampleCache
-from ..config import EvalConfig, GenerateConfig, PromptsConfig, SamplingConfig, fingerprint, public_dump
+from ..config import EvalConfig, fingerprint, public_dump
 from ..errors import FactoryError
 from ..eval_metrics import mean_ci, problem_metrics
 from ..filters.correctness import correctness_filter, final_answer
+from ..generation import CACHE_FIELDS, generate_missing, make_trace, plan
 from ..records import Prompt, Trace
 from ..rundir import package_versions
 from ..shards import write_json_atomic
 from ..teachers import resolve_engine
 from ..workpool import ordered_map
-from .generate import CACHE_FIELDS, generate_missing, make_trace, plan
 
 console = Console(stderr=True)
 
@@ -78,10 +78,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     engine = resolve_engine(cfg.teacher.engine)
     if engine != "openai":
         check_model_loads(cfg.model)
-    gen = GenerateConfig(out=cfg.out, prompts=PromptsConfig(source=cfg.benchmark),
-                         teacher=cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine}),
-                         sampling=SamplingConfig(**cfg.sampling.model_dump()), template=cfg.template,
-                         reasoning=cfg.reasoning, progress=cfg.progress)
+    gen = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine})})
     work = plan(gen, prompts)
     with SampleCache(Path(cfg.out) / "cache", CACHE_FIELDS) as cache:
         generation = generate_missing(gen, work, cache)

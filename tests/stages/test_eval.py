@@ -163,3 +163,19 @@ def test_held_out_excludes_prompts_a_training_run_saw(tmp_path):
     assert len(kept) == 4 and prompts[0].problem not in {p.problem for p in kept}
     with pytest.raises(FactoryError, match="no traces to exclude"):
         load_benchmark(cfg.model_copy(update={"exclude_runs": [str(tmp_path)]}))
+
+
+def test_eval_and_generate_share_one_generation_library_and_cache(tmp_path):
+    """The same model, prompts, template and sampling give the same samples: an eval over the prompts a run
+    generated from buys nothing (factory/generation.py serves both with their GenerationSettings)."""
+    from factory.config import GenerateConfig, GenerationSettings
+
+    assert issubclass(GenerateConfig, GenerationSettings) and issubclass(EvalConfig, GenerationSettings)
+    run = tmp_path / "run"
+    assert main(["generate", "--prompts", "gym:chain_sum", "--teacher", "hf:smollm2-135m", "--n", "2",
+                 "--max-tokens", "16", "--out", str(run), "--no-progress", "--set", "prompts.size=2"]) == 0
+    assert main(["eval", "--model", "smollm2-135m", "--engine", "hf", "--no-progress", "--out", str(run),
+                 "--benchmark", "gym:chain_sum", "--n", "2", "--max-tokens", "16", "--set", "size=2",
+                 "--set", "seed=42"]) == 0
+    result = json.loads((run / "smollm2-135m-gym-chain_sum.json").read_text())
+    assert result["generation"]["requested"] == 0 and result["generation"]["cached"] == 4

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from factory.cache import SampleCache
 from factory.config import GenerateConfig, PromptsConfig, SamplingConfig, TeacherConfig
+from factory.generation import plan
 from factory.shards import read_table
 from factory.sources import load_prompts
-from factory.stages.generate import plan
 from tests.conftest import REPO, write_jsonl
 
 N, PROMPTS = 3, 40
