@@ -220,15 +220,14 @@ def run_pipeline(
     set_: SetOpt = None,
 ) -> None:
     """Run a pipeline's stages (generate, filter, card, distill, eval), skipping what is up to date."""
-    from .pipeline import load_pipeline
-    from .stages import run as stage
+    from . import pipeline as runner
 
-    p = load_pipeline(pipeline, set_)
+    p = runner.load_pipeline(pipeline, set_)
     if dry_run:
-        stage.dry_run(p)
+        runner.dry_run(p)
         return
     try:
-        stage.run(p, start=from_, only=only)
+        runner.run(p, start=from_, only=only)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: rerun `factory run {pipeline}` to resume where it stopped", err=True)
         raise typer.Exit(130) from None

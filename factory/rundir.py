@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import platform
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -92,6 +95,18 @@ FINAL = "final"  # the trained model inside a student's directory
 
 
 COMMAND: str | None = None  # the command line that is running, for lineage; set by the CLI
+_SECTION: ContextVar[str | None] = ContextVar("section", default=None)
+
+
+@contextmanager
+def stage_section(name: str | None) -> Iterator[None]:
+    """Stages write their section of config.resolved.yaml under `name` inside this block (a pipeline's named
+    instance, e.g. sft2 of kind distill), instead of under their kind."""
+    token = _SECTION.set(name)
+    try:
+        yield
+    finally:
+        _SECTION.reset(token)
 
 
 def redacted_command(argv: list[str]) -> str:
@@ -140,6 +155,7 @@ def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict
     path = RunDir(run_dir).resolved
     doc = yaml.safe_load(path.read_text()) if path.exists() else {}
     fp = fingerprint(cfg)
+    stage = _SECTION.get() or stage
     doc[stage] = {"config": public_dump(cfg), "fingerprint": fp, **(extra or {})}
     if COMMAND:
         doc[stage]["command"] = COMMAND

@@ -51,7 +51,7 @@ def test_every_shipped_pipeline_validates_and_plans(path, capsys):
 
 
 def test_the_full_recipe_plans_tokens_and_cost():
-    from factory.stages.run import dry_run
+    from factory.pipeline import dry_run
 
     plan = dry_run(load_pipeline(str(REPO / "pipelines" / "r1-distill-qwen7b.yaml")))["generate"]
     assert plan["samples"] == 100_000 * 4
@@ -76,7 +76,7 @@ def test_the_r1_recipe_is_the_papers():
     assert distill.epochs == 2 and [m.reasoning for m in distill.mix] == [True, False]
     aime = dict(p.evals)["student-aime24"]
     assert aime.sampling.n == 64 and 64 in aime.ks
-    from factory.stages.run import dry_run
+    from factory.pipeline import dry_run
 
     plan = " | ".join(what for _, what in dry_run(p)["plan"])
     for needle in ["decontaminated against math500, aime24", "context extended to 131,072 positions",

@@ -1,0 +1,185 @@
+"""Pipeline files: which stage instances run, in order, and each one's config, validated up front against its
+kind's own model.
+
+```yaml
+name: quickstart
+run_dir: runs/quickstart
+stages: [generate, filter, card, distill, eval]
+generate: {prompts: {source: "gym:chain_sum", size: 12}, teacher: {engine: vllm, model: qwen2.5-coder-0.5b}}
+filter: {}
+distill: {student: smollm2-135m}
+eval:
+  - {name: student-before, model: student-base, benchmark: "gym:chain_sum"}
+  - {name: student-after, model: student, benchmark: "gym:chain_sum"}
+```
+The same kind may run more than once under names of its own, each with its own config block (keyed by the
+name), fingerprint and state: `stages: [generate, filter, {name: sft1, kind: distill}, {name: sft2, kind:
+distill, run_dir: runs/x/round2}]`. A named instance may set its own `run_dir`; a named distill writes to
+RUN_DIR/student/NAME and a named eval to RUN_DIR/eval/NAME unless its block says otherwise.
+
+In eval entries, `model` may name `teacher` (the generate teacher), `student-base` (the distill student before
+training) or `student` (its trained checkpoint), from the nearest such stage before the eval. Gym evals exclude
+every prompt this run generated from.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import build, load_yaml, parse_overrides
+from ..errors import FactoryError
+from ..rundir import RunDir
+from .registry import KINDS, STAGES
+
+MODEL_REFS = ("teacher", "student", "student-base")
+
+
+@dataclass
+class StageInstance:
+    name: str  # unique in the pipeline: the key of its config block and of its state
+    kind: str  # a key of STAGES
+    config: Any  # the kind's config model; for eval, a list of (name, EvalConfig)
+    run_dir: Path
+
+
+@dataclass
+class Pipeline:
+    path: str
+    name: str
+    run_dir: Path
+    instances: list[StageInstance]
+    raw: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stages(self) -> list[str]:
+        return [i.name for i in self.instances]
+
+    @property
+    def configs(self) -> dict[str, Any]:
+        """Instance name -> config, for every instance but evals."""
+        return {i.name: i.config for i in self.instances if i.kind != "eval"}
+
+    @property
+    def evals(self) -> list[tuple[str, Any]]:
+        return [e for i in self.instances if i.kind == "eval" for e in i.config]
+
+    def instance(self, name: str) -> StageInstance:
+        return next(i for i in self.instances if i.name == name)
+
+    def before(self, name: str, kind: str) -> StageInstance | None:
+        """The nearest instance of `kind` before the instance `name` (the one its references mean)."""
+        found = None
+        for i in self.instances:
+            if i.name == name:
+                return found
+            if i.kind == kind:
+                found = i
+        return found
+
+
+def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
+    doc = load_yaml(path)
+    for key, value in parse_overrides(overrides or []).items():
+        doc[key] = _merge(doc.get(key), value)
+    run_dir = Path(doc.get("run_dir") or f"runs/{doc.get('name') or Path(path).stem}")
+    entries = _entries(path, doc)
+    unknown = set(doc) - {"name", "run_dir", "stages", "plan", *KINDS, *(n for n, _, _ in entries)}
+    if unknown:
+        raise FactoryError(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (expected name, run_dir, stages, "
+                           f"plan, {', '.join(KINDS)} or a stage's name)")
+    p = Pipeline(path=str(path), name=doc.get("name") or Path(path).stem, run_dir=run_dir, instances=[], raw=doc,
+                 plan=doc.get("plan") or {})
+    for name, kind, own_dir in entries:
+        where = f"{path} {name}" if name == kind else f"{path} {name} ({kind})"
+        inst_dir = Path(own_dir) if own_dir else run_dir
+        section = _defaults(name, kind, copy.deepcopy(doc.get(name) or ({} if kind != "eval" else [])), inst_dir)
+        config = (_evals(path, section, inst_dir, any(i.kind == "generate" for i in p.instances))
+                  if kind == "eval" else build(STAGES[kind].config_model, section, where=where))
+        p.instances.append(StageInstance(name, kind, config, inst_dir))
+    return p
+
+
+def _entries(path: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(name, kind, run_dir) per stage instance. Without `stages`, every kind that has a block, in the usual
+    order; a list of plain kinds is put in that order too (as it always was)."""
+    listed = doc.get("stages") or [k for k in KINDS if k in doc]
+    if not isinstance(listed, list):
+        raise FactoryError(f"{path}: stages: expected a list of stage kinds or {{name, kind}} entries")
+    out = []
+    for i, entry in enumerate(listed):
+        if isinstance(entry, str):
+            entry = {"name": entry, "kind": entry}
+        if not isinstance(entry, dict) or set(entry) - {"name", "kind", "run_dir"}:
+            raise FactoryError(f"{path}: stages[{i}]: expected a kind or {{name, kind, run_dir}}, got {entry!r}")
+        kind = entry.get("kind") or entry.get("name")
+        name = entry.get("name") or kind
+        if kind not in KINDS:
+            raise FactoryError(f"{path}: stages: unknown stage {kind!r} (expected {', '.join(KINDS)})")
+        if name in (n for n, _, _ in out):
+            raise FactoryError(f"{path}: stages: the name {name!r} is used twice (name the instances apart)")
+        out.append((str(name), kind, entry.get("run_dir")))
+    if all(isinstance(e, str) for e in listed):
+        out.sort(key=lambda e: KINDS.index(e[1]))
+    return out
+
+
+def _defaults(name: str, kind: str, section: Any, run_dir: Path) -> Any:
+    """Every instance works in its run directory; named distills and evals get their own output places."""
+    if kind == "eval":
+        out = RunDir(run_dir).eval / ("" if name == kind else name)
+        return [{**e, "out": e.get("out", str(out))} if isinstance(e, dict) else e for e in section] \
+            if isinstance(section, list) else section
+    if not isinstance(section, dict):
+        raise FactoryError(f"{name}: expected a mapping of settings, got {type(section).__name__}")
+    section.setdefault(STAGES[kind].dir_key, str(run_dir))
+    if kind == "distill" and name != kind:
+        section.setdefault("output_dir", str(RunDir(run_dir).student(name)))
+    return section
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[tuple[str, Any]]:
+    from ..config import EvalConfig
+
+    if not isinstance(entries, list) or not entries:
+        raise FactoryError(f"{path}: eval: expected a list of evaluations (name, model, benchmark, ...)")
+    out, names = [], set()
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        name = str(entry.pop("name", f"eval{i + 1}"))
+        if name in names:
+            raise FactoryError(f"{path}: eval[{i}]: the name {name!r} is used twice")
+        names.add(name)
+        entry.setdefault("label", name)
+        if has_generate and str(entry.get("benchmark", "")).startswith("gym:"):
+            entry.setdefault("exclude_runs", [str(run_dir)])
+        out.append((name, build(EvalConfig, entry, where=f"{path} eval[{i}] ({name})")))
+    return out
+
+
+def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None) -> str:
+    """`teacher`, `student`, `student-base` -> what they mean for the instance `at` (default: the last one) in
+    this pipeline: the nearest generate or distill before it. Anything else is itself."""
+    if ref not in MODEL_REFS:
+        return ref
+    at = at or p.instances[-1].name
+    kind = "generate" if ref == "teacher" else "distill"
+    source = p.before(at, kind) or (p.instance(at) if p.instance(at).kind == kind else None)
+    if source is None:
+        raise FactoryError(f"{p.path}: eval model {ref!r} needs a {kind} stage before it")
+    if ref == "teacher":
+        return source.config.teacher.model
+    from train.students import final_dir, model_path, resolve_student
+
+    if ref == "student-base":
+        return model_path(resolve_student(source.config.student))
+    return str(final_dir(source.config))

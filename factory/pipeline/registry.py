@@ -1,0 +1,170 @@
+"""The stage kinds a pipeline can name. Each entry says how to build its config, run it, tell (without side
+effects: nothing is downloaded, converted or built) whether its outputs exist, and describe its result and plan.
+A new kind is a module under factory/stages/ and an entry here.
+
+Stage modules are imported when a stage runs, not before: the CLI stays light (no torch to plan a pipeline).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from ..config import CardConfig, DistillConfig, EvalConfig, FilterConfig, GenerateConfig
+from ..rundir import RunDir
+
+if TYPE_CHECKING:
+    from .load import Pipeline, StageInstance
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage gets besides its config: the pipeline, its own instance, and whether it resumes."""
+
+    pipeline: Pipeline
+    instance: StageInstance
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    config_model: type[BaseModel] | None  # None: eval, a list of named EvalConfigs
+    run: Callable[[Any, Context], dict[str, Any]]  # -> the summary kept in pipeline_state.json
+    outputs_exist: Callable[[Any], bool]
+    describe: Callable[[dict[str, Any]], str]  # the summary as one line of the result table
+    plan: Callable[[Any, Context], str]  # the dry run's line
+    dir_key: str = "run_dir"  # the config field the pipeline's run directory goes into
+
+
+def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
+    from ..stages import generate
+
+    r = generate.run(cfg)
+    return {k: r.get(k) for k in ("samples", "cached", "requested", "ok", "failed", "completion_tokens")}
+
+
+def _describe_generate(s: dict[str, Any]) -> str:
+    return (f"{s.get('samples')} samples ({s.get('cached')} cached, {s.get('failed')} failed), "
+            f"{s.get('completion_tokens') or 0} new tokens")
+
+
+def _run_filter(cfg: FilterConfig, ctx: Context) -> dict[str, Any]:
+    from ..stages import filter as filter_stage
+
+    r = filter_stage.run(cfg)
+    return {"in": r["funnel"]["in"], "kept": r["funnel"]["kept"]}
+
+
+def _plan_filter(f: FilterConfig, ctx: Context) -> str:
+    what = ", ".join(f.active())
+    if "decontam" in f.active():
+        what += f"; decontaminated against {', '.join(f.decontam.benchmarks) or 'nothing (no benchmarks)'}"
+    return what + f"; length limit {f.length.max_tokens or 'the generation limit'}"
+
+
+def _card_path(cfg: CardConfig) -> Path:
+    return Path(cfg.out or RunDir(cfg.run_dir).card) / "README.md"
+
+
+def _run_card(cfg: CardConfig, ctx: Context) -> dict[str, Any]:
+    from ..stages import card
+
+    return {"card": str(card.run(cfg))}
+
+
+def _run_distill(cfg: DistillConfig, ctx: Context) -> dict[str, Any]:
+    from train import sft
+
+    out = sft.output_dir(cfg)
+    if not ctx.resume and out.exists():
+        shutil.rmtree(out)  # a changed config invalidates the old checkpoints: never resume across configs
+    r = sft.run(cfg.model_copy(update={"resume": ctx.resume}))
+    return {k: r.get(k) for k in ("steps", "final_loss", "output", "nonpad_share")} | {"samples": r["data"]["samples"]}
+
+
+def _distill_done(cfg: DistillConfig) -> bool:
+    from train.students import final_dir  # light: no torch at import
+
+    return (final_dir(cfg) / "config.json").exists()
+
+
+def _plan_distill(d: DistillConfig, ctx: Context) -> str:
+    from train.students import resolve_settings
+
+    s = resolve_settings(d)
+    what = f"{d.student}, epochs {s.epochs}, lr {s.lr}, max_length {s.max_length}" + (", LoRA" if d.lora else "")
+    if s.max_position_embeddings:
+        what += f"; context extended to {s.max_position_embeddings:,} positions" + (
+            f", rope_theta {s.rope_theta:,.0f}" if s.rope_theta else "")
+    if d.mix:
+        what += "; mixture: " + ", ".join(
+            f"{m.source} ({'reasoning' if m.reasoning else 'non-reasoning'}"
+            + (f", {m.count:,}" if m.count else f", ×{m.weight}" if m.weight else "") + ")" for m in d.mix)
+    return what
+
+
+def _describe_distill(s: dict[str, Any]) -> str:
+    return f"{s.get('samples')} samples, {s.get('steps')} steps, final loss {s.get('final_loss')}"
+
+
+def _eval_cfg(cfg: EvalConfig, ctx: Context) -> EvalConfig:
+    from .load import resolve_model_ref
+
+    return cfg.model_copy(update={"model": resolve_model_ref(cfg.model, ctx.pipeline, ctx.instance.name)})
+
+
+def _run_evals(evals: list[tuple[str, EvalConfig]], ctx: Context) -> dict[str, Any]:
+    from ..stages import eval as eval_stage
+
+    out = {}
+    for name, cfg in evals:
+        resolved = _eval_cfg(cfg, ctx)
+        m = eval_stage.run(resolved)["metrics"]
+        out[name] = {"file": str(eval_stage.result_path(resolved)), "model": resolved.model,
+                     "benchmark": resolved.benchmark, **{k: v for k, v in m.items() if isinstance(v, dict)}}
+    return out
+
+
+def _evals_done(evals: list[tuple[str, EvalConfig]]) -> bool:
+    """Each result's file name comes from its label (the eval's name), never from the model: nothing to resolve."""
+    from ..stages.eval import result_path
+
+    return all(result_path(cfg).exists() for _, cfg in evals)
+
+
+def _plan_evals(evals: list[tuple[str, EvalConfig]], ctx: Context) -> str:
+    lines = []
+    for name, e in evals:
+        s = e.sampling
+        lines.append(f"{name}: {e.model} on {e.benchmark}, n={s.n} (pass@1 over {s.n}; "
+                     f"{', '.join(f'pass@{k}, maj@{k}' for k in e.ks if 1 < k <= s.n) or 'no pass@k'}), "
+                     f"T={s.temperature}, top_p={s.top_p}, max_tokens={s.max_tokens}")
+    return "\n".join(lines)
+
+
+def _describe_evals(s: dict[str, Any]) -> str:
+    return ", ".join(f"{n}: {v['pass@1']['mean']:.3f}" for n, v in s.items() if "pass@1" in v)
+
+
+def _plan_generate(g: GenerateConfig, ctx: Context) -> str:
+    from .plan import generation_estimate
+
+    return generation_estimate(g, ctx.pipeline.plan)[1]
+
+
+STAGES: dict[str, Stage] = {
+    "generate": Stage(GenerateConfig, _run_generate, lambda c: (RunDir(c.out).traces / "manifest.json").exists(),
+                      _describe_generate, _plan_generate, dir_key="out"),
+    "filter": Stage(FilterConfig, _run_filter, lambda c: RunDir(c.run_dir).filter_stats.exists(),
+                    lambda s: f"kept {s.get('kept')} of {s.get('in')}", _plan_filter),
+    "card": Stage(CardConfig, _run_card, lambda c: _card_path(c).exists(), lambda s: s.get("card", ""),
+                  lambda c, ctx: str(_card_path(c))),
+    "distill": Stage(DistillConfig, _run_distill, _distill_done, _describe_distill, _plan_distill),
+    "eval": Stage(None, _run_evals, _evals_done, _describe_evals, _plan_evals, dir_key="out"),
+}
+KINDS = list(STAGES)  # also the order a plain `stages:` list is run in

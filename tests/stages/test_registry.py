@@ -1,0 +1,94 @@
+"""The stage registry and named stage instances: the same kind twice, each with its own config block, output,
+fingerprint and state; checking what is up to date has no side effects."""
+
+import json
+
+import pytest
+import yaml
+
+from factory.cli import main
+from factory.errors import FactoryError
+from factory.pipeline import dry_run, load_pipeline, plan_stages, resolve_model_ref
+from factory.pipeline.registry import KINDS, STAGES
+from tests.train.helpers import write_kept
+
+TWO_SFT = {
+    "name": "two-sft",
+    "stages": [{"name": "sft1", "kind": "distill"}, {"name": "sft2", "kind": "distill"},
+               {"name": "evals", "kind": "eval"}],
+    "sft1": {"student": "tiny", "max_steps": 2, "save_steps": 1, "progress": False},
+    "sft2": {"student": "tiny", "max_steps": 1, "save_steps": 1, "lr": 1e-4, "progress": False},
+    "evals": [{"name": "after", "model": "student", "benchmark": "gym:chain_sum", "size": 2}],
+}
+
+
+def _write(tmp_path, doc):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({**doc, "run_dir": str(tmp_path / "run")}))
+    return path
+
+
+def test_every_kind_is_registered_with_its_model():
+    assert KINDS == ["generate", "filter", "card", "distill", "eval"]
+    assert all(STAGES[k].config_model is not None for k in KINDS if k != "eval")
+
+
+def test_named_instances_get_their_own_blocks_outputs_and_references(tmp_path):
+    p = load_pipeline(str(_write(tmp_path, TWO_SFT)))
+    run = tmp_path / "run"
+    assert p.stages == ["sft1", "sft2", "evals"] and [i.kind for i in p.instances] == ["distill", "distill", "eval"]
+    assert p.configs["sft1"].output_dir == str(run / "student" / "sft1") and p.configs["sft2"].lr == 1e-4
+    assert resolve_model_ref("student", p, "evals") == str(run / "student" / "sft2" / "final")
+    assert dict(p.evals)["after"].out == str(run / "eval" / "evals")
+    rows = dry_run(p)["plan"]
+    assert [r[0] for r in rows] == ["sft1", "sft2", "evals"] and "lr 0.0001" in rows[1][1]
+
+
+def test_bad_instances_are_named(tmp_path):
+    doc = {**TWO_SFT, "stages": [{"name": "sft1", "kind": "distill"}, {"name": "sft1", "kind": "distill"}]}
+    with pytest.raises(FactoryError, match="'sft1' is used twice"):
+        load_pipeline(str(_write(tmp_path, doc)))
+    with pytest.raises(FactoryError, match="unknown stage 'grpo0'"):
+        load_pipeline(str(_write(tmp_path, {**TWO_SFT, "stages": [{"name": "x", "kind": "grpo0"}]})))
+    with pytest.raises(FactoryError, match=r"sft2 \(distill\).*field 'lrr'"):
+        load_pipeline(str(_write(tmp_path, {**TWO_SFT, "sft2": {"lrr": 1}})))
+
+
+def test_checking_what_is_up_to_date_has_no_side_effects(tmp_path, monkeypatch):
+    """No model is converted, built or downloaded to decide whether a stage is up to date."""
+    import factory.models
+    import train.students
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was resolved while planning")
+
+    monkeypatch.setattr(factory.models, "resolve_model", forbidden)
+    monkeypatch.setattr(train.students, "model_path", forbidden)
+    doc = {**TWO_SFT, "evals": [{"name": "before", "model": "student-base", "benchmark": "gym:chain_sum"}]}
+    p = load_pipeline(str(_write(tmp_path, doc)))
+    from factory.pipeline.runner import fingerprints
+
+    done = {name: {"fingerprint": fp, "done": True} for name, fp in fingerprints(p).items()}
+    assert set(plan_stages(p, done, None, None).values()) == {"run"}
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_same_kind_twice_runs_skips_and_invalidates_in_order(tmp_path, capsys):
+    write_kept(tmp_path / "run", n=6)
+    doc = {k: v for k, v in TWO_SFT.items() if k != "evals"}
+    doc["stages"] = doc["stages"][:2]
+    path = _write(tmp_path, doc)
+    assert main(["run", str(path)]) == 0
+    run = tmp_path / "run"
+    state = json.loads((run / "pipeline_state.json").read_text())
+    assert state["sft1"]["summary"]["steps"] == 2 and state["sft2"]["summary"]["steps"] == 1
+    assert (run / "student" / "sft1" / "final" / "config.json").exists()
+    assert (run / "student" / "sft2" / "final" / "config.json").exists()
+    resolved = yaml.safe_load((run / "config.resolved.yaml").read_text())
+    assert resolved["sft1"]["config"]["lr"] is None and resolved["sft2"]["config"]["lr"] == 1e-4
+    assert state["sft1"]["fingerprint"] != state["sft2"]["fingerprint"]
+    assert main(["run", str(path)]) == 0
+    assert capsys.readouterr().err.count("up to date") == 2
+    assert main(["run", str(path), "--set", "sft1.max_steps=3"]) == 0
+    new = json.loads((run / "pipeline_state.json").read_text())
+    assert new["sft1"]["summary"]["steps"] == 3 and new["sft2"]["fingerprint"] != state["sft2"]["fingerprint"]
