@@ -23,26 +23,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from factory.config import DistillConfig  # noqa: E402
-from factory.records import FILTERED_SCHEMA, Prompt, Trace  # noqa: E402
-from factory.shards import write_shards  # noqa: E402
+from train import synthetic  # noqa: E402
 
 WORDS = "we add the numbers then check each step so the total matches what the problem asks".split()
 
 
 def write_kept(run_dir: Path, samples: int, median_words: int, seed: int = 0) -> None:
+    """Kept traces whose reasoning lengths are log-normal around `median_words` (long tails, as real traces)."""
     rng = random.Random(seed)
-    rows = []
-    for i in range(samples):
+
+    def reasoning(i: int) -> str:
         words = max(8, min(int(rng.lognormvariate(0, 0.9) * median_words), median_words * 12))
-        p = Prompt(source="bench", task="math", problem=f"What is {i} + {i + 1}?", reference_answer=str(2 * i + 1))
-        messages = [{"role": "user", "content": f"{p.problem}\n\nPlease reason step by step."}]
-        reasoning = " ".join(rng.choice(WORDS) for _ in range(words))
-        row = Trace(prompt=p, sample_index=0, teacher_model="bench", engine="hf", sampling="{}",
-                    messages=json.dumps(messages), reasoning=reasoning, answer=f"\\boxed{{{2 * i + 1}}}",
-                    raw_completion="x", reasoning_source="think_tags", finish_reason="stop").to_row()
-        row.update(kept=True, reject_reason=None, verdicts="{}", pass_rate=1.0)
-        rows.append(row)
-    write_shards(run_dir / "filtered" / "kept", rows, FILTERED_SCHEMA)
+        return " ".join(rng.choice(WORDS) for _ in range(words))
+
+    synthetic.write_kept(run_dir, samples, reasoning, source="bench")
 
 
 def timed_train(trainer, tally: dict) -> dict:
@@ -59,15 +53,15 @@ def bench_student(student: str, run_dir: Path, batch: int, max_length: int) -> d
     from transformers import AutoTokenizer
     from trl import SFTConfig
 
-    from train.sft import _settings, _trainer
+    from train.sft import build_trainer
     from train.sft_data import build_samples
-    from train.students import model_path
+    from train.students import model_path, resolve_settings
     from train.trainer import FactorySFTTrainer
 
     cfg = DistillConfig(run_dir=str(run_dir), student=student, epochs=1, batch_size=batch, grad_accum=1,
                         max_length=max_length, save_steps=10**6, progress=False)
-    s = _settings(cfg)
-    path = model_path(s["preset"])
+    s = resolve_settings(cfg)
+    path = model_path(s.preset)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     data, report = build_samples(run_dir / "filtered" / "kept", tokenizer, max_length, show=False)
@@ -76,14 +70,14 @@ def bench_student(student: str, run_dir: Path, batch: int, max_length: int) -> d
     tally: dict = {}
     trl_args = SFTConfig(output_dir=str(run_dir / f"trl-{student}"), per_device_train_batch_size=batch,
                          num_train_epochs=1, max_length=max_length, report_to=[], save_strategy="no",
-                         disable_tqdm=True, logging_steps=10**6, learning_rate=s["lr"],
+                         disable_tqdm=True, logging_steps=10**6, learning_rate=s.lr,
                          bf16=False)  # TRL defaults to bf16, which a CPU refuses
     trl = FactorySFTTrainer(model=path, args=trl_args, train_dataset=Dataset.from_dict(data),
                             processing_class=tokenizer, tally=tally)  # TRL's own sampler; the tally only counts
     results["trl_default"] = timed_train(trl, tally)
 
     tally = {}
-    ours = _trainer(cfg, s, path, tokenizer, data, run_dir / f"factory-{student}", report, tally)
+    ours = build_trainer(cfg, s, path, tokenizer, data, run_dir / f"factory-{student}", report, tally)
     results["factory"] = timed_train(ours, tally)
     results["speedup"] = round(results["factory"]["trainable_tokens_per_s"]
                                / results["trl_default"]["trainable_tokens_per_s"], 2)

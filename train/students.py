@@ -102,26 +102,19 @@ def model_path(student: Student) -> str:
 
 def tiny_model() -> Path:
     """A random 2-layer Llama (hidden 64) with the bundled SmolLM2 tokenizer and chat template, built once."""
+    import os
+    import shutil
+
     from factory.models import cache_root, resolve_model
+
+    from .synthetic import build_tiny_model
 
     out = cache_root() / "models" / "tiny"
     if (out / "READY").exists():
         return out
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    torch.manual_seed(0)
     staging = out.with_name("tiny.tmp")
-    LlamaForCausalLM(cfg).save_pretrained(staging)
-    tok.save_pretrained(staging)
+    build_tiny_model(staging, resolve_model("smollm2-135m"))
     (staging / "READY").write_text("random\n")
-    import os
-    import shutil
-
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staging, out)
     return out

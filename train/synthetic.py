@@ -1,0 +1,46 @@
+"""Small stand-ins for tests and benchmarks: a random tiny Llama with the bundled tokenizer, and kept traces in
+the shape `factory filter` writes. One copy of each, so tests and bench/ measure the same things."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from factory.records import FILTERED_SCHEMA, Prompt, Trace
+from factory.rundir import RunDir
+from factory.shards import write_shards
+
+TINY_POSITIONS = 4096
+
+
+def build_tiny_model(out: Path, tokenizer_dir: str | Path, max_positions: int = TINY_POSITIONS) -> Path:
+    """A random 2-layer Llama (hidden 64) with the tokenizer and chat template of `tokenizer_dir`, saved to `out`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def kept_row(i: int, reasoning: str, source: str = "synthetic") -> dict:
+    """Kept trace `i`: "What is i + i?" with the given reasoning and the boxed answer, in FILTERED_SCHEMA."""
+    p = Prompt(source=source, task="math", problem=f"What is {i} + {i}?", reference_answer=str(2 * i))
+    messages = [{"role": "user", "content": f"{p.problem}\n\nPlease reason step by step."}]
+    row = Trace(prompt=p, sample_index=0, teacher_model=source, engine="hf", sampling="{}",
+                messages=json.dumps(messages), reasoning=reasoning, answer=f"The answer is \\boxed{{{2 * i}}}.",
+                raw_completion="x", reasoning_source="think_tags", finish_reason="stop").to_row()
+    row.update(kept=True, reject_reason=None, verdicts="{}", pass_rate=1.0)
+    return row
+
+
+def write_kept(run_dir: Path, n: int, reasoning: Callable[[int], str], source: str = "synthetic") -> Path:
+    """A run directory holding `n` kept traces (filtered/kept), as `factory filter` writes them."""
+    write_shards(RunDir(run_dir).kept, [kept_row(i, reasoning(i), source) for i in range(n)], FILTERED_SCHEMA)
+    return Path(run_dir)
