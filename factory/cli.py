@@ -137,6 +137,39 @@ def distill(
 
 
 @app.command()
+def grpo(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (the policy goes to RUN_DIR/rl/NAME)")],
+    model: Annotated[str | None, typer.Option(help="The policy: preset, bundled alias, path or Hub id")] = None,
+    prompts: Annotated[str | None, typer.Option(help="FILE.jsonl|FILE.parquet, gym:TASK, hf:NAME or humaneval")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint")] = False,
+    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end)")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    launch: Annotated[str | None, typer.Option(help="Run under accelerate launch (as distill --launch)")] = None,
+    num_processes: Annotated[int | None, typer.Option(help="With --launch: processes (GPUs) in all")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """GRPO (TRL GRPOTrainer) with the filters as rewards: RUN_DIR/rl/NAME/final."""
+    from .grpo_config import GrpoConfig
+
+    flags: dict[str, Any] = {"run_dir": run_dir}
+    for key, value in [("model", model), ("prompts.source", prompts), ("max_steps", max_steps),
+                       ("resume", resume or None), ("lora", lora or None), ("progress", None if progress else False)]:
+        _put(flags, key, value)
+    cfg = build(GrpoConfig, *_layers(config, flags, set_), where=config or "grpo")
+    if launch:
+        from train.launch import relaunch
+
+        raise typer.Exit(relaunch(cfg, launch, num_processes, "grpo"))
+    from train import grpo as stage  # torch and TRL load only for this command
+
+    summary = stage.run(cfg)
+    last = summary["last"]
+    typer.echo(f"grpo: {summary['steps']} steps, last reward {last.get('reward')}, model in {summary['output']}")
+
+
+@app.command()
 def card(
     run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/")],
     repo_id: Annotated[str | None, typer.Option(help="Hub repo named in the loading snippet")] = None,

@@ -30,7 +30,7 @@ class RunDir:
     """A run's layout. Stages, the card, distill and the pipeline runner find every file through it.
 
     traces/ (generate) -> filtered/{kept,rejected,stats.json} (filter) -> card/ and push/ -> student/NAME/final
-    (distill) -> eval/ (the pipeline's evals); cache/ holds generation's samples; config.resolved.yaml each
+    (distill) -> rl/NAME/final (grpo) -> eval/ (the pipeline's evals); cache/ holds generation's samples; config.resolved.yaml each
     stage's settings; pipeline_state.json what `factory run` finished."""
 
     root: Path
@@ -77,6 +77,10 @@ class RunDir:
     def student(self, name: str) -> Path:
         """Where distill writes a student's checkpoints; its trained model is `final` inside."""
         return self.root / "student" / name
+
+    def rl(self, name: str) -> Path:
+        """Where grpo writes a policy's checkpoints; its trained model is `final` inside."""
+        return self.root / "rl" / name
 
     @property
     def eval(self) -> Path:

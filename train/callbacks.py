@@ -15,10 +15,11 @@ from factory.shards import write_json_atomic
 
 
 class MetricsAndGuard(TrainerCallback):
-    """Appends every log to train_metrics.jsonl with tokens/s; stops the run on a NaN/inf loss."""
+    """Appends every log to a metrics JSONL (train_metrics.jsonl, rl_metrics.jsonl) with tokens/s; stops the run on
+    a NaN/inf loss."""
 
-    def __init__(self, path: Path, progress: bool, tally: dict | None = None):
-        self.path, self.progress_enabled = path, progress
+    def __init__(self, path: Path, progress: bool, tally: dict | None = None, label: str = "distill"):
+        self.path, self.progress_enabled, self.label = path, progress, label
         self.tally = tally if tally is not None else {}  # filled by FactorySFTTrainer.compute_loss
         self.started = time.perf_counter()
         self.bar = self.task = None
@@ -27,11 +28,11 @@ class MetricsAndGuard(TrainerCallback):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
                             console=Console(stderr=True),
                             disable=not (self.progress_enabled and state.is_world_process_zero))
-        self.task = self.bar.add_task("distill", total=state.max_steps, completed=state.global_step, info="")
+        self.task = self.bar.add_task(self.label, total=state.max_steps, completed=state.global_step, info="")
         self.bar.start()
         self.started = time.perf_counter()
         self.first_step = state.global_step
@@ -45,15 +46,17 @@ class MetricsAndGuard(TrainerCallback):
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         tokens = state.num_input_tokens_seen or 0
         row = {"step": state.global_step, "epoch": state.epoch, **logs, "elapsed_s": round(elapsed, 2),
-               "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1),
-               "trainable_tokens_per_s": round(self.tally.get("trainable", 0) / elapsed, 1),
-               "nonpad_share": round(self.tally["real"] / self.tally["tokens"], 4) if self.tally.get("tokens") else None}
+               "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1)}
+        if self.tally:  # SFT's batches count their real and padded tokens
+            row["trainable_tokens_per_s"] = round(self.tally.get("trainable", 0) / elapsed, 1)
+            row["nonpad_share"] = round(self.tally["real"] / self.tally["tokens"], 4) if self.tally.get("tokens") else None
         if state.is_world_process_zero:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
         if self.bar is not None and loss is not None:
+            reward = f"reward {logs['reward']:.3f}  " if "reward" in logs else ""
             self.bar.update(self.task, completed=state.global_step,
-                            info=f"loss {loss:.4f}  {row['tokens_per_s']:,.0f} tok/s")
+                            info=f"{reward}loss {loss:.4f}  {row['tokens_per_s']:,.0f} tok/s")
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -65,12 +68,12 @@ class CompleteMarker(TrainerCallback):
     """transformers writes checkpoint-N in place; the marker, written after the save returns, is what makes a
     checkpoint complete (with the resolved config beside it)."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg, config_file: str = "distill_config.json"):
+        self.cfg, self.config_file = cfg, config_file
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
-                write_json_atomic(ckpt / "distill_config.json", public_dump(self.cfg))
+                write_json_atomic(ckpt / self.config_file, public_dump(self.cfg))
                 (ckpt / "COMPLETE").write_text(f"{state.global_step}\n")

@@ -1,4 +1,5 @@
-"""`factory distill --launch fsdp`: re-runs the same distill under `accelerate launch` with a shipped config.
+"""`factory distill --launch fsdp` (and `factory grpo --launch ...`): re-runs the same command under `accelerate
+launch` with a shipped config.
 
 The shipped configs live in train/launch/: single_gpu, fsdp (one node, FSDP2), deepspeed_zero3, multi_node, and
 cpu_gloo (two CPU processes over gloo, which is how the tests exercise the distributed path).
@@ -12,8 +13,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
-from factory.config import DistillConfig
 from factory.errors import FactoryError
 
 LAUNCH_DIR = Path(__file__).parent / "launch"
@@ -41,12 +42,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(cfg: DistillConfig, launch: str, num_processes: int | None, cfg_file: Path) -> list[str]:
+def launch_command(cfg: BaseModel, launch: str, num_processes: int | None, cfg_file: Path,
+                   command: str = "distill") -> list[str]:
     config_file = launch_config(launch)
     settings = yaml.safe_load(config_file.read_text()) or {}
     cfg_file.parent.mkdir(parents=True, exist_ok=True)
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    tail = ["-m", "factory.cli", "distill", cfg.run_dir, "--config", str(cfg_file)]
+    tail = ["-m", "factory.cli", command, cfg.run_dir, "--config", str(cfg_file)]
     if settings.get("distributed_type") == "MULTI_CPU":
         # accelerate launches multi-CPU runs through mpirun only; torchrun starts the same gloo processes without it
         n = num_processes or settings.get("num_processes", 2)
@@ -60,10 +62,13 @@ def launch_command(cfg: DistillConfig, launch: str, num_processes: int | None, c
     return cmd + tail
 
 
-def relaunch(cfg: DistillConfig, launch: str, num_processes: int | None) -> int:
-    from .sft import output_dir
+def relaunch(cfg: BaseModel, launch: str, num_processes: int | None, command: str = "distill") -> int:
+    if command == "grpo":
+        from .grpo import output_dir
+    else:
+        from .students import output_dir
 
     out = output_dir(cfg)
-    cmd = launch_command(cfg, launch, num_processes, out / "launch.distill.yaml")
+    cmd = launch_command(cfg, launch, num_processes, out / f"launch.{command}.yaml", command)
     print("launching:", " ".join(cmd), file=sys.stderr)
     return subprocess.call(cmd)

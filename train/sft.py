@@ -9,35 +9,20 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from factory.chat_templates import r1_template
 from factory.config import DistillConfig
-from factory.errors import FactoryError
-from factory.rundir import FINAL, write_resolved_config
+from factory.rundir import write_resolved_config
 from factory.shards import write_json_atomic
 
 from . import context
 from .batching import use_packing
+from .checkpoints import check_disk, last_complete_checkpoint, save_final
 from .mixture import load_items
 from .sft_data import DataReport, build_samples
 from .students import Settings, model_path, output_dir, resolve_settings
-
-COMPLETE = "COMPLETE"
-
-
-def last_complete_checkpoint(out: Path, move_torn: bool = True) -> Path | None:
-    """The newest checkpoint whose COMPLETE marker exists; torn ones (a crash mid-save) are moved aside."""
-    done = []
-    for ckpt in out.glob("checkpoint-*"):
-        if (ckpt / COMPLETE).exists():
-            done.append(ckpt)
-        elif move_torn:
-            shutil.move(str(ckpt), str(out / f"torn-{ckpt.name}-{int(time.time())}"))
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
 def run(cfg: DistillConfig) -> dict[str, Any]:
@@ -55,7 +40,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     show = cfg.progress and state.is_main_process
     items, mixture = load_items(cfg)
     data, report = build_samples(items, tokenizer, s.max_length, show=show)
-    check_disk(cfg, path, out)
+    check_disk(path, out, cfg.save_total_limit, cfg.lora)
     with state.main_process_first():  # the main process moves torn checkpoints aside before the others look
         out.mkdir(parents=True, exist_ok=True)
         resume_from = last_complete_checkpoint(out, move_torn=state.is_main_process) if cfg.resume else None
@@ -64,7 +49,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     tally: dict[str, int] = {}
     trainer = build_trainer(cfg, s, path, tokenizer, data, out, report, tally)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    final = _save_final(cfg, trainer, tokenizer, path, out)
+    final = save_final(trainer, tokenizer, path, out, cfg.lora)
     summary = {"student": preset.name, "model": base, "output": str(final), "data": report.to_json(),
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
                "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing),
@@ -90,34 +75,6 @@ def _tokenizer(path: str, preset):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def check_disk(cfg: DistillConfig, path: str, out: Path) -> None:
-    """Refuses to start a run whose checkpoints cannot fit: a full disk mid-save loses the step it was saving."""
-    params = _parameter_count(path)
-    weights = params * 2  # bf16/fp16 safetensors
-    per_ckpt = weights + params * 8 if not cfg.lora else int(weights * 0.02)  # + Adam moments (fp32)
-    need = per_ckpt * (cfg.save_total_limit + 1) + weights * (2 if cfg.lora else 1)
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < need:
-        size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
-        raise FactoryError(f"{out}: checkpoints of this {size}-parameter student need about "
-                           f"{need / 1e9:.1f} GB free, {free / 1e9:.1f} GB are (lower save_total_limit, use --lora, "
-                           "or set output_dir on a bigger disk)")
-
-
-def _parameter_count(path: str) -> int:
-    """From the config alone, on the meta device: nothing is loaded."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
-    model.tie_weights()  # from_config on the meta device leaves tied embeddings untied: counted twice otherwise
-    return sum(p.numel() for p in model.parameters())
 
 
 def build_trainer(cfg: DistillConfig, s: Settings, path: str, tokenizer, data: dict[str, list], out: Path,
@@ -163,40 +120,6 @@ def build_trainer(cfg: DistillConfig, s: Settings, path: str, tokenizer, data: d
         callbacks=[MetricsAndGuard(out / "train_metrics.jsonl", cfg.progress, tally), CompleteMarker(cfg)])
     trainer.remove_callback(PrinterCallback)  # our bar and train_metrics.jsonl say it, without a dict per step
     return trainer
-
-
-def _save_final(cfg: DistillConfig, trainer, tokenizer, path: str, out: Path) -> Path:
-    """A standard transformers checkpoint vLLM can serve; with LoRA the adapter is kept beside the merged model.
-
-    Every process calls this (FSDP and ZeRO-3 gather the weights collectively); the main one writes, into
-    final.tmp, renamed to final once complete.
-    """
-    acc = trainer.accelerator
-    final, tmp = out / FINAL, out / f"{FINAL}.tmp"
-    if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    acc.wait_for_everyone()
-    if trainer.is_fsdp_enabled:
-        acc.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(tmp / "adapter" if cfg.lora else tmp))
-    if acc.is_main_process:
-        if cfg.lora:
-            _merge_adapter(path, tmp / "adapter", tmp, trainer.model.dtype)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "training_args.bin").unlink(missing_ok=True)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    acc.wait_for_everyone()
-    return final
-
-
-def _merge_adapter(base_path: str, adapter: Path, dest: Path, dtype) -> None:
-    """Reloads the base on CPU and merges there: works the same whatever sharded the adapter during training."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
-    PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(dest, safe_serialization=True)
 
 
 def _last_loss(metrics: Path) -> float | None:

@@ -11,6 +11,8 @@ from . import Verdict
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _FENCE = re.compile(r"^\s*```", re.M)
+_ANSWER_TAGS = re.compile(r"\s*<answer>.*</answer>\s*", re.S)
+THINK_SOURCES = ("think_tags", "prefilled_think", "reasoning_content")  # teachers/reasoning.py's tagged sources
 _CODE_LINE = re.compile(r"^(?: {4}|\t)\S.*(?:[=(){}\[\]:;]|\bdef\b|\breturn\b|\bimport\b)")
 
 
@@ -29,6 +31,10 @@ def format_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         return Verdict.failed("unclosed_think")
     if p.require_answer and not (trace.get("answer") or "").strip():
         return Verdict.failed("no_answer")
+    if p.require_think_tags and trace.get("reasoning_source") not in THINK_SOURCES:
+        return Verdict.failed("no_think_tags")
+    if p.answer_tags and not _ANSWER_TAGS.fullmatch(trace.get("answer") or ""):
+        return Verdict.failed("no_answer_tags")
     return Verdict.passed()
 
 

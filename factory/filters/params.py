@@ -14,6 +14,10 @@ class FormatParams(Strict):
     require_reasoning: bool = Field(True, description="Reject traces whose reasoning is empty")
     require_closed: bool = Field(True, description="Reject reasoning that never closed (</think> missing)")
     require_answer: bool = Field(True, description="Reject traces with an empty answer")
+    require_think_tags: bool = Field(False, description="Reject reasoning not enclosed in <think></think> (R1-Zero's "
+                                     "format reward; teachers that return reasoning_content pass)")
+    answer_tags: bool = Field(False, description="Reject answers not enclosed in <answer></answer> (the R1-Zero "
+                              "template's answer tags)")
 
 
 class LengthParams(Strict):

@@ -17,9 +17,10 @@ name), fingerprint and state: `stages: [generate, filter, {name: sft1, kind: dis
 distill, run_dir: runs/x/round2}]`. A named instance may set its own `run_dir`; a named distill writes to
 RUN_DIR/student/NAME and a named eval to RUN_DIR/eval/NAME unless its block says otherwise.
 
-In eval entries, `model` may name `teacher` (the generate teacher), `student-base` (the distill student before
-training) or `student` (its trained checkpoint), from the nearest such stage before the eval. Gym evals exclude
-every prompt this run generated from.
+Model fields (an eval's `model`, generate's `teacher.model`, distill's `student`, grpo's `model`) may name
+`stage:NAME`, the model trained by the earlier instance NAME (a distill or a grpo), or `teacher` (the generate
+teacher), `student-base` (the distill student before training) or `student` (its trained checkpoint), from the
+nearest such stage before. Gym evals exclude every prompt this run generated from.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..rundir import RunDir
 from .registry import KINDS, STAGES
 
 MODEL_REFS = ("teacher", "student", "student-base")
+STAGE_REF = "stage:"
 
 
 @dataclass
@@ -100,7 +102,34 @@ def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
         config = (_evals(path, section, inst_dir, any(i.kind == "generate" for i in p.instances))
                   if kind == "eval" else build(STAGES[kind].config_model, section, where=where))
         p.instances.append(StageInstance(name, kind, config, inst_dir))
+        for dotted in STAGES[kind].model_fields:
+            _check_stage_ref(p, name, dotted, _get(config, dotted))
+    for inst in p.instances:
+        for name, e in inst.config if inst.kind == "eval" else ():
+            _check_stage_ref(p, inst.name, f"{name}: model", e.model)
     return p
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _with(cfg: Any, dotted: str, value: Any) -> Any:
+    head, _, rest = dotted.partition(".")
+    return cfg.model_copy(update={head: _with(getattr(cfg, head), rest, value) if rest else value})
+
+
+def _check_stage_ref(p: Pipeline, at: str, field: str, value: Any) -> None:
+    if not (isinstance(value, str) and value.startswith(STAGE_REF)):
+        return
+    target = value[len(STAGE_REF):]
+    earlier = {i.name: i for i in p.instances[: p.stages.index(at)]}
+    if target not in earlier or STAGES[earlier[target].kind].trained_model is None:
+        trained = [n for n, i in earlier.items() if STAGES[i.kind].trained_model] or ["none"]
+        raise FactoryError(f"{p.path}: {at}: {field}: {value!r} names no earlier training stage (earlier distill "
+                           f"or grpo stages: {', '.join(trained)})")
 
 
 def _entries(path: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None]]:
@@ -136,8 +165,8 @@ def _defaults(name: str, kind: str, section: Any, run_dir: Path) -> Any:
     if not isinstance(section, dict):
         raise FactoryError(f"{name}: expected a mapping of settings, got {type(section).__name__}")
     section.setdefault(STAGES[kind].dir_key, str(run_dir))
-    if kind == "distill" and name != kind:
-        section.setdefault("output_dir", str(RunDir(run_dir).student(name)))
+    if STAGES[kind].default_output and name != kind:
+        section.setdefault("output_dir", str(STAGES[kind].default_output(run_dir, name)))
     return section
 
 
@@ -166,9 +195,21 @@ def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[t
     return out
 
 
-def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None) -> str:
-    """`teacher`, `student`, `student-base` -> what they mean for the instance `at` (default: the last one) in
-    this pipeline: the nearest generate or distill before it. Anything else is itself."""
+def resolve_refs(inst: StageInstance, p: Pipeline, prepare: bool = True) -> Any:
+    """The instance's config with its model fields' references replaced by what they name (see the module's doc).
+    prepare=False resolves without side effects (nothing converted or built: to plan and to check outputs)."""
+    cfg = inst.config
+    for dotted in STAGES[inst.kind].model_fields:
+        cfg = _with(cfg, dotted, resolve_model_ref(_get(cfg, dotted), p, inst.name, prepare))
+    return cfg
+
+
+def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None, prepare: bool = True) -> str:
+    """`stage:NAME`, `teacher`, `student`, `student-base` -> what they mean for the instance `at` (default: the
+    last one) in this pipeline. Anything else is itself."""
+    if ref.startswith(STAGE_REF):
+        target = p.instance(ref[len(STAGE_REF):])
+        return str(STAGES[target.kind].trained_model(resolve_refs(target, p, prepare=False)))
     if ref not in MODEL_REFS:
         return ref
     at = at or p.instances[-1].name
@@ -180,6 +221,8 @@ def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None) -> str:
         return source.config.teacher.model
     from train.students import final_dir, model_path, resolve_student
 
+    distill = resolve_refs(source, p, prepare=False)
     if ref == "student-base":
-        return model_path(resolve_student(source.config.student))
-    return str(final_dir(source.config))
+        student = resolve_student(distill.student)
+        return model_path(student) if prepare else student.model
+    return str(final_dir(distill))

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..config import GenerateConfig
 from ..sources.spec import parse_source
-from .load import Pipeline
+from .load import Pipeline, resolve_refs
 from .registry import STAGES, Context
 
 console = Console(stderr=True)
@@ -50,7 +50,7 @@ def dry_run(p: Pipeline) -> dict[str, Any]:
     for inst in p.instances:
         if inst.kind == "generate":
             out[inst.name] = generation_estimate(inst.config, p.plan)[0]
-        for line in STAGES[inst.kind].plan(inst.config, Context(p, inst)).splitlines():
+        for line in STAGES[inst.kind].plan(resolve_refs(inst, p, prepare=False), Context(p, inst)).splitlines():
             table.add_row(inst.name, line)
     console.print(table)
     out["plan"] = [list(row) for row in zip(*(column.cells for column in table.columns))]

@@ -39,6 +39,9 @@ class Stage:
     describe: Callable[[dict[str, Any]], str]  # the summary as one line of the result table
     plan: Callable[[Any, Context], str]  # the dry run's line
     dir_key: str = "run_dir"  # the config field the pipeline's run directory goes into
+    model_fields: tuple[str, ...] = ()  # dotted fields that may name a model by reference (stage:NAME, student...)
+    trained_model: Callable[[Any], Path] | None = None  # what `stage:NAME` means for an instance of this kind
+    default_output: Callable[[Path, str], Path] | None = None  # a named instance's own output (run dir, name)
 
 
 def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
@@ -151,20 +154,71 @@ def _describe_evals(s: dict[str, Any]) -> str:
     return ", ".join(f"{n}: {v['pass@1']['mean']:.3f}" for n, v in s.items() if "pass@1" in v)
 
 
+def _run_grpo(cfg, ctx: Context) -> dict[str, Any]:
+    from train import grpo
+
+    out = grpo.output_dir(cfg)
+    if not ctx.resume and out.exists():
+        shutil.rmtree(out)  # as distill: never resume across configs
+    r = grpo.run(cfg.model_copy(update={"resume": ctx.resume}))
+    return {k: r.get(k) for k in ("steps", "output", "rewards", "first", "last")} | {"prompts": r["data"]["prompts"]}
+
+
+def _grpo_final(cfg) -> Path:
+    from train.grpo import final_dir  # light: no torch at import
+
+    return final_dir(cfg)
+
+
+def _plan_grpo(g, ctx: Context) -> str:
+    rewards = ", ".join(f"{n} ×{w:g}" for n, w in g.rewards.active().items())
+    steps = f"{g.max_steps} steps" if g.max_steps else f"{g.epochs:g} epochs"
+    what = (f"{g.model} on {g.prompts.source}: {steps}, G={g.num_generations}, "
+            f"{(g.batch_size or g.num_generations) * g.grad_accum // g.num_generations} prompts/step/device, "
+            f"{g.max_completion_length} new tokens max, rewards {rewards}, loss {g.loss_type}, beta {g.beta}, "
+            f"lr {g.lr}, template {g.template}")
+    what += ", vLLM " + g.vllm_mode if g.use_vllm else ", transformers generation"
+    if g.max_position_embeddings:
+        what += f"; context extended to {g.max_position_embeddings:,} positions"
+    return what + ("; LoRA" if g.lora else "")
+
+
+def _describe_grpo(s: dict[str, Any]) -> str:
+    first, last = (s.get("first") or {}).get("reward"), (s.get("last") or {}).get("reward")
+    return f"{s.get('steps')} steps, reward {first} -> {last}"
+
+
 def _plan_generate(g: GenerateConfig, ctx: Context) -> str:
     from .plan import generation_estimate
 
     return generation_estimate(g, ctx.pipeline.plan)[1]
 
 
+def _grpo_model():
+    from ..grpo_config import GrpoConfig
+
+    return GrpoConfig
+
+
+def _distill_final(cfg: DistillConfig) -> Path:
+    from train.students import final_dir
+
+    return final_dir(cfg)
+
+
 STAGES: dict[str, Stage] = {
     "generate": Stage(GenerateConfig, _run_generate, lambda c: (RunDir(c.out).traces / "manifest.json").exists(),
-                      _describe_generate, _plan_generate, dir_key="out"),
+                      _describe_generate, _plan_generate, dir_key="out", model_fields=("teacher.model",)),
     "filter": Stage(FilterConfig, _run_filter, lambda c: RunDir(c.run_dir).filter_stats.exists(),
                     lambda s: f"kept {s.get('kept')} of {s.get('in')}", _plan_filter),
     "card": Stage(CardConfig, _run_card, lambda c: _card_path(c).exists(), lambda s: s.get("card", ""),
                   lambda c, ctx: str(_card_path(c))),
-    "distill": Stage(DistillConfig, _run_distill, _distill_done, _describe_distill, _plan_distill),
+    "distill": Stage(DistillConfig, _run_distill, _distill_done, _describe_distill, _plan_distill,
+                     model_fields=("student",), trained_model=_distill_final,
+                     default_output=lambda run_dir, name: RunDir(run_dir).student(name)),
+    "grpo": Stage(_grpo_model(), _run_grpo, lambda c: (_grpo_final(c) / "config.json").exists(), _describe_grpo,
+                  _plan_grpo, model_fields=("model",), trained_model=_grpo_final,
+                  default_output=lambda run_dir, name: RunDir(run_dir).rl(name)),
     "eval": Stage(None, _run_evals, _evals_done, _describe_evals, _plan_evals, dir_key="out"),
 }
 KINDS = list(STAGES)  # also the order a plain `stages:` list is run in

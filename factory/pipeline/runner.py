@@ -19,7 +19,7 @@ from ..config import fingerprint, public_dump
 from ..errors import FactoryError
 from ..rundir import RunDir, stage_section
 from ..shards import write_json_atomic
-from .load import Pipeline, StageInstance
+from .load import Pipeline, StageInstance, resolve_refs
 from .registry import STAGES, Context
 
 console = Console(stderr=True)
@@ -51,7 +51,8 @@ def plan_stages(p: Pipeline, state: dict[str, Any], start: str | None, only: str
             continue
         prev = state.get(inst.name, {})
         same = prev.get("fingerprint") == fps[inst.name]
-        if not forced and same and prev.get("done") and STAGES[inst.kind].outputs_exist(inst.config):
+        if not forced and same and prev.get("done") and STAGES[inst.kind].outputs_exist(
+                resolve_refs(inst, p, prepare=False)):
             decided[inst.name] = "skip"
         else:
             decided[inst.name] = "resume" if same and not prev.get("done") else "run"
@@ -78,7 +79,7 @@ def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[
         began = time.perf_counter()
         inst = p.instance(name)
         with stage_section(name if name != inst.kind else None):
-            summary = STAGES[inst.kind].run(inst.config, Context(p, inst, resume=action == "resume"))
+            summary = STAGES[inst.kind].run(resolve_refs(inst, p), Context(p, inst, resume=action == "resume"))
         state[name] = {"fingerprint": fps[name], "done": True, "seconds": round(time.perf_counter() - began, 1),
                        "summary": summary}
         write_json_atomic(state_path, state)

@@ -29,7 +29,7 @@ def _write(tmp_path, doc):
 
 
 def test_every_kind_is_registered_with_its_model():
-    assert KINDS == ["generate", "filter", "card", "distill", "eval"]
+    assert KINDS == ["generate", "filter", "card", "distill", "grpo", "eval"]
     assert all(STAGES[k].config_model is not None for k in KINDS if k != "eval")
 
 

@@ -1,0 +1,221 @@
+"""`factory grpo RUN_DIR --model M`: GRPO with TRL's GRPOTrainer, the rewards being the filters (factory/rewards.py).
+
+What is added to TRL: prompts from any factory source with R1-Zero's template or the chat template, the filters as
+named, weighted rewards scored in worker processes and cached, prompts over the length limit dropped and counted,
+checkpoints marked complete only once written (resume never picks a torn one), rl_metrics.jsonl, a NaN/inf stop,
+the reward and length curves as PNGs, and a final model vLLM can serve (LoRA merged).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from factory.errors import FactoryError
+from factory.grpo_config import GrpoConfig
+from factory.rundir import FINAL, RunDir, write_resolved_config
+from factory.shards import write_json_atomic
+
+from . import context
+from .checkpoints import check_disk, last_complete_checkpoint, save_final
+from .students import model_path, resolve_student
+
+# DeepSeek-R1 paper, Table 1: the template of DeepSeek-R1-Zero (for a base model: no chat template).
+R1_ZERO = ("A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+           "The assistant first thinks about the reasoning process in the mind and then provides the user with the "
+           "answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> "
+           "tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. "
+           "User: {prompt}. Assistant:")
+PROMPT_COLUMNS = ("prompt_id", "source", "task", "problem", "reference_answer", "tests", "metadata")
+
+
+def output_dir(cfg: GrpoConfig) -> Path:
+    return Path(cfg.output_dir or RunDir(cfg.run_dir).rl(cfg.name or resolve_student(cfg.model).name))
+
+
+def final_dir(cfg: GrpoConfig) -> Path:
+    return output_dir(cfg) / FINAL
+
+
+def run(cfg: GrpoConfig) -> dict[str, Any]:
+    """Every process of a distributed launch runs this; only the main one writes the run's files."""
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    base = model_path(resolve_student(cfg.model))
+    out = output_dir(cfg)
+    tokenizer = _tokenizer(base)
+    data, report = build_dataset(cfg, tokenizer)
+    check_disk(base, out, cfg.save_total_limit, cfg.lora)
+    with state.main_process_first():
+        out.mkdir(parents=True, exist_ok=True)
+        resume_from = last_complete_checkpoint(out, move_torn=state.is_main_process) if cfg.resume else None
+        longest = report["longest_prompt"] + cfg.max_completion_length
+        path, context_record = context.prepare(base, cfg.max_position_embeddings, cfg.rope_theta, longest, out,
+                                               write=state.is_main_process)
+    from factory.rewards import RewardScorer
+
+    log = out / ("rollouts.jsonl" if state.num_processes == 1 else f"rollouts.rank{state.process_index}.jsonl")
+    if resume_from is not None:
+        done = int(resume_from.name.split("-")[1])  # the steps after it run again: their rows go
+        _keep_upto(log, done - 1)  # a rollout's step is the number of steps finished before it
+        _keep_upto(out / "rl_metrics.jsonl", done)
+    scorer = RewardScorer(cfg.rewards, cfg.max_completion_length, cfg.rewards.workers or os.cpu_count() or 1, log)
+    trainer = build_trainer(cfg, path, tokenizer, data, out, scorer)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = save_final(trainer, tokenizer, path, out, cfg.lora)
+    metrics = _read_metrics(out / "rl_metrics.jsonl")
+    summary = {"model": base, "output": str(final), "data": report, "steps": trainer.state.global_step,
+               "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
+               "first": _summary_row(metrics[:1]), "last": _summary_row(metrics[-1:]),
+               "completions_scored": scorer.scored, "processes": state.num_processes, "context": context_record}
+    if state.is_main_process:
+        plot_curves(metrics, out)
+        write_resolved_config(cfg.run_dir, "grpo", cfg, {"summary": summary})
+        write_json_atomic(out / "grpo_summary.json", summary)
+    state.wait_for_everyone()
+    return summary
+
+
+def _keep_upto(path: Path, step: int) -> None:
+    """Keeps the rows of a JSONL log up to `step` (a resumed run writes the later ones again)."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(f"{line}\n" for line in rows))
+
+
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def template_kind(cfg: GrpoConfig, tokenizer) -> str:
+    if cfg.template != "auto":
+        return cfg.template
+    return "chat" if tokenizer.chat_template else "r1-zero"
+
+
+def build_dataset(cfg: GrpoConfig, tokenizer) -> tuple[dict[str, list], dict[str, Any]]:
+    """The prompts as TRL wants them (`prompt`: text for r1-zero, messages for chat) with the columns the rewards
+    read; prompts longer than max_prompt_length are dropped and counted."""
+    from factory.sources import load_prompts
+    from factory.teachers.template import build_messages
+
+    kind = template_kind(cfg, tokenizer)
+    data: dict[str, list] = {"prompt": [], **{c: [] for c in PROMPT_COLUMNS}}
+    lengths, dropped = [], 0
+    for p in load_prompts(cfg.prompts):
+        messages = build_messages(p, cfg.user_template)
+        if kind == "r1-zero":
+            prompt: Any = R1_ZERO.format(prompt=messages[-1]["content"])
+            ids = tokenizer(prompt)["input_ids"]
+        else:
+            prompt = messages
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > cfg.max_prompt_length:
+            dropped += 1
+            continue
+        lengths.append(len(ids))
+        data["prompt"].append(prompt)
+        for c in PROMPT_COLUMNS:
+            data[c].append(getattr(p, c))
+    if not lengths:
+        raise FactoryError(f"{cfg.prompts.source}: no prompt fits in max_prompt_length={cfg.max_prompt_length} "
+                           f"({dropped} dropped)")
+    return data, {"prompts": len(lengths), "dropped_too_long": dropped, "template": kind,
+                  "longest_prompt": max(lengths), "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1)}
+
+
+def build_trainer(cfg: GrpoConfig, path: str, tokenizer, data: dict[str, list], out: Path, scorer):
+    """TRL's GRPOTrainer configured from the factory's settings, with its callbacks; not started."""
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .batching import flash_attention_available
+    from .callbacks import CompleteMarker, MetricsAndGuard
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = GRPOConfig(
+        output_dir=str(out), learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size or cfg.num_generations, gradient_accumulation_steps=cfg.grad_accum,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale_rewards, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+        num_iterations=cfg.num_iterations, mask_truncated_completions=cfg.mask_truncated_completions,
+        reward_weights=scorer.weights(), logging_steps=1, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed, bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], disable_tqdm=True,
+        use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode, vllm_enable_sleep_mode=cfg.use_vllm and cfg.vllm_mode == "colocate",
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, vllm_server_base_url=cfg.vllm_server_base_url,
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available())
+    args.model_init_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    if flash_attention_available():
+        args.model_init_kwargs["attn_implementation"] = "flash_attention_2"
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, task_type="CAUSAL_LM",
+                                 target_modules=resolve_student(cfg.model).lora_targets)
+    trainer = GRPOTrainer(model=path, reward_funcs=scorer.functions(), args=args,
+                          train_dataset=Dataset.from_dict(data), processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=[MetricsAndGuard(out / "rl_metrics.jsonl", cfg.progress, label="grpo"),
+                                     CompleteMarker(cfg, "grpo_config.json")])
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+SUMMARY_KEYS = ("reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "kl", "entropy")
+
+
+def _summary_row(rows: list[dict]) -> dict[str, Any]:
+    if not rows:
+        return {}
+    return {k: v for k, v in rows[0].items() if k in SUMMARY_KEYS or k.startswith("rewards/") or k == "step"}
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in rows if "reward" in r]
+
+
+def plot_curves(rows: list[dict], out: Path) -> None:
+    """rewards.png (each reward's mean per step) and length.png (R1-Zero's "response length grows" curve)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ["reward", *sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})]:
+        values = [r.get(key, math.nan) for r in rows]
+        ax.plot(steps, values, label=key.removeprefix("rewards/").removesuffix("/mean"))
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.set_title("factory grpo: rewards")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "rewards.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [r.get("completions/mean_length", math.nan) for r in rows])
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean completion tokens")
+    ax.set_title("factory grpo: response length")
+    fig.tight_layout()
+    fig.savefig(out / "length.png", dpi=120)
+    plt.close(fig)
