@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo demo-grpo test test-fast lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,6 +12,11 @@ demo: setup
 	$(VENV)/bin/factory run pipelines/quickstart.yaml
 	@echo "demo: everything is in runs/quickstart: traces/, filtered/, card/README.md, student/smollm2-135m/final,"
 	@echo "      eval/*.json and eval/compare.png; run it again and every stage is skipped (cached)"
+
+demo-grpo: setup
+	$(VENV)/bin/factory run pipelines/grpo-cpu.yaml
+	@echo "demo-grpo: runs/grpo-cpu/rl/qwen2.5-coder-0.5b/ holds rl_metrics.jsonl, rewards.png, length.png, rollouts.jsonl and final/;"
+	@echo "           runs/grpo-cpu/eval/ the before/after evals, compare.png and summary.md"
 
 test: setup
 	$(PY) -m ruff check factory train tests bench
@@ -31,4 +36,4 @@ bench: setup
 	$(PY) bench/sandbox_output.py
 
 clean:
-	rm -rf runs/demo runs/quickstart
+	rm -rf runs/demo runs/quickstart runs/grpo-cpu

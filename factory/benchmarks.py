@@ -130,9 +130,17 @@ def _exclude(prompts: list[Prompt], runs: list[str]) -> list[Prompt]:
 
     seen: set[str] = set()
     for run in runs:
-        traces = RunDir(run).traces
-        if not (traces / "manifest.json").exists():
-            raise FactoryError(f"{traces}: no traces to exclude (exclude_runs names a run without generate output)")
-        for batch in iter_batches(traces, columns=["problem"]):
-            seen.update(" ".join(p.split()) for p in batch.column("problem").to_pylist())
+        rd = RunDir(run)
+        trained = sorted(rd.root.glob(f"rl/*/{PROMPTS_SEEN}"))  # what grpo trained on
+        if not (rd.traces / "manifest.json").exists() and not trained:
+            raise FactoryError(f"{rd.traces}: no traces to exclude (exclude_runs names a run without generate or "
+                               "grpo output)")
+        if (rd.traces / "manifest.json").exists():
+            for batch in iter_batches(rd.traces, columns=["problem"]):
+                seen.update(" ".join(p.split()) for p in batch.column("problem").to_pylist())
+        for path in trained:
+            seen.update(" ".join(json.loads(line)["problem"].split()) for line in path.read_text().splitlines())
     return [p for p in prompts if " ".join(p.problem.split()) not in seen]
+
+
+PROMPTS_SEEN = "prompts.jsonl"  # beside a grpo policy: the problems it trained on, one JSON object a line

@@ -93,8 +93,9 @@ class GrpoConfig(Strict):
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
     epochs: float = Field(1.0, gt=0, description="Passes over the prompts when max_steps is unset")
     max_position_embeddings: int | None = Field(None, ge=1, description="Extend the policy's context first "
-                                                "(as distill; e.g. 131072 for Qwen2.5-Math-7B)")
-    rope_theta: float | None = Field(None, gt=0, description="RoPE base for the extended context")
+                                                "(default: the preset's, as distill: qwen-7b 131072)")
+    rope_theta: float | None = Field(None, gt=0, description="RoPE base for the extended context (default: the "
+                                     "preset's)")
     lora: bool = Field(False, description="Train LoRA adapters (merged into the final model)")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")

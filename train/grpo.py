@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from factory.benchmarks import PROMPTS_SEEN
 from factory.errors import FactoryError
 from factory.grpo_config import GrpoConfig
 from factory.rundir import FINAL, RunDir, write_resolved_config
@@ -46,17 +47,22 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    base = model_path(resolve_student(cfg.model))
+    preset = resolve_student(cfg.model)
+    base = model_path(preset)
     out = output_dir(cfg)
     tokenizer = _tokenizer(base)
     data, report = build_dataset(cfg, tokenizer)
     check_disk(base, out, cfg.save_total_limit, cfg.lora)
     with state.main_process_first():
         out.mkdir(parents=True, exist_ok=True)
+        if state.is_main_process:  # held-out evals leave these out (benchmarks.exclude_runs)
+            (out / PROMPTS_SEEN).write_text("".join(json.dumps({"prompt_id": i, "problem": p}) + "\n"
+                                                    for i, p in zip(data["prompt_id"], data["problem"])))
         resume_from = last_complete_checkpoint(out, move_torn=state.is_main_process) if cfg.resume else None
         longest = report["longest_prompt"] + cfg.max_completion_length
-        path, context_record = context.prepare(base, cfg.max_position_embeddings, cfg.rope_theta, longest, out,
-                                               write=state.is_main_process)
+        positions = cfg.max_position_embeddings or preset.max_position_embeddings  # as distill: the preset's
+        theta = cfg.rope_theta or preset.rope_theta
+        path, context_record = context.prepare(base, positions, theta, longest, out, write=state.is_main_process)
     from factory.rewards import RewardScorer
 
     log = out / ("rollouts.jsonl" if state.num_processes == 1 else f"rollouts.rank{state.process_index}.jsonl")

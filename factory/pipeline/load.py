@@ -99,7 +99,7 @@ def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
         where = f"{path} {name}" if name == kind else f"{path} {name} ({kind})"
         inst_dir = Path(own_dir) if own_dir else run_dir
         section = _defaults(name, kind, copy.deepcopy(doc.get(name) or ({} if kind != "eval" else [])), inst_dir)
-        config = (_evals(path, section, inst_dir, any(i.kind == "generate" for i in p.instances))
+        config = (_evals(path, section, inst_dir, any(i.kind in ("generate", "grpo") for i in p.instances))
                   if kind == "eval" else build(STAGES[kind].config_model, section, where=where))
         p.instances.append(StageInstance(name, kind, config, inst_dir))
         for dotted in STAGES[kind].model_fields:

@@ -16,7 +16,8 @@ from .registry import STAGES, Context
 console = Console(stderr=True)
 
 
-def prompt_count(cfg: GenerateConfig) -> int | None:
+def prompt_count(cfg) -> int | None:
+    """How many prompts a generate or grpo config reads, when known without loading them."""
     n = parse_source(cfg.prompts.source).known_size(cfg.prompts.size)
     return min(n, cfg.prompts.limit) if n is not None and cfg.prompts.limit else (n or cfg.prompts.limit)
 

@@ -171,16 +171,29 @@ def _grpo_final(cfg) -> Path:
 
 
 def _plan_grpo(g, ctx: Context) -> str:
+    """Two lines: the run (devices, steps, rollouts, tokens) and the recipe (rewards, loss, template)."""
+    from train.students import resolve_student
+
+    from .plan import prompt_count
+
+    gpus = int(ctx.pipeline.plan.get("gpus", 1))
+    per_step = (g.batch_size or g.num_generations) * g.grad_accum // g.num_generations * gpus
+    prompts = prompt_count(g)
+    steps = g.max_steps or (int(g.epochs * prompts / per_step) if prompts else None)
+    rollouts = steps * per_step * g.num_generations if steps else None
+    mean = int(ctx.pipeline.plan.get("mean_completion_tokens", g.max_completion_length // 2))
+    device = f"{gpus} GPU{'s' if gpus > 1 else ''}, vLLM {g.vllm_mode}" if g.use_vllm else "transformers generation"
+    tokens = rollouts * mean if rollouts else None
+    shown = "?" if tokens is None else f"{tokens / 1e6:,.1f}M" if tokens >= 1e6 else f"{tokens / 1e3:,.0f}k"
+    run = (f"{g.model} on {g.prompts.source}: {steps or '?'} steps × {per_step} prompts × G={g.num_generations} = "
+           f"{f'{rollouts:,}' if rollouts else '?'} rollouts (~{shown} tokens at ~{mean} each, "
+           f"{g.max_completion_length:,} max); {device}")
     rewards = ", ".join(f"{n} ×{w:g}" for n, w in g.rewards.active().items())
-    steps = f"{g.max_steps} steps" if g.max_steps else f"{g.epochs:g} epochs"
-    what = (f"{g.model} on {g.prompts.source}: {steps}, G={g.num_generations}, "
-            f"{(g.batch_size or g.num_generations) * g.grad_accum // g.num_generations} prompts/step/device, "
-            f"{g.max_completion_length} new tokens max, rewards {rewards}, loss {g.loss_type}, beta {g.beta}, "
-            f"lr {g.lr}, template {g.template}")
-    what += ", vLLM " + g.vllm_mode if g.use_vllm else ", transformers generation"
-    if g.max_position_embeddings:
-        what += f"; context extended to {g.max_position_embeddings:,} positions"
-    return what + ("; LoRA" if g.lora else "")
+    positions = g.max_position_embeddings or resolve_student(g.model).max_position_embeddings
+    recipe = (f"rewards {rewards}; loss {g.loss_type}, beta {g.beta}, clip [{g.epsilon}, {g.epsilon_high}], lr {g.lr},"
+              f" T={g.temperature}; template {g.template}" + (f"; context {positions:,} positions" if positions else "")
+              + ("; LoRA" if g.lora else ""))
+    return f"{run}\n{recipe}"
 
 
 def _describe_grpo(s: dict[str, Any]) -> str:
