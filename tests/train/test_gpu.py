@@ -30,3 +30,15 @@ def test_single_gpu_launch_config(tmp_path):
     assert main(["distill", str(run), "--student", "tiny", "--max-steps", "2", "--no-progress",
                  "--launch", "single_gpu"]) == 0
     assert (run / "student" / "tiny" / "final" / "model.safetensors").exists()
+
+
+def test_grpo_rollouts_on_vllm_colocated_with_training(tmp_path):
+    """vLLM in the training process, asleep while the optimizer steps (TRL's colocate mode)."""
+    run = tmp_path / "run"
+    assert main(["grpo", str(run), "--model", "smollm2-135m", "--prompts", "gym:chain_sum", "--max-steps", "2",
+                 "--no-progress", "--set", "prompts.size=4", "--set", "num_generations=4", "--set", "grad_accum=1",
+                 "--set", "max_completion_length=64", "--set", "use_vllm=true", "--set", "vllm_mode=colocate",
+                 "--set", "vllm_gpu_memory_utilization=0.2", "--set", "rewards.format.weight=0"]) == 0
+    out = run / "rl" / "smollm2-135m"
+    rows = [json.loads(line) for line in (out / "rl_metrics.jsonl").read_text().splitlines() if '"reward"' in line]
+    assert [r["step"] for r in rows] == [1, 2] and (out / "final" / "config.json").exists()

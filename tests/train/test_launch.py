@@ -51,3 +51,14 @@ def test_two_gloo_processes_match_one_process_first_loss(tmp_path):
     assert summary["processes"] == 2 and summary["steps"] == 2
     assert _first_loss(tmp_path / "two") == pytest.approx(_first_loss(tmp_path / "one"), rel=1e-4)
     assert (tmp_path / "two" / "final" / "model.safetensors").exists()
+
+
+def test_grpo_launches_with_the_same_configs(tmp_path):
+    from factory.config import build
+    from factory.grpo_config import GrpoConfig
+
+    cfg = build(GrpoConfig, {"run_dir": str(tmp_path), "model": "tiny", "num_generations": 4, "use_vllm": True})
+    cmd = launch_command(cfg, "fsdp", 8, tmp_path / "g.yaml", "grpo")
+    assert cmd[-4:] == ["grpo", str(tmp_path), "--config", str(tmp_path / "g.yaml")]
+    again = build(GrpoConfig, yaml.safe_load((tmp_path / "g.yaml").read_text()))
+    assert again == cfg, "the launched processes read the same config back"
