@@ -1,8 +1,8 @@
 """Rejection filters: pure functions `(trace, prompt, params) -> Verdict`, in one table by name.
 
 Row filters judge one trace; set filters (dedup, selection) judge a trace against the rest of the run and live
-in `setwise.py`. The same functions serve as eval scorers (`factory eval` calls `correctness`); no IO, no globals
-they write. GRPO rewards built on them are planned (`factory grpo`), not there yet.
+in `setwise.py`. The same functions serve as eval scorers (`factory eval` calls `correctness`) and as GRPO rewards
+(`factory/rewards.py`: accuracy, format, language); no IO, no globals they write.
 """
 
 from __future__ import annotations
