@@ -92,3 +92,20 @@ def test_the_same_kind_twice_runs_skips_and_invalidates_in_order(tmp_path, capsy
     assert main(["run", str(path), "--set", "sft1.max_steps=3"]) == 0
     new = json.loads((run / "pipeline_state.json").read_text())
     assert new["sft1"]["summary"]["steps"] == 3 and new["sft2"]["fingerprint"] != state["sft2"]["fingerprint"]
+
+
+def test_the_rl_recipes_plan_their_chain(capsys):
+    from tests.conftest import REPO
+
+    zero = load_pipeline(str(REPO / "pipelines" / "r1-zero-grpo.yaml"))
+    plan = " | ".join(what for _, what in dry_run(zero)["plan"])
+    for needle in ["2000 steps × 32 prompts × G=16 = 1,024,000 rollouts", "8 GPUs, vLLM colocate",
+                   "rewards accuracy ×1, format ×1", "template r1-zero", "context 131,072 positions"]:
+        assert needle in plan, needle
+    chain = load_pipeline(str(REPO / "pipelines" / "r1-multistage.yaml"))
+    rows: dict[str, str] = {}
+    for name, what in dry_run(chain)["plan"]:
+        rows.setdefault(name, what)  # a grpo has two lines: the run, then the recipe
+    assert rows["rejection"].startswith("vllm:runs/r1-multistage/rl/rl-reasoning/final")
+    assert rows["rl-all"].startswith("runs/r1-multistage/rejection/student/sft/final")
+    assert chain.configs["sft"].student == "qwen-7b", "R1's second SFT starts again from the base model"
