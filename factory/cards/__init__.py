@@ -141,6 +141,7 @@ def _filter_rows(stats: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, A
         remaining -= rejected
         shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "enabled")
         rows.append({"name": name, "rejected": rejected, "failed": stats["failed_any"].get(name, 0),
+                     "skipped": (stats.get("skipped") or {}).get(name, 0),
                      "remaining": remaining, "params": f"`{shown}`" if shown else ""})
     return rows
 

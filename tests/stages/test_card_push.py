@@ -51,6 +51,7 @@ def test_card_front_matter_numbers_and_plots(run_dir):
     assert {"name": "reasoning", "dtype": "string"} in info["default"]["features"]
     assert f"**{kept}** of {stats['funnel']['in']} traces" in text
     assert f"| correctness | {stats['funnel']['rejected_by']['correctness']} |" in text
+    assert "| language | 0 | 0 | 4 | 4 |" in text, "language did not judge the 4 traces correctness rejected"
     assert "`fake-teacher`" in text and "| temperature | 0.6 |" in text and "Rejected by correctness" in text
     assert "factory generate --prompts" in text and "factory filter" in text  # the commands that made it
     assert 'load_dataset("acme/traces", split="train")' in text
