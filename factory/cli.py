@@ -59,6 +59,8 @@ def generate(
     limit: Annotated[int | None, typer.Option(help="Use at most this many prompts")] = None,
     size: Annotated[int | None, typer.Option(help="gym: number of problems")] = None,
     seed: Annotated[int | None, typer.Option(help="gym: dataset seed")] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: this shard of the prompts only, into OUT/shards/I-of-N "
+                                              "(join them with factory merge OUT)")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -70,7 +72,8 @@ def generate(
     flags: dict[str, Any] = {}
     for dotted, value in [("prompts.source", prompts), ("teacher.base_url", base_url), ("sampling.n", n),
                           ("out", out), ("sampling.max_tokens", max_tokens), ("prompts.limit", limit),
-                          ("prompts.size", size), ("prompts.seed", seed), ("progress", None if progress else False)]:
+                          ("prompts.size", size), ("prompts.seed", seed), ("shard", shard),
+                          ("progress", None if progress else False)]:
         _put(flags, dotted, value)
     if teacher:
         flags.setdefault("teacher", {}).update(parse_teacher(teacher))
@@ -84,6 +87,19 @@ def generate(
         raise typer.Exit(130) from None
     if report.get("failed"):
         typer.echo(f"{report['failed']} samples failed (see the error column; rerun to retry them)", err=True)
+
+
+@app.command()
+def merge(
+    run_dir: Annotated[str, typer.Argument(help="Run directory holding shards/I-of-N from generate --shard")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Join the shards of generate --shard I/N into RUN_DIR/traces, checking every shard is there and finished."""
+    from .config import MergeConfig
+    from .stages import merge as stage
+
+    stage.run(build(MergeConfig, *_layers(config, {"run_dir": run_dir}, set_), where=config or "merge"))
 
 
 @app.command("filter")

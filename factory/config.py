@@ -124,6 +124,18 @@ class GenerateConfig(GenerationSettings):
     out: str = Field("runs/default", description="Run directory")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     shard_rows: int = Field(10_000, ge=1, description="Rows per Parquet shard")
+    shard: str | None = Field(None, pattern=r"^\d+/\d+$", description="I/N: generate only the prompts whose "
+                              "prompt_id hash falls in shard I of N (Slurm job arrays), into OUT/shards/I-of-N; "
+                              "`factory merge OUT` joins the shards")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_in_range(cls, v: str | None) -> str | None:
+        if v is not None:
+            i, n = map(int, v.split("/"))
+            if n < 1 or not 0 <= i < n:
+                raise ValueError(f"{v}: expected I/N with 0 <= I < N")
+        return v
 
     @field_validator("out")
     @classmethod
@@ -243,6 +255,11 @@ class EvalConfig(GenerationSettings):
     sampling: EvalSampling = Field(default_factory=EvalSampling)
     correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)
     workers: int = Field(0, ge=0, description="Scoring processes (0: one per CPU core)")
+
+
+class MergeConfig(Strict):
+    run_dir: str = Field("runs/default", description="Run directory whose shards/I-of-N generate runs are joined")
+    shard_rows: int = Field(10_000, ge=1, description="Rows per Parquet shard of the merged traces")
 
 
 class CardConfig(Strict):

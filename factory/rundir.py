@@ -46,6 +46,10 @@ class RunDir:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    def shard(self, index: int, count: int) -> Path:
+        """Where `factory generate --shard I/N` writes shard I of N (a run directory of its own)."""
+        return self.root / "shards" / f"{index}-of-{count}"
+
     @property
     def generate_stats(self) -> Path:
         return self.root / "generate_stats.json"

@@ -19,7 +19,7 @@ from ..cache import SampleCache
 from ..config import GenerateConfig, fingerprint, public_dump
 from ..errors import FactoryError
 from ..generation import CACHE_FIELDS, generate_missing, make_trace, plan
-from ..records import TRACE_SCHEMA
+from ..records import TRACE_SCHEMA, Prompt
 from ..rundir import RunDir, write_resolved_config
 from ..shards import ShardWriter, write_json_atomic
 from ..sources import load_prompts
@@ -32,6 +32,8 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     started = time.perf_counter()
     prompts = load_prompts(cfg.prompts)  # bad input fails here, before a request is sent or a file written
     cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"engine": resolve_engine(cfg.teacher.engine)})})
+    if cfg.shard:
+        prompts, cfg = in_shard(prompts, cfg)
     run_dir = check_out_dir(Path(cfg.out))
     created = not run_dir.exists()
     work = plan(cfg, prompts)
@@ -53,6 +55,16 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
         raise FactoryError(f"{cfg.out}: no sample succeeded ({report['failed']} failed, mostly {first}); "
                            f"see the error column of {cfg.out}/traces")
     return report
+
+
+def in_shard(prompts: list[Prompt], cfg: GenerateConfig) -> tuple[list[Prompt], GenerateConfig]:
+    """Shard I of N: the prompts whose prompt_id (a hash) is I modulo N, the same split on every machine; written
+    to OUT/shards/I-of-N, a run directory of its own (its own cache and lock)."""
+    index, count = map(int, cfg.shard.split("/"))
+    mine = [p for p in prompts if int(p.prompt_id, 16) % count == index]
+    if not mine:
+        raise FactoryError(f"--shard {cfg.shard}: no prompt of {len(prompts)} falls in this shard")
+    return mine, cfg.model_copy(update={"out": str(RunDir(cfg.out).shard(index, count))})
 
 
 def check_out_dir(run_dir: Path) -> Path:
