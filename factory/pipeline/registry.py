@@ -1,6 +1,6 @@
 """The stage kinds a pipeline can name. Each entry says how to build its config, run it, tell (without side
 effects: nothing is downloaded, converted or built) whether its outputs exist, and describe its result and plan.
-A new kind is a module under factory/stages/ and an entry here.
+A new kind is one module (under factory/stages/, or train/ for the torch side) and one entry here.
 
 Stage modules are imported when a stage runs, not before: the CLI stays light (no torch to plan a pipeline).
 """
