@@ -17,14 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .filters import prompt_of
 from .filters.basic import format_filter
 from .filters.correctness import correctness_filter
 from .filters.language import language_filter
 from .grpo_config import RewardsConfig
+from .records import PROMPT_FIELDS, prompt_from_row
 from .teachers.reasoning import split_reasoning
 
-PROMPT_COLUMNS = ("prompt_id", "source", "task", "problem", "reference_answer", "tests", "metadata")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
 
@@ -32,14 +31,14 @@ def completion_row(prompt: Mapping[str, Any], completion: str, tokens: int, limi
     """A completion as a trace row (the filters' input): reasoning and answer split as for a teacher's output."""
     reasoning, answer, source = split_reasoning(completion, None, "split_at_final")
     truncated = tokens >= limit
-    return {**{k: prompt[k] for k in PROMPT_COLUMNS}, "reasoning": reasoning, "answer": answer,
+    return {**{k: prompt[k] for k in PROMPT_FIELDS}, "reasoning": reasoning, "answer": answer,
             "raw_completion": completion, "reasoning_source": source, "truncated": truncated,
             "finish_reason": "length" if truncated else "stop", "completion_tokens": tokens, "error": None}
 
 
 def score(row: Mapping[str, Any], limit: int, cfg: RewardsConfig) -> dict[str, float | None]:
     """Every active reward of one completion; None where a reward cannot judge it (no reference answer)."""
-    prompt = prompt_of(row)
+    prompt = prompt_from_row(row)
     out: dict[str, float | None] = {}
     weights = cfg.active()
     if "accuracy" in weights:
@@ -97,7 +96,7 @@ class RewardScorer:
         todo = {}
         for i, key in enumerate(keys):
             if key not in self.cache and key not in todo:
-                prompt = {c: columns[c][i] for c in PROMPT_COLUMNS}
+                prompt = {c: columns[c][i] for c in PROMPT_FIELDS}
                 todo[key] = completion_row(prompt, completions[i], len(completion_ids[i]), self.limit)
         if todo:
             for key, result in zip(todo, self._score(list(todo.values()))):

@@ -1,9 +1,10 @@
 """Checkpoints shared by distill and grpo: a disk check before training, COMPLETE markers that make a checkpoint
 resumable only once fully written (torn ones are moved aside), and the final model saved as a standard
-transformers checkpoint vLLM can serve (LoRA adapters merged)."""
+transformers checkpoint vLLM can serve (LoRA adapters merged); and the metrics log a run appends to."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -12,6 +13,11 @@ from factory.errors import FactoryError
 from factory.rundir import FINAL
 
 COMPLETE = "COMPLETE"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics JSONL (train_metrics.jsonl, rl_metrics.jsonl); none when it is not there yet."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def last_complete_checkpoint(out: Path, move_torn: bool = True) -> Path | None:

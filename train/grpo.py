@@ -17,11 +17,12 @@ from typing import Any
 from factory.benchmarks import PROMPTS_SEEN
 from factory.errors import FactoryError
 from factory.grpo_config import GrpoConfig
+from factory.records import PROMPT_FIELDS
 from factory.rundir import FINAL, RunDir, write_resolved_config
 from factory.shards import write_json_atomic
 
 from . import context
-from .checkpoints import check_disk, last_complete_checkpoint, save_final
+from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .students import model_path, resolve_student
 
 # DeepSeek-R1 paper, Table 1: the template of DeepSeek-R1-Zero (for a base model: no chat template).
@@ -30,7 +31,6 @@ R1_ZERO = ("A conversation between User and Assistant. The user asks a question,
            "answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> "
            "tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. "
            "User: {prompt}. Assistant:")
-PROMPT_COLUMNS = ("prompt_id", "source", "task", "problem", "reference_answer", "tests", "metadata")
 
 
 def output_dir(cfg: GrpoConfig) -> Path:
@@ -74,7 +74,7 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, path, tokenizer, data, out, scorer)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final = save_final(trainer, tokenizer, path, out, cfg.lora)
-    metrics = _read_metrics(out / "rl_metrics.jsonl")
+    metrics = [r for r in read_metrics(out / "rl_metrics.jsonl") if "reward" in r]  # the step rows
     summary = {"model": base, "output": str(final), "data": report, "steps": trainer.state.global_step,
                "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
                "first": _summary_row(metrics[:1]), "last": _summary_row(metrics[-1:]),
@@ -116,7 +116,7 @@ def build_dataset(cfg: GrpoConfig, tokenizer) -> tuple[dict[str, list], dict[str
     from factory.teachers.template import build_messages
 
     kind = template_kind(cfg, tokenizer)
-    data: dict[str, list] = {"prompt": [], **{c: [] for c in PROMPT_COLUMNS}}
+    data: dict[str, list] = {"prompt": [], **{c: [] for c in PROMPT_FIELDS}}
     lengths, dropped = [], 0
     for p in load_prompts(cfg.prompts):
         messages = build_messages(p, cfg.user_template)
@@ -132,7 +132,7 @@ def build_dataset(cfg: GrpoConfig, tokenizer) -> tuple[dict[str, list], dict[str
             continue
         lengths.append(len(ids))
         data["prompt"].append(prompt)
-        for c in PROMPT_COLUMNS:
+        for c in PROMPT_FIELDS:
             data[c].append(getattr(p, c))
     if not lengths:
         raise FactoryError(f"{cfg.prompts.source}: no prompt fits in max_prompt_length={cfg.max_prompt_length} "
@@ -189,11 +189,6 @@ def _summary_row(rows: list[dict]) -> dict[str, Any]:
     if not rows:
         return {}
     return {k: v for k, v in rows[0].items() if k in SUMMARY_KEYS or k.startswith("rewards/") or k == "step"}
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [r for r in rows if "reward" in r]
 
 
 def plot_curves(rows: list[dict], out: Path) -> None:

@@ -7,7 +7,6 @@ torn one), train_metrics.jsonl with tokens/s, a rich progress bar, and a loss-cu
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from factory.shards import write_json_atomic
 
 from . import context
 from .batching import use_packing
-from .checkpoints import check_disk, last_complete_checkpoint, save_final
+from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .mixture import load_items
 from .sft_data import DataReport, build_samples
 from .students import Settings, model_path, output_dir, resolve_settings
@@ -123,12 +122,8 @@ def build_trainer(cfg: DistillConfig, s: Settings, path: str, tokenizer, data: d
 
 
 def _last_loss(metrics: Path) -> float | None:
-    losses = [r["loss"] for r in _read_metrics(metrics) if "loss" in r]
+    losses = [r["loss"] for r in read_metrics(metrics) if "loss" in r]
     return losses[-1] if losses else None
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _plot_loss(metrics: Path, png: Path) -> None:
@@ -137,7 +132,7 @@ def _plot_loss(metrics: Path, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in _read_metrics(metrics) if "loss" in r and math.isfinite(r["loss"])]
+    rows = [r for r in read_metrics(metrics) if "loss" in r and math.isfinite(r["loss"])]
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))

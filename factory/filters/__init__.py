@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ..records import Prompt
+from ..records import Prompt, prompt_from_row
 from . import params as P
 
 Status = Literal["pass", "fail", "skip"]
@@ -115,11 +115,6 @@ def all_filter_names() -> list[str]:
     return list(FILTERS)
 
 
-def prompt_of(row: Mapping[str, Any]) -> Prompt:
-    return Prompt(**{k: row[k] for k in ("source", "task", "problem", "reference_answer", "tests", "metadata",
-                                         "prompt_id")})
-
-
 def run_row_filters(row: Mapping[str, Any], names: list[str], params: Mapping[str, Any],
                     all_verdicts: bool = True, on_start: Callable[[str], None] | None = None) -> dict[str, Verdict]:
     """Every named filter's verdict on one row, keyed in `names`' order.
@@ -128,7 +123,7 @@ def run_row_filters(row: Mapping[str, Any], names: list[str], params: Mapping[st
     first; then the skippable ones run in order until the first failure in `order`, after which they are
     skipped. The first failing filter in order (the row's reject_reason) is the same either way.
     `on_start(name)` is told which filter is about to run (a hung worker's rows are charged to it)."""
-    prompt = prompt_of(row)
+    prompt = prompt_from_row(row)
 
     def judge(name: str) -> Verdict:
         if on_start is not None:

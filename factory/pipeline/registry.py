@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..config import CardConfig, DistillConfig, EvalConfig, FilterConfig, GenerateConfig
+from ..grpo_config import GrpoConfig
 from ..rundir import RunDir
 
 if TYPE_CHECKING:
@@ -88,12 +89,6 @@ def _run_distill(cfg: DistillConfig, ctx: Context) -> dict[str, Any]:
         shutil.rmtree(out)  # a changed config invalidates the old checkpoints: never resume across configs
     r = sft.run(cfg.model_copy(update={"resume": ctx.resume}))
     return {k: r.get(k) for k in ("steps", "final_loss", "output", "nonpad_share")} | {"samples": r["data"]["samples"]}
-
-
-def _distill_done(cfg: DistillConfig) -> bool:
-    from train.students import final_dir  # light: no torch at import
-
-    return (final_dir(cfg) / "config.json").exists()
 
 
 def _plan_distill(d: DistillConfig, ctx: Context) -> str:
@@ -207,12 +202,6 @@ def _plan_generate(g: GenerateConfig, ctx: Context) -> str:
     return generation_estimate(g, ctx.pipeline.plan)[1]
 
 
-def _grpo_model():
-    from ..grpo_config import GrpoConfig
-
-    return GrpoConfig
-
-
 def _distill_final(cfg: DistillConfig) -> Path:
     from train.students import final_dir
 
@@ -226,10 +215,11 @@ STAGES: dict[str, Stage] = {
                     lambda s: f"kept {s.get('kept')} of {s.get('in')}", _plan_filter),
     "card": Stage(CardConfig, _run_card, lambda c: _card_path(c).exists(), lambda s: s.get("card", ""),
                   lambda c, ctx: str(_card_path(c))),
-    "distill": Stage(DistillConfig, _run_distill, _distill_done, _describe_distill, _plan_distill,
+    "distill": Stage(DistillConfig, _run_distill, lambda c: (_distill_final(c) / "config.json").exists(),
+                     _describe_distill, _plan_distill,
                      model_fields=("student",), trained_model=_distill_final,
                      default_output=lambda run_dir, name: RunDir(run_dir).student(name)),
-    "grpo": Stage(_grpo_model(), _run_grpo, lambda c: (_grpo_final(c) / "config.json").exists(), _describe_grpo,
+    "grpo": Stage(GrpoConfig, _run_grpo, lambda c: (_grpo_final(c) / "config.json").exists(), _describe_grpo,
                   _plan_grpo, model_fields=("model",), trained_model=_grpo_final,
                   default_output=lambda run_dir, name: RunDir(run_dir).rl(name)),
     "eval": Stage(None, _run_evals, _evals_done, _describe_evals, _plan_evals, dir_key="out"),

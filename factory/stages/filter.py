@@ -88,6 +88,7 @@ def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None, ind
 
 WORKER_COLUMNS = [f.name for f in TRACE_SCHEMA if f.name not in ("created_at", "messages")]
 FILTER_NAMES = list(FILTERS)
+_FILTER_CODE = {name: 1 + i for i, name in enumerate(FILTER_NAMES)}  # 0: no filter begun yet
 
 
 def judge_row_group(path: str, group: int, task: int = 0, cfg: FilterConfig | None = None,
@@ -97,7 +98,7 @@ def judge_row_group(path: str, group: int, task: int = 0, cfg: FilterConfig | No
 
     def running(name: str) -> None:
         if _running is not None:
-            _running[task] = 1 + FILTER_NAMES.index(name)
+            _running[task] = _FILTER_CODE[name]
 
     rows = pq.ParquetFile(path).read_row_group(group, columns=WORKER_COLUMNS).to_pylist()
     return [r["prompt_id"] for r in rows], judge_batch(rows, cfg, index, running)
