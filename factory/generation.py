@@ -54,18 +54,14 @@ def plan(cfg: GenerationSettings, prompts: list[Prompt]) -> Plan:
 
 def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) -> dict[str, Any]:
     """Requests every sample of the plan the cache lacks; each finished one is cached at once (failures are not:
-    a rerun tries them again). Returns the counts, usage and the failures by key (`errors`)."""
-    requests, keys_of = [], {}
-    for prompt, messages, keys in work:
-        missing = [i for i, k in enumerate(keys) if k not in cache]
-        if missing:
-            req = Request(prompt=prompt, messages=messages, sample_indices=missing)
-            requests.append(req)
-            keys_of[id(req)] = keys
-    todo = sum(len(r.sample_indices) for r in requests)
-    report: dict[str, Any] = {"prompts": len(work), "samples": len(work) * cfg.sampling.n,
-                              "cached": len(work) * cfg.sampling.n - todo, "requested": todo, "errors": {}}
-    if not requests:
+    a rerun tries them again). Two streaming passes over the plan (one counts, one feeds the teacher as it has
+    room), so memory holds the requests in flight, never a list of the plan. Returns the counts, usage and the
+    failures by key (`errors`)."""
+    todo = sum(k not in cache for _, _, keys in work for k in keys)
+    total = len(work) * cfg.sampling.n
+    report: dict[str, Any] = {"prompts": len(work), "samples": total, "cached": total - todo, "requested": todo,
+                              "errors": {}}
+    if not todo:
         return report
     teacher = make_teacher(cfg.teacher, cfg.sampling)
     errors: dict[str, Completion] = report["errors"]
@@ -73,17 +69,25 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) ->
     try:
         with GenerationProgress(todo, teacher.usage, enabled=cfg.progress) as advance:
             def sink(req: Request, c: Completion) -> None:
-                key = keys_of[id(req)][c.sample_index]
+                key = req.keys[c.sample_index]
                 if c.error:
                     errors[key] = c  # not cached: a rerun tries it again
                 else:
                     cache.put(key, _cache_record(teacher, cfg, c))
                 advance()
-            teacher.generate(requests, sink)
+            teacher.generate(missing_requests(work, cache), sink)
     finally:
         teacher.close()
     report.update(_usage_report(cfg, teacher.usage, time.perf_counter() - gen_started))
     return report
+
+
+def missing_requests(work: Plan, cache) -> Iterator[Request]:
+    """One request per prompt with samples the cache lacks, made as the teacher asks for it."""
+    for prompt, messages, keys in work:
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            yield Request(prompt=prompt, messages=messages, sample_indices=missing, keys=keys)
 
 
 def _cache_record(teacher, cfg: GenerationSettings, c: Completion) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,6 +14,7 @@ class Request:
     prompt: Prompt
     messages: list[dict[str, str]]
     sample_indices: list[int]  # the missing samples of this prompt; engines may serve them with native n
+    keys: list[str] = field(default_factory=list)  # the caller's cache key of each sample index (engines ignore it)
 
 
 @dataclass
@@ -50,8 +51,9 @@ class Teacher(Protocol):
     model: str  # the model name recorded in traces
     usage: Usage
 
-    def generate(self, requests: Sequence[Request], sink: Sink) -> None:
-        """Serve every sample of every request, calling `sink` once per sample as soon as it is done."""
+    def generate(self, requests: Iterable[Request], sink: Sink) -> None:
+        """Serve every sample of every request, calling `sink` once per sample as soon as it is done. `requests`
+        may be a generator: engines take from it as they have room, so a million-sample plan is never a list."""
         ...
 
     def close(self) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from ..chat_templates import prompt_template
 from ..config import SamplingConfig, TeacherConfig
@@ -31,7 +31,8 @@ class HFTeacher:
         self.chat_template = prompt_template(self.tokenizer)  # no hidden system prompt (R1 used none)
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
 
-    def generate(self, requests: Sequence[Request], sink: Sink) -> None:
+    def generate(self, requests: Iterable[Request], sink: Sink) -> None:
+        requests = list(requests)  # a small local model: its batches are built from the whole list
         # One unit per sample, sorted by prompt length so a batch pads little.
         units = [(req, i) for req in requests for i in req.sample_indices]
         texts = {id(req): self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True,

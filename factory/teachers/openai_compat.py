@@ -13,7 +13,8 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -104,7 +105,7 @@ class OpenAITeacher:
         self._refusals: list[str] = []  # non-retryable failures before the first success
         self._abort: str | None = None
 
-    def generate(self, requests: Sequence[Request], sink: Sink) -> None:
+    def generate(self, requests: Iterable[Request], sink: Sink) -> None:
         asyncio.run(self._generate(requests, sink))
         if self._abort:
             raise FactoryError(self._abort)
@@ -112,29 +113,36 @@ class OpenAITeacher:
     def close(self) -> None:
         pass
 
-    async def _generate(self, requests: Sequence[Request], sink: Sink) -> None:
+    async def _generate(self, requests: Iterable[Request], sink: Sink) -> None:
+        """`concurrency` workers take from one iterator of (request, sample indices): requests are drawn from the
+        caller's generator only as workers free up, so memory holds what is in flight, not the plan."""
         transport = AiohttpTransport(self.cfg) if self.cfg.client == "aiohttp" else SdkTransport(self.cfg)
-        queue: asyncio.Queue[tuple[Request, list[int]]] = asyncio.Queue()
-        for req in requests:
-            for chunk in self._chunks(req.sample_indices):
-                queue.put_nowait((req, chunk))
-        workers = [asyncio.create_task(self._worker(transport, queue, sink))
-                   for _ in range(min(self.cfg.concurrency, queue.qsize()))]
+        self._again: deque[tuple[Request, list[int]]] = deque()  # samples to ask for again, one by one
+        work = self._work(iter(requests))
+        workers = [asyncio.create_task(self._worker(transport, work, sink)) for _ in range(self.cfg.concurrency)]
         try:
             await asyncio.gather(*workers)
         finally:
             await transport.close()
 
-    def _chunks(self, indices: list[int]) -> list[list[int]]:
-        return [indices] if self._native_n and len(indices) > 1 else [[i] for i in indices]
+    def _work(self, requests: Iterator[Request]) -> Iterator[tuple[Request, list[int]]]:
+        for req in requests:
+            if self._native_n and len(req.sample_indices) > 1:
+                yield req, req.sample_indices
+            else:
+                yield from ((req, [i]) for i in req.sample_indices)
 
-    async def _worker(self, client: Transport, queue: asyncio.Queue, sink: Sink) -> None:
-        while not queue.empty() and not self._abort:
-            req, indices = queue.get_nowait()
-            for item in await self._serve(client, req, indices, queue):
-                sink(req, item)
+    async def _worker(self, client: Transport, work: Iterator, sink: Sink) -> None:
+        # One generator shared by the workers is safe: it never awaits, so only one worker is ever inside it.
+        while not self._abort:
+            item = self._again.popleft() if self._again else next(work, None)
+            if item is None:
+                return
+            req, indices = item
+            for completion in await self._serve(client, req, indices):
+                sink(req, completion)
 
-    async def _serve(self, client, req: Request, indices: list[int], queue: asyncio.Queue) -> list[Completion]:
+    async def _serve(self, client, req: Request, indices: list[int]) -> list[Completion]:
         """One logical request with retries; returns completions (or error completions) for `indices`."""
         for attempt in range(self.cfg.max_retries + 1):
             try:
@@ -143,7 +151,7 @@ class OpenAITeacher:
                 break
             except SampleFailure as f:
                 if f.error_class == "n_unsupported":
-                    self._fall_back_to_single(req, indices, queue)
+                    self._fall_back_to_single(req, indices)
                     return []
                 self.usage.fail(f.error_class)
                 if f.error_class not in RETRYABLE or attempt == self.cfg.max_retries:
@@ -153,7 +161,7 @@ class OpenAITeacher:
                 self.usage.retries += 1
                 await asyncio.sleep(self._backoff(attempt, f.retry_after))
         if len(choices) < len(indices):  # a server that ignores n: ask again for the rest, one by one
-            self._fall_back_to_single(req, indices[len(choices):], queue)
+            self._fall_back_to_single(req, indices[len(choices):])
         return self._completions(choices, usage, latency, indices)
 
     def _note_refusal(self, f: SampleFailure) -> None:
@@ -168,11 +176,10 @@ class OpenAITeacher:
             self._abort = (f"{url}: the first {limit} requests all failed with {f.error_class}: {_short(str(f))}; "
                            "stopped without sending the rest (check the key, the model name and the URL)")
 
-    def _fall_back_to_single(self, req: Request, indices: list[int], queue: asyncio.Queue) -> None:
+    def _fall_back_to_single(self, req: Request, indices: list[int]) -> None:
         if self.cfg.native_n == "auto":
             self._native_n = False
-        for i in indices:
-            queue.put_nowait((req, [i]))
+        self._again.extend((req, [i]) for i in indices)
 
     def _completions(self, choices: list[dict], usage: dict, latency: float, indices: list[int]) -> list[Completion]:
         single = len(choices) == 1  # with n > 1 the server reports only the total of completion tokens

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from ..chat_templates import prompt_template
 from ..config import SamplingConfig, TeacherConfig
@@ -58,14 +58,19 @@ class VLLMTeacher:
         return SamplingParams(n=n, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
                               max_tokens=self.sampling.max_tokens)
 
-    def generate(self, requests: Sequence[Request], sink: Sink) -> None:
-        pending = list(reversed(requests))
+    def generate(self, requests: Iterable[Request], sink: Sink) -> None:
+        pending = iter(requests)
+        more = True
         in_flight: dict[str, tuple[Request, float]] = {}
         engine = self.llm.llm_engine
-        while pending or in_flight:
+        while more or in_flight:
             window = []
-            while pending and len(in_flight) + len(window) < self.cfg.batch_size:
-                window.append(pending.pop())
+            while more and len(in_flight) + len(window) < self.cfg.batch_size:
+                req = next(pending, None)
+                if req is None:
+                    more = False
+                else:
+                    window.append(req)
             if window:
                 ids = self.llm.enqueue_chat([r.messages for r in window],
                                             [self._params(len(r.sample_indices)) for r in window], use_tqdm=False,
@@ -76,7 +81,7 @@ class VLLMTeacher:
                 if out.finished and _external_id(out.request_id) in in_flight:
                     req, started = in_flight.pop(_external_id(out.request_id))
                     self._emit(req, out, time.perf_counter() - started, sink)
-            if in_flight and not pending and not engine.has_unfinished_requests():
+            if in_flight and not more and not engine.has_unfinished_requests():
                 self._fail_lost(in_flight, sink)  # never spin on requests the engine no longer knows
 
     def _emit(self, req: Request, out, latency: float, sink: Sink) -> None:
