@@ -5,11 +5,14 @@ cache lacks (bought from a teacher, cached one by one as they finish), and the t
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
+
+import orjson
 
 from .cache import SampleCache, sample_key
 from .config import GenerationSettings
@@ -57,14 +60,16 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) ->
     a rerun tries them again). Two streaming passes over the plan (one counts, one feeds the teacher as it has
     room), so memory holds the requests in flight, never a list of the plan. Returns the counts, usage and the
     failures by key (`errors`)."""
-    todo = sum(k not in cache for _, _, keys in work for k in keys)
     total = len(work) * cfg.sampling.n
+    todo = sum(k not in cache for _, _, keys in work for k in keys) if len(cache) else total
     report: dict[str, Any] = {"prompts": len(work), "samples": total, "cached": total - todo, "requested": todo,
                               "errors": {}}
     if not todo:
         return report
     teacher = make_teacher(cfg.teacher, cfg.sampling)
     errors: dict[str, Completion] = report["errors"]
+    same = {"teacher_model": teacher.model, "engine": teacher.engine,
+            "sampling": json.loads(sampling_column(sampling_key(cfg)))}  # the same for every sample
     gen_started = time.perf_counter()
     try:
         with GenerationProgress(todo, teacher.usage, enabled=cfg.progress) as advance:
@@ -73,7 +78,7 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) ->
                 if c.error:
                     errors[key] = c  # not cached: a rerun tries it again
                 else:
-                    cache.put(key, _cache_record(teacher, cfg, c))
+                    cache.put(key, _cache_record(same, c))
                 advance()
             teacher.generate(missing_requests(work, cache), sink)
     finally:
@@ -90,11 +95,22 @@ def missing_requests(work: Plan, cache) -> Iterator[Request]:
             yield Request(prompt=prompt, messages=messages, sample_indices=missing, keys=keys)
 
 
-def _cache_record(teacher, cfg: GenerationSettings, c: Completion) -> dict[str, Any]:
+def _cache_record(same: dict[str, Any], c: Completion) -> dict[str, Any]:
     return {"text": c.text, "reasoning_content": c.reasoning_content, "finish_reason": c.finish_reason,
             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
-            "teacher_model": teacher.model, "engine": teacher.engine, "sampling": redact(sampling_key(cfg)),
+            **same,
             "created_at": datetime.now(timezone.utc).isoformat()}
+
+
+@functools.lru_cache(maxsize=64)
+def _redacted_json(raw: bytes) -> str:
+    return json.dumps(redact(orjson.loads(raw)))
+
+
+def sampling_column(sampling: dict[str, Any]) -> str:
+    """The trace's `sampling` column: redacted JSON, computed once per distinct setting rather than once per
+    sample (redaction walks the environment for secrets, which cost more than the rest of the sample's work)."""
+    return _redacted_json(orjson.dumps(sampling))
 
 
 def _usage_report(cfg: GenerationSettings, usage, seconds: float) -> dict[str, Any]:
@@ -116,10 +132,10 @@ def make_trace(cfg: GenerationSettings, prompt: Prompt, messages: list[dict], in
     if rec is None:
         error = redact_text(err.error) if err else "missing: the sample is not in the cache (rerun to generate it)"
         return Trace(**base, teacher_model=cfg.teacher.model, engine=cfg.teacher.engine,
-                     sampling=json.dumps(redact(sampling_key(cfg))), error=error)
+                     sampling=sampling_column(sampling_key(cfg)), error=error)
     reasoning, answer, source = split_reasoning(rec["text"], rec.get("reasoning_content"), cfg.reasoning.untagged)
     return Trace(**base, teacher_model=rec["teacher_model"], engine=rec["engine"],
-                 sampling=json.dumps(redact(rec["sampling"])), reasoning=reasoning, answer=answer,
+                 sampling=sampling_column(rec["sampling"]), reasoning=reasoning, answer=answer,
                  raw_completion=rec["text"], reasoning_source=source, finish_reason=rec.get("finish_reason"),
                  truncated=rec.get("finish_reason") == "length", prompt_tokens=rec.get("prompt_tokens"),
                  completion_tokens=rec.get("completion_tokens"), latency_s=rec.get("latency_s"),

@@ -54,16 +54,25 @@ class ShardWriter:
         self.tmp_dir.mkdir()
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._rows: list[dict[str, Any]] = []  # Python rows, turned into Arrow a row group at a time
         self._shards: list[tuple[str, int]] = []
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+        """Buffers rows: converting a few rows at a time (one prompt's samples) cost more than writing them."""
+        self._rows.extend(rows)
+        if len(self._rows) >= self.ROW_GROUP:
+            self._convert_rows()
+
+    def _convert_rows(self) -> None:
+        rows, self._rows = self._rows, []
+        self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
 
     def write_table(self, table: pa.Table) -> None:
         """Appends a table (columns in any order, extra columns dropped); columnar callers skip Python rows."""
+        if self._rows:
+            self._convert_rows()
         if table.num_rows:
             self._pending.append(table.select(self.schema.names).cast(self.schema))
             self._pending_rows += table.num_rows
@@ -93,6 +102,8 @@ class ShardWriter:
             self._writer, self._in_shard = None, 0
 
     def close(self) -> dict[str, Any]:
+        if self._rows:
+            self._convert_rows()
         while self._pending_rows or not self._shards:
             self._flush()
         self._close_shard()

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import orjson
 import pytest
 
 from factory.cache import COMPACT_AFTER, SampleCache, sample_key
@@ -42,3 +45,27 @@ def test_many_segments_are_compacted(tmp_path):
 
 def test_key_is_order_insensitive_and_value_sensitive():
     assert sample_key({"a": 1, "b": 2}) == sample_key({"b": 2, "a": 1}) != sample_key({"a": 1, "b": 3})
+
+
+def test_segment_writer_lines_are_readable_where_put_says(tmp_path):
+    from factory.cache import SegmentWriter
+
+    writer = SegmentWriter(tmp_path / "seg-1.log")
+    spots = [writer.put(f"k{i}", {"text": "x" * (i * 1000)}) for i in range(50)]
+    writer.sync()  # everything queued is on disk for another reader
+    data = (tmp_path / "seg-1.log").read_bytes()
+    for i, (offset, length) in enumerate(spots):
+        assert data[offset : offset + length] == f"k{i}\t".encode() + orjson.dumps({"text": "x" * (i * 1000)}) + b"\n"
+    writer.close()
+    with SampleCache(tmp_path, ("text",)) as cache:
+        assert len(cache) == 50
+
+
+def test_segment_writer_reports_a_failed_write_naming_the_file(tmp_path):
+    from factory.cache import SegmentWriter
+
+    writer = SegmentWriter(Path("/dev/full"))  # every write fails with ENOSPC
+    writer.put("k", {"text": "x" * 100_000})
+    with pytest.raises(FactoryError, match=r"/dev/full: cannot write the cache: .*No space left"):
+        writer.close()
+    assert Path("/dev/full").exists()
