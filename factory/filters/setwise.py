@@ -6,6 +6,7 @@ flat in the length of the traces.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -51,34 +52,58 @@ def minhash(text: str, p: DedupParams):
     return LeanMinHash(m)
 
 
-@dataclass
+@functools.lru_cache(maxsize=8)
+def band_shape(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch chooses for this threshold: its public `b` and `r`."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+def lsh_bands(text: str, p: DedupParams) -> bytes:
+    """The text's LSH band keys: one 8-byte hash per band of its MinHash, b*8 bytes in all. Two texts are
+    near-duplicate candidates when any band key is equal, as in datasketch's MinHashLSH; keeping 8 bytes a band
+    instead of the whole signature and an index of them is what keeps dedup over a million rows in memory, and
+    a band key is what a cluster shuffles on."""
+    bands, per_band = band_shape(p.threshold, p.num_perm)
+    values = minhash(text, p).hashvalues
+    return b"".join(hashlib.blake2b(values[i * per_band : (i + 1) * per_band].tobytes(), digest_size=8,
+                                    salt=i.to_bytes(16, "little")).digest() for i in range(bands))
+
+
+def band_keys(signature: bytes) -> list[int]:
+    return [int.from_bytes(signature[i : i + 8], "little") for i in range(0, len(signature), 8)]
+
+
+@dataclass(slots=True)
 class RowSummary:
     prompt_id: str
     tokens: int
     passed_rows: bool  # passed every row filter
     correct: bool | None
     key: str | None = None
-    signature: object = None  # MinHash, when near-dedup is on and the row passed
+    signature: bytes | None = None  # LSH band keys (lsh_bands), when near-dedup is on and the row passed
 
 
 def dedup(rows: list[RowSummary], p: DedupParams) -> dict[int, str]:
     """Row index -> reason, for duplicates among rows that passed the row filters; the shortest is kept."""
-    from datasketch import MinHashLSH
-
     rejected: dict[int, str] = {}
     seen: set[str] = set()
-    lsh = MinHashLSH(threshold=p.threshold, num_perm=p.num_perm) if p.near else None
+    bands: list[set[int]] = [set() for _ in range(band_shape(p.threshold, p.num_perm)[0])] if p.near else []
     for i in sorted((i for i, r in enumerate(rows) if r.passed_rows), key=lambda i: (rows[i].tokens, i)):
         row = rows[i]
         if row.key in seen:
             rejected[i] = "duplicate"
             continue
         seen.add(row.key)
-        if lsh is not None and row.signature is not None:
-            if lsh.query(row.signature):
+        if bands and row.signature is not None:
+            keys = band_keys(row.signature)
+            if any(k in band for k, band in zip(keys, bands)):
                 rejected[i] = "near_duplicate"
                 continue
-            lsh.insert(str(i), row.signature)
+            for k, band in zip(keys, bands):
+                band.add(k)
     return rejected
 
 

@@ -28,7 +28,7 @@ from ..errors import FactoryError
 from ..filters import FILTERS, SET_FILTERS, Verdict, run_row_filters
 from ..filters.basic import count_tokens
 from ..filters.decontam import DecontamIndex, build_index
-from ..filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates, select
+from ..filters.setwise import RowSummary, dedup, exact_key, lsh_bands, pass_rates, select
 from ..records import FILTERED_SCHEMA, TRACE_SCHEMA
 from ..rundir import RunDir, write_resolved_config
 from ..shards import (
@@ -53,7 +53,7 @@ class RowJudgement:
     correct: bool | None  # for the pass rate; None when correctness could not judge it
     tokens: int
     dedup_key: str | None = None
-    minhash: Any = None
+    bands: bytes | None = None  # LSH band keys, for near-dedup
 
 
 _worker_cfg: FilterConfig | None = None
@@ -81,7 +81,7 @@ def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None, ind
         if first is None and cfg.dedup.enabled and "dedup" in cfg.order:
             j.dedup_key = exact_key(row["reasoning"], row["answer"])
             if cfg.dedup.near:
-                j.minhash = minhash(f"{row['reasoning']}\n{row['answer']}", cfg.dedup)
+                j.bands = lsh_bands(f"{row['reasoning']}\n{row['answer']}", cfg.dedup)
         out.append(j)
     return out
 
@@ -187,7 +187,7 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
             for pid, j in zip(*result):
                 vf.write(json.dumps([j.verdicts, j.first_failure]) + "\n")
                 summaries.append(RowSummary(pid, j.tokens, j.first_failure is None, j.correct, j.dedup_key,
-                                            j.minhash))
+                                            j.bands))
             advance(len(result[0]))
 
         if workers == 1:

@@ -1,5 +1,5 @@
 from factory.config import DedupParams, SelectionParams
-from factory.filters.setwise import RowSummary, dedup, exact_key, minhash, pass_rates, select
+from factory.filters.setwise import RowSummary, dedup, exact_key, lsh_bands, pass_rates, select
 
 BASE = " ".join(f"step {i}: we add {i} and {i + 1} to get {2 * i + 1}." for i in range(40))
 
@@ -7,7 +7,7 @@ BASE = " ".join(f"step {i}: we add {i} and {i + 1} to get {2 * i + 1}." for i in
 def _row(pid, tokens, text, correct=True, passed=True, near=True):
     p = DedupParams()
     return RowSummary(pid, tokens, passed, correct, exact_key(text, "\\boxed{1}"),
-                      minhash(f"{text}\n\\boxed{{1}}", p) if near else None)
+                      lsh_bands(f"{text}\n\\boxed{{1}}", p) if near else None)
 
 
 def test_exact_duplicates_keep_the_shortest():
@@ -36,3 +36,33 @@ def test_pass_rate_and_selection():
     assert select(rows, alive, rates, SelectionParams(max_pass_rate=0.8)) == {4: "too_easy"}
     random_pick = select(rows, alive, rates, SelectionParams(max_per_prompt=1, strategy="random", seed=1))
     assert len(random_pick) == 2 and set(random_pick) <= {0, 1, 2}
+
+
+def test_band_keys_find_the_candidates_datasketch_finds():
+    """Our 8-byte band keys must flag exactly the rows MinHashLSH.query would, in the same greedy order."""
+    import random
+
+    from datasketch import MinHashLSH
+
+    from factory.filters.setwise import minhash
+
+    p, rng = DedupParams(), random.Random(0)
+    words = BASE.split()
+    texts = []
+    for _ in range(60):  # variants of one text at many distances, so some pairs straddle the threshold
+        w = list(words)
+        for _ in range(rng.choice([0, 1, 2, 4, 8, 16, 40])):
+            w[rng.randrange(len(w))] = rng.choice(["alpha", "beta", "gamma", str(rng.random())])
+        texts.append(" ".join(w))
+    lsh, expected = MinHashLSH(threshold=p.threshold, num_perm=p.num_perm), {}
+    for i, text in enumerate(texts):  # the same order dedup uses: tokens (all equal here), then index
+        m = minhash(f"{text}\n\\boxed{{1}}", p)
+        if exact_key(text, "\\boxed{1}") in {exact_key(t, "\\boxed{1}") for t in texts[:i]}:
+            expected[i] = "duplicate"
+        elif lsh.query(m):
+            expected[i] = "near_duplicate"
+        else:
+            lsh.insert(str(i), m)
+    got = dedup([_row(str(i), 10, t) for i, t in enumerate(texts)], p)
+    assert got == {i: why for i, why in expected.items()}
+    assert "near_duplicate" in got.values() and len(got) < len(texts) - 1
