@@ -182,20 +182,20 @@ def _examples(run_dir: Path, stats: dict[str, Any], limit: int) -> list[dict[str
 
 
 def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
-    from ..filters.basic import count_tokens
+    """From the shards' small columns only (polars, lazily): the reasoning is never read."""
+    import polars as pl
 
-    tokens: dict[str, list[int]] = {"kept": [], "rejected": []}
-    rates: dict[str, float] = {}
-    columns = ["prompt_id", "reasoning", "answer", "raw_completion", "completion_tokens", "pass_rate"]
-    for split in tokens:
-        for batch in iter_batches(RunDir(run_dir).filtered / split, columns=columns):
-            for row in batch.to_pylist():
-                tokens[split].append(count_tokens(row)[0])
-                if row["pass_rate"] is not None:
-                    rates[row["prompt_id"]] = row["pass_rate"]
+    from ..stages.filter_stats import scan_filtered, with_tokens
+
+    rows = with_tokens(scan_filtered(RunDir(run_dir).filtered).select(
+        "prompt_id", "kept", "verdicts", "completion_tokens", "pass_rate")).select("kept", "tokens").collect()
+    tokens = {"kept": rows.filter(pl.col("kept"))["tokens"].drop_nulls().to_list(),
+              "rejected": rows.filter(~pl.col("kept"))["tokens"].drop_nulls().to_list()}
+    rates = (scan_filtered(RunDir(run_dir).filtered).select("prompt_id", "pass_rate")
+             .filter(pl.col("pass_rate").is_not_null()).unique("prompt_id").sort("prompt_id").collect())
     plots.token_histogram(tokens["kept"], tokens["rejected"], assets / "tokens.png")
     stats = run["stats"]
     stages = [("input", stats["funnel"]["in"])]
     stages += [(f["name"], f["remaining"]) for f in _filter_rows(stats, run["resolved"]["filter"]["config"])]
     plots.funnel(stages, assets / "funnel.png")
-    plots.pass_rates([rates[k] for k in sorted(rates)], assets / "pass_rate.png")
+    plots.pass_rates(rates["pass_rate"].to_list(), assets / "pass_rate.png")

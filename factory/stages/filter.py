@@ -41,7 +41,7 @@ from ..shards import (
     write_json_atomic,
 )
 from ..workpool import ordered_map
-from .filter_stats import FunnelStats, print_stats
+from .filter_stats import funnel_stats, print_stats
 
 
 @dataclass
@@ -132,12 +132,11 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         t1 = time.perf_counter()
         final = _set_filters(cfg, summaries)
         t2 = time.perf_counter()
-        stats = _write_outputs(cfg, traces, tmp, summaries, final)
-        stats.seconds = time.perf_counter() - started
-        report = stats.to_json(cfg.active())
+        _write_outputs(cfg, traces, tmp, summaries, final)
+        staged = RunDir(tmp)  # the new filtered/ is built beside the old one, then swapped in whole
+        report = funnel_stats(staged.filtered, cfg.active(), time.perf_counter() - started)
         report["seconds_by_pass"] = {"row_filters": round(t1 - t0, 2), "set_filters": round(t2 - t1, 2),
                                      "write": round(time.perf_counter() - t2, 2)}
-        staged = RunDir(tmp)  # the new filtered/ is built beside the old one, then swapped in whole
         write_json_atomic(staged.filter_stats, report)
         swap_into_place(staged.filtered, rd.filtered)
     finally:
@@ -226,12 +225,11 @@ def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[s
 
 
 def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSummary],
-                   final: dict[int, tuple[str, str]]) -> FunnelStats:
+                   final: dict[int, tuple[str, str]]) -> None:
     """Pass 3, columnar: the trace columns are never turned into Python objects, only the new columns are."""
     import pyarrow.compute as pc
 
     rates = pass_rates(rows)
-    stats = FunnelStats(rates=rates)
     out = RunDir(tmp)
     out.filtered.mkdir()
     extra = {"stage": "filter", "filters": cfg.active()}
@@ -241,16 +239,14 @@ def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSum
             ShardWriter(out.kept, FILTERED_SCHEMA, cfg.shard_rows, extra) as kept, \
             ShardWriter(out.rejected, FILTERED_SCHEMA, cfg.shard_rows, extra) as rejected:
         for batch in iter_batches(traces, TRACE_SCHEMA, batch_rows=cfg.batch_rows):
-            groups = zip(*(batch.column(c).to_pylist() for c in ("prompt_id", "task", "source")))
             flags, reasons, verdict_col, rate_col = [], [], [], []
-            for pid, task, source in groups:
+            for pid in batch.column("prompt_id").to_pylist():
                 verdicts, first = json.loads(next(vf))
                 set_fail = final.get(i)
                 for name in active_set if rows[i].passed_rows else ():
                     failed = set_fail is not None and set_fail[0] == name
                     verdicts[name] = (Verdict.failed(set_fail[1]) if failed else Verdict.passed()).to_json()
                 reason = first or (set_fail[0] if set_fail else None)
-                stats.add(pid, task, source, verdicts, reason, rows[i].tokens)
                 flags.append(reason is None)
                 reasons.append(reason)
                 verdict_col.append(json.dumps(verdicts))
@@ -265,4 +261,3 @@ def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSum
             rejected.write_table(table.filter(pc.invert(mask)))
         kept.close()
         rejected.close()
-    return stats

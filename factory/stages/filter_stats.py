@@ -1,73 +1,79 @@
-"""The filter stage's statistics: the funnel, reasons, pass rates by task and source, token percentiles."""
+"""The filter stage's statistics: the funnel, reasons, pass rates by task and source, token percentiles.
+
+Computed by polars from the filtered shards themselves (a lazy scan of the small columns: a million rows never
+load the reasoning), so stats.json says what the shards hold, and the card can recompute any of it.
+"""
 
 from __future__ import annotations
 
-from array import array
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from ..filters import FILTERS
+from ..shards import read_manifest
 
-def percentiles(values: array) -> dict[str, int]:
-    if not values:
+_VERDICT = pl.Struct({"ok": pl.Boolean, "status": pl.String, "reason": pl.String, "score": pl.Float64})
+VERDICTS = pl.Struct({name: _VERDICT for name in FILTERS})
+STAT_COLUMNS = ["prompt_id", "task", "source", "kept", "reject_reason", "verdicts", "pass_rate", "completion_tokens"]
+
+
+def scan_filtered(filtered: Path, splits: tuple[str, ...] = ("kept", "rejected")) -> pl.LazyFrame:
+    """The filtered shards (the files their manifests list), lazily; select columns before collecting."""
+    files = [str(filtered / split / f["file"]) for split in splits for f in read_manifest(filtered / split)["files"]]
+    return pl.scan_parquet(files)
+
+
+def with_tokens(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """`v`: the decoded verdicts; `tokens`: the length filter's count (the teacher's completion tokens, or an
+    estimate), else the teacher's count."""
+    lf = lf.with_columns(v=pl.col("verdicts").str.json_decode(VERDICTS))
+    return lf.with_columns(tokens=pl.coalesce(pl.col("v").struct.field("length").struct.field("score").cast(pl.Int64),
+                                              pl.col("completion_tokens").cast(pl.Int64)))
+
+
+def percentiles(values: pl.Series) -> dict[str, int]:
+    values = values.drop_nulls().sort()
+    if values.is_empty():
         return {}
-    ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p10": pick(0.10), "p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": ordered[-1]}
+    n = len(values)
+    pick = lambda q: int(values[min(n - 1, int(q * n))])  # noqa: E731
+    return {"p10": pick(0.10), "p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": int(values[-1])}
 
 
-@dataclass
-class FunnelStats:
-    rows: int = 0
-    kept: int = 0
-    first_fail: Counter = field(default_factory=Counter)
-    any_fail: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
-    reasons: Counter = field(default_factory=Counter)
-    tokens_kept: array = field(default_factory=lambda: array("q"))
-    tokens_rejected: array = field(default_factory=lambda: array("q"))
-    prompt_group: dict[str, tuple[str, str]] = field(default_factory=dict)
-    rates: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+def funnel_stats(filtered: Path, order: list[str], seconds: float) -> dict[str, Any]:
+    df = with_tokens(scan_filtered(filtered).select(STAT_COLUMNS)).drop("verdicts").collect()
+    verdict = lambda name, field: pl.col("v").struct.field(name).struct.field(field)  # noqa: E731
+    rejected = dict(df.filter(~pl.col("kept")).group_by("reject_reason").len().iter_rows())
+    counts = df.select([(verdict(n, "ok") == False).sum().alias(f"fail:{n}") for n in order]  # noqa: E712
+                       + [(verdict(n, "status") == "skip").sum().alias(f"skip:{n}") for n in order]).row(0, named=True)
+    rates = df.filter(pl.col("pass_rate").is_not_null()).unique("prompt_id", keep="last", maintain_order=True)
+    by = lambda key: {k: round(v, 4) for k, v in sorted(  # noqa: E731
+        rates.group_by(key).agg(pl.col("pass_rate").mean()).iter_rows())}
+    kept = int(df["kept"].sum())
+    return {
+        "funnel": {"in": df.height, "rejected_by": {n: rejected.get(n, 0) for n in order}, "kept": kept},
+        "failed_any": {n: counts[f"fail:{n}"] for n in order},
+        "skipped": {n: counts[f"skip:{n}"] for n in order if counts[f"skip:{n}"]},  # not judged, or not applicable
+        "reasons": _reasons(df, order),
+        "pass_rate": {"by_task": by("task"), "by_source": by("source"), "prompts": rates.height},
+        "tokens": {"kept": percentiles(df.filter(pl.col("kept"))["tokens"]),
+                   "rejected": percentiles(df.filter(~pl.col("kept"))["tokens"])},
+        "seconds": round(seconds, 2), "rows_per_s": round(df.height / max(seconds, 1e-9), 1),
+    }
 
-    def add(self, prompt_id: str, task: str, source: str, verdicts: dict[str, dict], reason: str | None,
-            tokens: int) -> None:
-        self.rows += 1
-        self.prompt_group[prompt_id] = (task, source)
-        for name, v in verdicts.items():
-            if v.get("status") == "skip":
-                self.skipped[name] += 1
-            if not v.get("ok"):
-                self.any_fail[name] += 1
-                self.reasons[f"{name}: {v.get('reason') or 'failed'}"] += 1
-        if reason is None:
-            self.kept += 1
-            self.tokens_kept.append(tokens)
-        else:
-            self.first_fail[reason] += 1
-            self.tokens_rejected.append(tokens)
 
-    def _rates_by(self, index: int) -> dict[str, float]:
-        groups: dict[str, list[float]] = defaultdict(list)
-        for pid, rate in self.rates.items():
-            groups[self.prompt_group[pid][index]].append(rate)
-        return {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())}
-
-    def to_json(self, order: list[str]) -> dict[str, Any]:
-        return {
-            "funnel": {"in": self.rows, "rejected_by": {n: self.first_fail.get(n, 0) for n in order},
-                       "kept": self.kept},
-            "failed_any": {n: self.any_fail.get(n, 0) for n in order},
-            "skipped": {n: self.skipped[n] for n in order if self.skipped.get(n)},  # not judged, or not applicable
-            "reasons": dict(self.reasons.most_common()),
-            "pass_rate": {"by_task": self._rates_by(0), "by_source": self._rates_by(1), "prompts": len(self.rates)},
-            "tokens": {"kept": percentiles(self.tokens_kept), "rejected": percentiles(self.tokens_rejected)},
-            "seconds": round(self.seconds, 2), "rows_per_s": round(self.rows / max(self.seconds, 1e-9), 1),
-        }
+def _reasons(df: pl.DataFrame, order: list[str]) -> dict[str, int]:
+    """`filter: reason` -> rows, over every failing verdict; most frequent first."""
+    parts = [df.select(pl.col("v").struct.field(n).alias("x")).filter(pl.col("x").struct.field("ok") == False)  # noqa: E712
+             .select(reason=pl.lit(f"{n}: ") + pl.col("x").struct.field("reason").fill_null("failed")) for n in order]
+    if not parts:
+        return {}
+    counts = pl.concat(parts).group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+    return dict(counts.iter_rows())
 
 
 def print_stats(report: dict[str, Any], where: Path) -> None:

@@ -121,3 +121,33 @@ def test_the_length_limit_defaults_to_the_generation_limit(run_dir):
     resolved = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
     generated = resolved["generate"]["config"]["sampling"]["max_tokens"]
     assert generated == 32768 and resolved["filter"]["config"]["length"]["max_tokens"] == generated, "R1: 32k"
+
+
+def test_stats_are_computed_without_the_reasoning_column(tmp_path):
+    """stats.json comes from a polars scan of the small columns: shards that hold only those give the same."""
+    from factory.records import FILTERED_SCHEMA
+    from factory.stages.filter_stats import STAT_COLUMNS, funnel_stats
+
+    rows = [{"prompt_id": "p1", "task": "math", "source": "s", "kept": True, "reject_reason": None,
+             "verdicts": '{"length": {"ok": true, "score": 120}, "correctness": {"ok": true}}', "pass_rate": 0.5,
+             "completion_tokens": 120},
+            {"prompt_id": "p1", "task": "math", "source": "s", "kept": False, "reject_reason": "correctness",
+             "verdicts": '{"length": {"ok": true, "score": 80}, "correctness": {"ok": false, "reason": "wrong"}}',
+             "pass_rate": 0.5, "completion_tokens": None},
+            {"prompt_id": "p2", "task": "code", "source": "s", "kept": False, "reject_reason": "length",
+             "verdicts": '{"length": {"ok": false, "reason": "too_long", "score": 9000}, '
+                         '"language": {"ok": true, "status": "skip", "reason": "skipped: rejected by length"}}',
+             "pass_rate": None, "completion_tokens": 9000}]
+    for split, part in (("kept", rows[:1]), ("rejected", rows[1:])):
+        (tmp_path / split).mkdir()
+        schema = pa.schema([FILTERED_SCHEMA.field(c) for c in STAT_COLUMNS])
+        pq.write_table(pa.Table.from_pylist(part, schema=schema), tmp_path / split / "part-0.parquet")
+        (tmp_path / split / "manifest.json").write_text(json.dumps({"files": [{"file": "part-0.parquet"}]}))
+    assert set(pq.read_schema(tmp_path / "kept" / "part-0.parquet").names) == set(STAT_COLUMNS)
+    s = funnel_stats(tmp_path, ["length", "language", "correctness"], seconds=1.0)
+    assert s["funnel"] == {"in": 3, "rejected_by": {"length": 1, "language": 0, "correctness": 1}, "kept": 1}
+    assert s["failed_any"] == {"length": 1, "language": 0, "correctness": 1}
+    assert s["skipped"] == {"language": 1}
+    assert s["reasons"] == {"correctness: wrong": 1, "length: too_long": 1}
+    assert s["pass_rate"] == {"by_task": {"math": 0.5}, "by_source": {"s": 0.5}, "prompts": 1}
+    assert s["tokens"]["kept"]["p50"] == 120 and s["tokens"]["rejected"]["max"] == 9000
