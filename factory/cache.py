@@ -45,6 +45,7 @@ class SampleCache:
         self._readers: dict[Path, Any] = {}
         self._path = None
         segments = sorted(self.root.glob("seg-*.log"))
+        self._scanned = set(segments)
         for seg in segments:
             self._scan(seg)
         if self.damaged:
@@ -81,12 +82,23 @@ class SampleCache:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, merged)
+        self._scanned.add(merged)
         self.index = new_index
         for handle in self._readers.values():
             handle.close()
         self._readers.clear()
         for seg in segments:
             seg.unlink()
+
+    def refresh(self) -> int:
+        """Indexes the segments other writers added since (a cluster's actors, under this cache's lock);
+        returns how many entries that added."""
+        before = len(self.index)
+        for seg in sorted(self.root.glob("seg-*.log")):
+            if seg not in self._scanned and seg != self._path:
+                self._scanned.add(seg)
+                self._scan(seg)
+        return len(self.index) - before
 
     def __contains__(self, key: str) -> bool:
         return key in self.index

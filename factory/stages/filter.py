@@ -189,7 +189,12 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
                                             j.bands))
             advance(len(result[0]))
 
-        if workers == 1:
+        if cfg.executor.kind == "ray":
+            from ..ray_executor import judge_on_ray
+
+            for result in judge_on_ray(cfg, groups, index):
+                take(result)
+        elif workers == 1:
             for path, group, task in groups:
                 take(judge_row_group(path, group, task, cfg, index))
         else:
@@ -217,7 +222,12 @@ def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[s
     active = cfg.active()
     final: dict[int, tuple[str, str]] = {}
     if "dedup" in active:
-        final.update({i: ("dedup", why) for i, why in dedup(rows, cfg.dedup).items()})
+        shared = None
+        if cfg.executor.kind == "ray" and cfg.dedup.near:
+            from ..ray_executor import shared_band_keys
+
+            shared = shared_band_keys([r.signature for r in rows if r.passed_rows and r.signature is not None])
+        final.update({i: ("dedup", why) for i, why in dedup(rows, cfg.dedup, shared).items()})
     if "selection" in active:
         alive = [i for i, r in enumerate(rows) if r.passed_rows and i not in final]
         final.update({i: ("selection", why) for i, why in select(rows, alive, pass_rates(rows), cfg.selection).items()})

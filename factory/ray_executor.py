@@ -1,0 +1,210 @@
+"""`--executor ray`: generate, filter and eval on a Ray cluster with Ray Data, writing the run directory a local
+run writes, byte for byte where the content is the same.
+
+- Generation: the driver holds the run's cache lock and plans; the prompts that lack samples go to Ray Data in
+  batches, served by actors that each run our own teacher (an API teacher's concurrency and RPM/TPM budget are
+  split across the actors; vLLM gets a GPU per actor) and append each finished sample to a cache segment of their
+  own in the run directory, which must be on a filesystem every node sees. A killed node loses only its
+  in-flight samples: Ray Data restarts its actors elsewhere and retries its batches, and a rerun skips every
+  sample already in any segment. The driver then writes the traces from the cache as a local run does.
+- Filtering: row groups go to Ray tasks running the same pure filter functions (`judge_row_group`); near-dedup's
+  LSH band keys are shuffled by key (Ray Data groupby) so the driver sees only keys that two rows share; the
+  write pass is the local one.
+
+We build no cluster manager and no scheduler: placement, retries and restarts are Ray's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .config import ExecutorConfig, FilterConfig, GenerationSettings
+from .errors import FactoryError
+
+_started_here = False
+
+
+def connect(ex: ExecutorConfig) -> Any:
+    """Joins the cluster (or starts Ray on this machine) with this checkout importable on every worker."""
+    try:
+        import ray
+    except ImportError:
+        raise FactoryError("--executor ray needs Ray: pip install 'r1-factory[ray]'") from None
+    global _started_here
+    if not ray.is_initialized():
+        code = str(Path(__file__).resolve().parents[1])
+        env = {"PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH")) if p)}
+        try:
+            ray.init(address=ex.address, runtime_env={"env_vars": env}, log_to_driver=False,
+                     include_dashboard=False, configure_logging=False)
+        except ConnectionError as e:
+            raise FactoryError(f"--ray-address {ex.address}: cannot join the Ray cluster ({e})") from None
+        _started_here = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # results come back in plan order: the same shards as local
+    ctx.enable_progress_bars = False  # our own bar counts samples and rows
+    return ray
+
+
+def cluster_cpus(ray: Any) -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --- generation ---------------------------------------------------------------------------------------------
+
+WAVE = 4096  # requests per Ray Data run: the driver holds one wave of requests, never the whole plan
+
+
+class GenerateActor:
+    """One teacher and one cache segment per actor; a batch returns one small row per sample (no text)."""
+
+    def __init__(self, cfg_json: dict[str, Any], cache_dir: str, share: int):
+        from .cache import SegmentWriter, new_segment
+        from .teachers import make_teacher
+
+        cfg = GenerationSettings.model_validate(cfg_json)
+        t = cfg.teacher
+        split = {"concurrency": max(1, t.concurrency // share),  # the global budget, split across the actors
+                 "requests_per_minute": t.requests_per_minute and max(1, t.requests_per_minute // share),
+                 "tokens_per_minute": t.tokens_per_minute and max(1, t.tokens_per_minute // share)}
+        self.cfg = cfg.model_copy(update={"teacher": t.model_copy(update=split)})
+        self.teacher = make_teacher(self.cfg.teacher, self.cfg.sampling)
+        self.segment = SegmentWriter(new_segment(Path(cache_dir)))
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        from .generation import cache_record, sampling_column, sampling_key
+        from .records import Prompt
+        from .teachers import Request
+
+        rows = batch.to_pylist()
+        same = {"teacher_model": self.teacher.model, "engine": self.teacher.engine,
+                "sampling": json.loads(sampling_column(sampling_key(self.cfg)))}
+        out: dict[str, list] = {"key": [], "error": [], "error_class": []}
+        before = dataclasses.replace(self.teacher.usage, failures=dict(self.teacher.usage.failures))
+
+        def sink(req: Request, c: Any) -> None:
+            key = req.keys[c.sample_index]
+            if not c.error:
+                self.segment.put(key, cache_record(same, c))
+            out["key"].append(key)
+            out["error"].append(c.error)
+            out["error_class"].append(c.error_class)
+
+        requests = [Request(Prompt(**r["prompt"]), r["messages"], r["indices"], r["keys"]) for r in rows]
+        self.teacher.generate(requests, sink)
+        self.segment.sync()  # what this batch returns as done is on disk before Ray hears of it
+        usage = _usage_delta(before, self.teacher.usage)
+        out["usage"] = [usage] + [""] * (len(out["key"]) - 1) if out["key"] else []
+        return pa.table(out, schema=pa.schema([("key", pa.string()), ("error", pa.string()),
+                                               ("error_class", pa.string()), ("usage", pa.string())]))
+
+
+def _usage_delta(before: Any, after: Any) -> str:
+    return json.dumps({"requests": after.requests - before.requests, "retries": after.retries - before.retries,
+                       "prompt_tokens": after.prompt_tokens - before.prompt_tokens,
+                       "completion_tokens": after.completion_tokens - before.completion_tokens,
+                       "failures": {k: v - before.failures.get(k, 0) for k, v in after.failures.items()
+                                    if v - before.failures.get(k, 0)}})
+
+
+def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir: Path, usage: Any,
+                    on_result: Any) -> None:
+    """Serves `requests` (the plan's missing samples) on the cluster. `on_result(key, error, error_class)` is
+    called for every sample in plan order; `usage` (a teachers.Usage) is updated from the actors' reports."""
+    ray = connect(cfg.executor)
+    actors = cfg.executor.actors or (1 if cfg.teacher.engine != "openai" else cluster_cpus(ray))
+    resources = {"num_gpus": 1} if cfg.teacher.engine == "vllm" else {"num_cpus": 1}
+    cfg_json = {k: v for k, v in cfg.model_dump(mode="json").items() if k in GenerationSettings.model_fields}
+    items = ({"prompt": dataclasses.asdict(r.prompt), "messages": r.messages, "indices": r.sample_indices,
+              "keys": r.keys} for r in requests)
+    for wave in _batches(items, WAVE):
+        ds = ray.data.from_items(wave).map_batches(
+            GenerateActor, fn_constructor_kwargs={"cfg_json": cfg_json, "cache_dir": str(cache_dir),
+                                                  "share": actors},
+            batch_size=cfg.executor.batch, batch_format="pyarrow", concurrency=actors, **resources)
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                if row["usage"]:
+                    _add_usage(usage, json.loads(row["usage"]))
+                on_result(row["key"], row["error"], row["error_class"])
+
+
+def _add_usage(usage: Any, d: dict[str, Any]) -> None:
+    usage.requests += d["requests"]
+    usage.retries += d["retries"]
+    usage.prompt_tokens += d["prompt_tokens"]
+    usage.completion_tokens += d["completion_tokens"]
+    for k, v in d["failures"].items():
+        usage.failures[k] = usage.failures.get(k, 0) + v
+
+
+# --- filtering ----------------------------------------------------------------------------------------------
+
+def judge_on_ray(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: Any) -> Iterator[tuple[list, list]]:
+    """Row filters over row groups as Ray tasks; yields (prompt_ids, judgements) per row group, in order."""
+    import pickle
+
+    ray = connect(cfg.executor)
+    cfg_json = cfg.model_dump(mode="json")
+    index_ref = ray.put(index)
+
+    def judge(batch: Any) -> Any:
+        import pyarrow as pa
+
+        from .stages.filter import judge_row_group
+
+        idx = ray.get(index_ref) if index_ref is not None else None
+        conf = FilterConfig.model_validate(cfg_json)
+        results = [pickle.dumps(judge_row_group(p, g, t, conf, idx))
+                   for p, g, t in zip(batch["path"].to_pylist(), batch["group"].to_pylist(), batch["task"].to_pylist())]
+        return pa.table({"result": pa.array(results, pa.binary())})
+
+    items = [{"path": p, "group": g, "task": t} for p, g, t in groups]
+    ds = ray.data.from_items(items).map_batches(
+        judge, batch_size=cfg.executor.batch, batch_format="pyarrow", num_cpus=1,
+        concurrency=cfg.executor.actors or cluster_cpus(ray))
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for blob in batch.column("result").to_pylist():
+            yield pickle.loads(blob)
+
+
+def shared_band_keys(signatures: list[bytes]) -> set[tuple[int, int]]:
+    """The (band, key) pairs that at least two rows share, by a Ray Data groupby on the key (a hash shuffle
+    across the cluster): a row whose band keys are all its own can neither be a near duplicate nor make one, so
+    the driver's greedy pass needs only these."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import ray
+
+    if not signatures:
+        return set()
+    keys = np.frombuffer(b"".join(signatures), dtype="<u8")
+    bands = len(signatures[0]) // 8
+    table = pa.table({"band": np.tile(np.arange(bands, dtype=np.int64), len(signatures)),
+                      "key": keys.view(np.int64)})  # int64 for Arrow: the same 8 bytes
+    counts = ray.data.from_arrow(table).groupby(["band", "key"]).count()
+    shared = counts.map_batches(lambda t: t.filter(pc.greater(t["count()"], 1)), batch_format="pyarrow")
+    out: set[tuple[int, int]] = set()
+    for batch in shared.iter_batches(batch_format="pyarrow", batch_size=None):
+        unsigned = batch["key"].to_numpy().view(np.uint64)
+        out.update(zip(batch["band"].to_pylist(), (int(k) for k in unsigned)))
+    return out
