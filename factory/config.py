@@ -76,6 +76,8 @@ class TeacherConfig(Strict):
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="vllm: memory share for weights + KV cache (auto: 0.9 GPU, 0.35 CPU)")
     max_model_len: int | None = Field(None, ge=1, description="vllm: context length (default: from the model)")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one replica spans (with --executor ray, "
+                                      "each actor asks Ray for this many GPUs)")
     dtype: str = Field("auto", description="vllm/hf: weight dtype")
     client: Literal["aiohttp", "openai-sdk"] = Field(
         "aiohttp", description="openai: HTTP client; openai-sdk uses the SDK's own (slower at high concurrency)")
@@ -118,7 +120,8 @@ class ExecutorConfig(Strict):
                                 "in, or ray://host:10001); unset: start Ray on this machine")
     actors: int = Field(0, ge=0, description="ray: generation actors (an API teacher's concurrency and rate "
                         "limits are split across them) or filter tasks in flight; 0: one per CPU in the cluster")
-    batch: int = Field(64, ge=1, description="ray: prompts (generate) or row groups (filter) per Ray task")
+    batch: int | None = Field(None, ge=1, description="ray: prompts (generate) or row groups (filter) per Ray "
+                              "task; unset: 16 rounds of an API actor's concurrency, 4 engine batches, 1 row group")
 
 
 NOT_FINGERPRINTED = ("executor",)  # how a stage runs, not what it makes

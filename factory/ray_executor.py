@@ -55,6 +55,18 @@ def cluster_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def on_gpus(ray: Any) -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def replicas(cfg: GenerationSettings, ray: Any) -> int:
+    """Actors when `executor.actors` is 0: one vLLM replica per tensor_parallel_size GPUs of the cluster, one
+    API client per CPU, one local hf model."""
+    if cfg.teacher.engine == "vllm" and on_gpus(ray):
+        return max(1, int(ray.cluster_resources()["GPU"]) // cfg.teacher.tensor_parallel_size)
+    return cluster_cpus(ray) if cfg.teacher.engine == "openai" else 1
+
+
 def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     for item in items:
@@ -68,7 +80,7 @@ def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[s
 
 # --- generation ---------------------------------------------------------------------------------------------
 
-WAVE = 4096  # requests per Ray Data run: the driver holds one wave of requests, never the whole plan
+WAVE = 32768  # requests per Ray Data run: the driver holds one wave of requests, never the whole plan
 
 
 class GenerateActor:
@@ -117,6 +129,17 @@ class GenerateActor:
                                                ("error_class", pa.string()), ("usage", pa.string())]))
 
 
+def batch_size(cfg: GenerationSettings, actors: int) -> int:
+    """Prompts per Ray task. An actor's requests in flight drain at the end of each batch, so an API batch holds
+    16 rounds of its share of the concurrency (the drain then costs a few percent); an engine batch holds a few
+    engine calls."""
+    if cfg.executor.batch:
+        return cfg.executor.batch
+    if cfg.teacher.engine == "openai":
+        return 16 * max(1, cfg.teacher.concurrency // actors)
+    return 4 * cfg.teacher.batch_size
+
+
 def _usage_delta(before: Any, after: Any) -> str:
     return json.dumps({"requests": after.requests - before.requests, "retries": after.retries - before.retries,
                        "prompt_tokens": after.prompt_tokens - before.prompt_tokens,
@@ -130,8 +153,9 @@ def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir:
     """Serves `requests` (the plan's missing samples) on the cluster. `on_result(key, error, error_class)` is
     called for every sample in plan order; `usage` (a teachers.Usage) is updated from the actors' reports."""
     ray = connect(cfg.executor)
-    actors = cfg.executor.actors or (1 if cfg.teacher.engine != "openai" else cluster_cpus(ray))
-    resources = {"num_gpus": 1} if cfg.teacher.engine == "vllm" else {"num_cpus": 1}
+    actors = cfg.executor.actors or replicas(cfg, ray)
+    resources = ({"num_gpus": cfg.teacher.tensor_parallel_size} if cfg.teacher.engine == "vllm" and on_gpus(ray)
+                 else {"num_cpus": 1})
     cfg_json = {k: v for k, v in cfg.model_dump(mode="json").items() if k in GenerationSettings.model_fields}
     items = ({"prompt": dataclasses.asdict(r.prompt), "messages": r.messages, "indices": r.sample_indices,
               "keys": r.keys} for r in requests)
@@ -139,7 +163,7 @@ def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir:
         ds = ray.data.from_items(wave).map_batches(
             GenerateActor, fn_constructor_kwargs={"cfg_json": cfg_json, "cache_dir": str(cache_dir),
                                                   "share": actors},
-            batch_size=cfg.executor.batch, batch_format="pyarrow", concurrency=actors, **resources)
+            batch_size=batch_size(cfg, actors), batch_format="pyarrow", concurrency=actors, **resources)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in batch.to_pylist():
                 if row["usage"]:
@@ -179,7 +203,7 @@ def judge_on_ray(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: A
 
     items = [{"path": p, "group": g, "task": t} for p, g, t in groups]
     ds = ray.data.from_items(items).map_batches(
-        judge, batch_size=cfg.executor.batch, batch_format="pyarrow", num_cpus=1,
+        judge, batch_size=cfg.executor.batch or 1, batch_format="pyarrow", num_cpus=1,
         concurrency=cfg.executor.actors or cluster_cpus(ray))
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         for blob in batch.column("result").to_pylist():

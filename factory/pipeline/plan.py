@@ -40,6 +40,13 @@ def generation_estimate(g: GenerateConfig, plan: dict[str, Any]) -> tuple[dict[s
         tokens = est["completion_tokens"]
         what += f" (~{tokens / 1e6:.1f}M tokens" if tokens >= 1e6 else f" (~{tokens / 1e3:.0f}k tokens"
         what += f", ~${est['cost_usd']:,.2f})" if "cost_usd" in est else ")"
+    if g.executor.kind == "ray":
+        where = g.executor.address or "a Ray instance started here"
+        if g.teacher.engine == "vllm":
+            actors = f"{g.executor.actors} replicas × " if g.executor.actors else "one replica per "
+            what += f"; on Ray ({where}): {actors}{g.teacher.tensor_parallel_size} GPUs (tensor parallel)"
+        else:
+            what += f"; on Ray ({where}): {g.executor.actors or 'one per CPU'} client actors"
     return est, what
 
 

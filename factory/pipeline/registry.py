@@ -68,7 +68,10 @@ def _plan_filter(f: FilterConfig, ctx: Context) -> str:
     what = ", ".join(f.active())
     if "decontam" in f.active():
         what += f"; decontaminated against {', '.join(f.decontam.benchmarks) or 'nothing (no benchmarks)'}"
-    return what + f"; length limit {f.length.max_tokens or 'the generation limit'}"
+    what += f"; length limit {f.length.max_tokens or 'the generation limit'}"
+    if f.executor.kind == "ray":
+        what += f"; on Ray ({f.executor.address or 'a Ray instance started here'}), dedup shuffled by LSH band"
+    return what
 
 
 def _card_path(cfg: CardConfig) -> Path:

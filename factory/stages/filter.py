@@ -133,6 +133,7 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         final = _set_filters(cfg, summaries)
         t2 = time.perf_counter()
         _write_outputs(cfg, traces, tmp, summaries, final)
+        del summaries, final  # a few hundred bytes a row: let the statistics have the memory
         staged = RunDir(tmp)  # the new filtered/ is built beside the old one, then swapped in whole
         report = funnel_stats(staged.filtered, cfg.active(), time.perf_counter() - started)
         report["seconds_by_pass"] = {"row_filters": round(t1 - t0, 2), "set_filters": round(t2 - t1, 2),

@@ -48,7 +48,8 @@ class VLLMTeacher:
         self.usage = Usage()
         util = cfg.gpu_memory_utilization or (0.9 if on_gpu() else 0.35)
         self.llm = LLM(model=resolve_model(cfg.model), dtype=cfg.dtype, gpu_memory_utilization=util,
-                       max_model_len=cfg.max_model_len, enable_prefix_caching=True)
+                       max_model_len=cfg.max_model_len, enable_prefix_caching=True,
+                       tensor_parallel_size=cfg.tensor_parallel_size)
         self.chat_template = prompt_template(self.llm.get_tokenizer())  # no hidden system prompt (R1 used none)
 
     def _params(self, n: int):

@@ -210,3 +210,16 @@ def test_hf_engine_on_ray_matches_local(tmp_path, tiny_model_dir, cluster):
                  cluster.address]) == 0
     _same_traces(tmp_path / "local", tmp_path / "ray")
     shutil.rmtree(tmp_path / "local")
+
+
+def test_eval_on_ray_scores_what_a_local_eval_scores(tmp_path, fake_server, cluster):
+    bench = write_jsonl(tmp_path / "bench.jsonl", [{"problem": f"What is {i} + {42 - i}?", "answer": "42" if i % 2
+                                                    else str(i)} for i in range(8)])
+    _, url = fake_server()
+    common = ["eval", "--model", "fake-teacher", "--engine", "openai", "--base-url", url, "--benchmark", str(bench),
+              "--n", "2", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", cluster.address]) == 0
+    results = [json.loads(next((tmp_path / d).glob("*.json")).read_text()) for d in ("local", "ray")]
+    assert results[0]["metrics"]["pass@1"] == results[1]["metrics"]["pass@1"]
+    assert results[1]["metrics"]["pass@1"]["mean"] == 0.5

@@ -60,6 +60,18 @@ def test_the_full_recipe_plans_tokens_and_cost():
     assert plan["cost_usd"] == pytest.approx(4413.0)
 
 
+def test_the_cluster_recipe_plans_replicas_on_ray(capsys):
+    from factory.pipeline import dry_run
+
+    path = REPO / "pipelines" / "r1-generate-ray-2x8.yaml"
+    p = load_pipeline(str(path))
+    g = p.configs["generate"]
+    assert (g.executor.kind, g.executor.actors, g.teacher.tensor_parallel_size) == ("ray", 2, 8)
+    assert dry_run(p)["generate"]["samples"] == 100_000 * 4
+    err = " ".join(capsys.readouterr().err.split())
+    assert "on Ray (auto): 2 replicas" in err
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_recipes_decontaminate_against_what_they_evaluate_on(path):
     p = load_pipeline(str(path))
