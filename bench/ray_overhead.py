@@ -5,9 +5,13 @@
 - filter: the same traces (long, with near duplicates and failures), 2 worker processes vs 2 Ray tasks in flight.
 
 Both run the real CLI in a subprocess; the Ray runs join a Ray instance the bench starts first (as a cluster
-is already up when you use one), so Ray's own start-up (reported separately) is not counted in the ratio.
+is already up when you use one), so Ray's own start-up (reported separately) is not counted.
 
-    .venv/bin/python bench/ray_overhead.py [--requests 6000] [--latency 0.5] [--concurrency 64] [--rows 20000]
+    .venv/bin/python bench/ray_overhead.py [--requests 3000] [--latency 0.5] [--concurrency 64] [--rows 20000]
+
+Each workload runs at two sizes (the second twice the first), so that what Ray adds per unit of work (the bar:
+15%) is told apart from what it adds once per run (joining the cluster, starting actors and worker processes
+that import the filters afresh), which is reported in seconds.
 """
 
 from __future__ import annotations
@@ -61,37 +65,50 @@ def start_ray() -> tuple[str, float]:
     return f"127.0.0.1:{port}", time.perf_counter() - started
 
 
+def overhead(local: list[float], on_ray: list[float]) -> dict:
+    """Two sizes, the second twice the first: the per-work overhead is the ratio of the increments (what Ray
+    adds per unit of work), the fixed one what remains at the first size."""
+    per_work = (on_ray[1] - on_ray[0]) / (local[1] - local[0]) - 1
+    return {"local_s": [round(x, 1) for x in local], "ray_s": [round(x, 1) for x in on_ray],
+            "overhead_at_size": [round(r / lo - 1, 3) for lo, r in zip(local, on_ray)],
+            "per_work_overhead": round(per_work, 3),
+            "fixed_s": round((on_ray[0] - local[0]) - per_work * local[0], 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=6000, help="generate: prompts (one request each, n=2)")
+    ap.add_argument("--requests", type=int, default=3000, help="generate: prompts at the first size (n=2)")
     ap.add_argument("--latency", type=float, default=0.5, help="generate: the server's seconds per answer")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--rows", type=int, default=20000, help="filter: traces")
+    ap.add_argument("--rows", type=int, default=20000, help="filter: traces at the first size")
     args = ap.parse_args()
-    out: dict = {"cpus": os.cpu_count(), "requests": args.requests, "latency_s": args.latency,
-                 "concurrency": args.concurrency, "rows": args.rows}
+    out: dict = {"cpus": os.cpu_count(), "requests": [args.requests, 2 * args.requests], "latency_s": args.latency,
+                 "concurrency": args.concurrency, "rows": [args.rows, 2 * args.rows]}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        prompts = tmp / "p.jsonl"
-        prompts.write_text("".join(json.dumps({"problem": f"Problem {i}: {i} + 1?", "answer": str(i + 1)}) + "\n"
-                                   for i in range(args.requests)))
         server, url = start_server(tmp, args.latency)
         address, out["ray_start_s"] = start_ray()
         try:
-            gen = [*FACTORY, "generate", "--prompts", str(prompts), "--teacher", "openai:fake-teacher",
-                   "--base-url", url, "--n", "2", "--no-progress", "--set", f"teacher.concurrency={args.concurrency}"]
-            local = timed([*gen, "--out", str(tmp / "g-local")])
-            on_ray = timed([*gen, "--out", str(tmp / "g-ray"), "--executor", "ray", "--ray-address", address,
-                            "--set", "executor.actors=2"])
-            out["generate"] = {"local_s": round(local, 1), "ray_s": round(on_ray, 1),
-                               "overhead": round(on_ray / local - 1, 3)}
-            for name_ in ("f-local", "f-ray"):
-                write_run(tmp / name_, args.rows, words=1500)  # bench/filters.py's traces
-            local = timed([*FACTORY, "filter", str(tmp / "f-local"), "--no-progress", "--workers", "2"])
-            on_ray = timed([*FACTORY, "filter", str(tmp / "f-ray"), "--no-progress", "--executor", "ray",
-                            "--ray-address", address, "--set", "executor.actors=2"])
-            out["filter"] = {"local_s": round(local, 1), "ray_s": round(on_ray, 1),
-                             "overhead": round(on_ray / local - 1, 3)}
+            times: dict[str, list[float]] = {k: [] for k in ("g-local", "g-ray", "f-local", "f-ray")}
+            for size in (1, 2):
+                prompts = tmp / f"p{size}.jsonl"
+                prompts.write_text("".join(json.dumps({"problem": f"Problem {i}: {i} + 1?"}) + "\n"
+                                           for i in range(size * args.requests)))
+                gen = [*FACTORY, "generate", "--prompts", str(prompts), "--teacher", "openai:fake-teacher",
+                       "--base-url", url, "--n", "2", "--no-progress",
+                       "--set", f"teacher.concurrency={args.concurrency}"]
+                times["g-local"].append(timed([*gen, "--out", str(tmp / f"g-local{size}")]))
+                times["g-ray"].append(timed([*gen, "--out", str(tmp / f"g-ray{size}"), "--executor", "ray",
+                                             "--ray-address", address, "--set", "executor.actors=2"]))
+                for kind in ("local", "ray"):
+                    write_run(tmp / f"f-{kind}{size}", size * args.rows, words=1500)  # bench/filters.py's traces
+                times["f-local"].append(timed([*FACTORY, "filter", str(tmp / f"f-local{size}"), "--no-progress",
+                                               "--workers", "2"]))
+                times["f-ray"].append(timed([*FACTORY, "filter", str(tmp / f"f-ray{size}"), "--no-progress",
+                                             "--executor", "ray", "--ray-address", address,
+                                             "--set", "executor.actors=2"]))
+            out["generate"] = overhead(times["g-local"], times["g-ray"])
+            out["filter"] = overhead(times["f-local"], times["f-ray"])
         finally:
             server.terminate()
             subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True)

@@ -173,6 +173,7 @@ class SegmentWriter:
         self._file = open(self.path, "ab")
         self._size = self._file.tell()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._order = threading.Lock()  # offsets and queue order must agree when several threads put
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"cache-writer-{self.path.name}", daemon=True)
         self._thread.start()
@@ -182,8 +183,9 @@ class SegmentWriter:
         if self._error is not None:
             raise FactoryError(f"{self.path}: cannot write the cache: {self._error}")
         line = key.encode() + b"\t" + orjson.dumps(value, default=str) + b"\n"
-        offset, self._size = self._size, self._size + len(line)
-        self._queue.put(line)
+        with self._order:
+            offset, self._size = self._size, self._size + len(line)
+            self._queue.put(line)
         return offset, len(line)
 
     def sync(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,20 +85,28 @@ WAVE = 32768  # requests per Ray Data run: the driver holds one wave of requests
 
 
 class GenerateActor:
-    """One teacher and one cache segment per actor; a batch returns one small row per sample (no text)."""
+    """A cache segment per actor and a teacher per batch in flight: an API actor serves OVERLAP batches at once
+    (threads, each with its share of the concurrency), so one batch's last requests never leave it idle."""
 
     def __init__(self, cfg_json: dict[str, Any], cache_dir: str, share: int):
         from .cache import SegmentWriter, new_segment
-        from .teachers import make_teacher
 
         cfg = GenerationSettings.model_validate(cfg_json)
         t = cfg.teacher
-        split = {"concurrency": max(1, t.concurrency // share),  # the global budget, split across the actors
+        share *= overlap(cfg)
+        split = {"concurrency": max(1, t.concurrency // share),  # the global budget, split across the teachers
                  "requests_per_minute": t.requests_per_minute and max(1, t.requests_per_minute // share),
                  "tokens_per_minute": t.tokens_per_minute and max(1, t.tokens_per_minute // share)}
         self.cfg = cfg.model_copy(update={"teacher": t.model_copy(update=split)})
-        self.teacher = make_teacher(self.cfg.teacher, self.cfg.sampling)
         self.segment = SegmentWriter(new_segment(Path(cache_dir)))
+        self.local = threading.local()
+
+    def teacher(self) -> Any:
+        if not hasattr(self.local, "teacher"):
+            from .teachers import make_teacher
+
+            self.local.teacher = make_teacher(self.cfg.teacher, self.cfg.sampling, check=False)
+        return self.local.teacher
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
@@ -106,11 +115,11 @@ class GenerateActor:
         from .records import Prompt
         from .teachers import Request
 
-        rows = batch.to_pylist()
-        same = {"teacher_model": self.teacher.model, "engine": self.teacher.engine,
+        teacher = self.teacher()
+        same = {"teacher_model": teacher.model, "engine": teacher.engine,
                 "sampling": json.loads(sampling_column(sampling_key(self.cfg)))}
         out: dict[str, list] = {"key": [], "error": [], "error_class": []}
-        before = dataclasses.replace(self.teacher.usage, failures=dict(self.teacher.usage.failures))
+        before = dataclasses.replace(teacher.usage, failures=dict(teacher.usage.failures))
 
         def sink(req: Request, c: Any) -> None:
             key = req.keys[c.sample_index]
@@ -120,13 +129,18 @@ class GenerateActor:
             out["error"].append(c.error)
             out["error_class"].append(c.error_class)
 
-        requests = [Request(Prompt(**r["prompt"]), r["messages"], r["indices"], r["keys"]) for r in rows]
-        self.teacher.generate(requests, sink)
+        teacher.generate([Request(Prompt(**r["prompt"]), r["messages"], r["indices"], r["keys"])
+                          for r in batch.to_pylist()], sink)
         self.segment.sync()  # what this batch returns as done is on disk before Ray hears of it
-        usage = _usage_delta(before, self.teacher.usage)
+        usage = _usage_delta(before, teacher.usage)
         out["usage"] = [usage] + [""] * (len(out["key"]) - 1) if out["key"] else []
         return pa.table(out, schema=pa.schema([("key", pa.string()), ("error", pa.string()),
                                                ("error_class", pa.string()), ("usage", pa.string())]))
+
+
+def overlap(cfg: GenerationSettings) -> int:
+    """Batches an actor serves at once: two for an API client, one for a local engine (one model per actor)."""
+    return 2 if cfg.teacher.engine == "openai" else 1
 
 
 def batch_size(cfg: GenerationSettings, actors: int) -> int:
@@ -136,7 +150,7 @@ def batch_size(cfg: GenerationSettings, actors: int) -> int:
     if cfg.executor.batch:
         return cfg.executor.batch
     if cfg.teacher.engine == "openai":
-        return 16 * max(1, cfg.teacher.concurrency // actors)
+        return 16 * max(1, cfg.teacher.concurrency // (actors * overlap(cfg)))
     return 4 * cfg.teacher.batch_size
 
 
@@ -163,7 +177,9 @@ def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir:
         ds = ray.data.from_items(wave).map_batches(
             GenerateActor, fn_constructor_kwargs={"cfg_json": cfg_json, "cache_dir": str(cache_dir),
                                                   "share": actors},
-            batch_size=batch_size(cfg, actors), batch_format="pyarrow", concurrency=actors, **resources)
+            batch_size=batch_size(cfg, actors), batch_format="pyarrow", **resources,
+            compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=overlap(cfg),
+                                               enable_true_multi_threading=overlap(cfg) > 1))
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in batch.to_pylist():
                 if row["usage"]:

@@ -224,10 +224,11 @@ def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[s
     final: dict[int, tuple[str, str]] = {}
     if "dedup" in active:
         shared = None
-        if cfg.executor.kind == "ray" and cfg.dedup.near:
+        signatures = [r.signature for r in rows if r.passed_rows and r.signature is not None]
+        if cfg.executor.kind == "ray" and cfg.dedup.near and len(signatures) >= cfg.executor.shuffle_from:
             from ..ray_executor import shared_band_keys
 
-            shared = shared_band_keys([r.signature for r in rows if r.passed_rows and r.signature is not None])
+            shared = shared_band_keys(signatures)
         final.update({i: ("dedup", why) for i, why in dedup(rows, cfg.dedup, shared).items()})
     if "selection" in active:
         alive = [i for i, r in enumerate(rows) if r.passed_rows and i not in final]

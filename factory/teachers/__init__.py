@@ -29,11 +29,13 @@ def resolve_engine(engine: str) -> str:
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
 
 
-def make_teacher(cfg: TeacherConfig, sampling: SamplingConfig) -> Teacher:
+def make_teacher(cfg: TeacherConfig, sampling: SamplingConfig, check: bool = True) -> Teacher:
+    """`check=False`: skip the API preflight (a cluster's actors, whose driver already made it)."""
     engine = resolve_engine(cfg.engine)
     if engine == "openai":
         from .openai_compat import OpenAITeacher, preflight
-        preflight(cfg)
+        if check:
+            preflight(cfg)
         return OpenAITeacher(cfg, sampling)
     if engine == "vllm":
         from .vllm_engine import VLLMTeacher

@@ -155,7 +155,7 @@ def test_filter_on_ray_keeps_what_a_local_run_keeps(tmp_path, cluster):
         write_shards(RunDir(tmp_path / name).traces, rows, TRACE_SCHEMA, rows_per_shard=10)
     assert main(["filter", str(tmp_path / "local"), "--no-progress", "--workers", "1"]) == 0
     assert main(["filter", str(tmp_path / "ray"), "--no-progress", "--executor", "ray", "--ray-address",
-                 cluster.address, "--set", "executor.batch=2"]) == 0
+                 cluster.address, "--set", "executor.batch=2", "--set", "executor.shuffle_from=0"]) == 0
     for split in ("kept", "rejected"):
         left, right = (read_table(RunDir(tmp_path / n).filtered / split) for n in ("local", "ray"))
         assert left.num_rows and left.equals(right), split

