@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--out", default=None, help="results file (default: bench/results/scale.json for a full run)")
+    ap.add_argument("--keep", default=None, help="keep the run directory here (e.g. for bench/view.py)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp_name:
         tmp = Path(tmp_name)
@@ -81,6 +83,8 @@ def main() -> None:
         gstats = json.loads((run / "generate_stats.json").read_text())
         fstats = json.loads((run / "filtered" / "stats.json").read_text())
         disk_mb = sum(p.stat().st_size for p in run.rglob("*") if p.is_file()) / 2**20
+        if args.keep:
+            shutil.copytree(run, args.keep, dirs_exist_ok=True)
     samples = args.prompts * args.n
     result = {
         "prompts": args.prompts, "n": args.n, "samples": samples, "concurrency": args.concurrency,

@@ -139,6 +139,24 @@ def filter_(
 
 
 @app.command()
+def view(
+    run_dir: Annotated[str, typer.Argument(help="Run directory to show")],
+    port: Annotated[int | None, typer.Option(help="Port (default 8008)")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1: this machine only)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """A read-only trace viewer in the browser: the funnel, the traces and their verdicts, the evals."""
+    from .config import ViewConfig
+    from .view import run as serve
+
+    flags: dict[str, Any] = {"run_dir": run_dir}
+    _put(flags, "port", port)
+    _put(flags, "host", host)
+    serve(build(ViewConfig, *_layers(config, flags, set_), where=config or "view"))
+
+
+@app.command()
 def distill(
     run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/kept/")],
     student: Annotated[str | None, typer.Option(help="Preset (qwen-7b, llama-8b, smollm2-135m, tiny, ...), path or Hub id")] = None,

@@ -130,6 +130,12 @@ class ExecutorConfig(Strict):
 NOT_FINGERPRINTED = ("executor",)  # how a stage runs, not what it makes
 
 
+class ViewConfig(Strict):
+    run_dir: str = Field("runs/default", description="Run directory to show (read-only)")
+    host: str = Field("127.0.0.1", description="Address to listen on (127.0.0.1: this machine only)")
+    port: int = Field(8008, ge=1, le=65535, description="Port to listen on")
+
+
 class GenerationSettings(Strict):
     """How a model is asked and sampled: the part of the config `factory generate` and `factory eval` share (the
     library in factory/generation.py takes it)."""

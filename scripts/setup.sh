@@ -40,4 +40,14 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# factory view's browser tests drive Debian's Chromium (Playwright cannot download a browser here).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (the viewer's browser tests)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium is missing: install it (e.g. sudo apt-get install chromium) to run the browser tests"
+  fi
+fi
+
 "$VENV/bin/python" -m factory.models prepare --all

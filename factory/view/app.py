@@ -1,0 +1,103 @@
+"""`factory view RUN_DIR`: a local, read-only web app over a run: the funnel, a table of traces, one trace with
+its verdicts beside its prompt's other samples, and the evals.
+
+Flask with Jinja2 templates, rendered on the server; no JavaScript and nothing to build. Every value from a
+trace is untrusted model output: it reaches the page only through Jinja2's autoescaping (no `|safe` anywhere),
+and links are built by `url_for` from our own routes, never from trace text.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, abort, render_template, request, send_file, url_for
+
+from ..config import ViewConfig
+from .data import Query, RunData
+
+PAGE = 50
+
+
+def create_app(run_dir: str | Path) -> Flask:
+    data = RunData(run_dir)
+    app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
+    app.jinja_env.autoescape = True  # also for templates not named .html: every value is escaped
+    app.config["RUN_DIR"] = str(run_dir)
+
+    @app.get("/")
+    def index() -> str:
+        stats = data.stats()
+        return render_template("index.html", run=str(run_dir), stats=stats, funnel=funnel_rows(stats),
+                               reasons=reason_rows(stats), evals=data.evals())
+
+    @app.get("/traces")
+    def traces() -> str:
+        query = Query.from_args(request.args)
+        rows, total = data.page(query, PAGE)
+        pages = max(1, math.ceil(total / PAGE))
+        return render_template("traces.html", run=str(run_dir), rows=rows, total=total, query=query,
+                               pages=pages, choices=data.choices(), filtered=data.filtered,
+                               prev_url=url_for("traces", **query.params(page=query.page - 1))
+                               if query.page > 1 else None,
+                               next_url=url_for("traces", **query.params(page=query.page + 1))
+                               if query.page < pages else None)
+
+    @app.get("/trace/<prompt_id>/<int:sample_index>")
+    def trace(prompt_id: str, sample_index: int) -> str:
+        samples = data.prompt_samples(prompt_id)
+        this = next((s for s in samples if s["sample_index"] == sample_index), None)
+        if this is None:
+            abort(404)
+        return render_template("trace.html", run=str(run_dir), t=this, samples=samples)
+
+    @app.get("/evals/<name>")
+    def eval_page(name: str) -> str:
+        result = data.eval_result(name)
+        if result is None:
+            abort(404)
+        return render_template("eval.html", run=str(run_dir), name=name, r=result,
+                               has_compare=data.compare_png() is not None)
+
+    @app.get("/evals/compare.png")
+    def compare_png() -> Any:
+        path = data.compare_png()
+        if path is None:
+            abort(404)
+        return send_file(path, mimetype="image/png")
+
+    return app
+
+
+def funnel_rows(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """In, then what each filter left, for the funnel chart: bar widths in percent of the input."""
+    if not stats:
+        return []
+    funnel = stats["funnel"]
+    total, remaining = max(funnel["in"], 1), funnel["in"]
+    rows = [{"name": "in", "rows": remaining, "rejected": 0, "width": 100.0}]
+    for name, rejected in funnel["rejected_by"].items():
+        remaining -= rejected
+        rows.append({"name": name, "rows": remaining, "rejected": rejected, "width": 100.0 * remaining / total})
+    return rows
+
+
+def reason_rows(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not stats or not stats.get("reasons"):
+        return []
+    top = max(stats["reasons"].values())
+    return [{"reason": k, "filter": k.split(":")[0], "rows": v, "width": 100.0 * v / top}
+            for k, v in list(stats["reasons"].items())[:20]]
+
+
+def run(cfg: ViewConfig) -> None:
+    from werkzeug.serving import run_simple
+
+    from ..errors import FactoryError
+
+    if not Path(cfg.run_dir).is_dir():
+        raise FactoryError(f"{cfg.run_dir}: no such run directory")
+    app = create_app(cfg.run_dir)
+    print(f"factory view: http://{cfg.host}:{cfg.port}/ (read-only; Ctrl-C stops it)")
+    run_simple(cfg.host, cfg.port, app, threaded=True)

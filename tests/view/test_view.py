@@ -1,0 +1,88 @@
+"""`factory view` through Flask's test client: what each page shows, escaping, filters, read-only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+
+from factory.rundir import RunDir
+from factory.view import create_app
+
+
+@pytest.fixture
+def client(view_run):
+    return create_app(view_run).test_client()
+
+
+def _text(resp) -> str:
+    assert resp.status_code == 200, resp.status_code
+    return resp.get_data(as_text=True)
+
+
+def test_the_funnel_shows_the_stats_and_links_each_filter_to_its_rejects(client, view_run):
+    stats = json.loads(RunDir(view_run).filter_stats.read_text())
+    page = _text(client.get("/"))
+    assert f"{stats['funnel']['in']} traces in" in page and f"{stats['funnel']['kept']} kept" in page
+    assert stats["funnel"]["rejected_by"]["language"] > 0
+    assert '/traces?split=rejected&amp;reason=language' in page
+    assert "language: mixed" in page or "language:" in page
+
+
+def test_the_table_filters_by_reason_and_pages(client, view_run):
+    stats = json.loads(RunDir(view_run).filter_stats.read_text())
+    page = _text(client.get("/traces?split=rejected&reason=language"))
+    n = stats["funnel"]["rejected_by"]["language"]
+    assert f"{n} traces match" in page and page.count('class="rejected">language<') == n
+    everything = _text(client.get("/traces"))
+    assert f"{stats['funnel']['in']} traces match" in everything
+    kept = _text(client.get("/traces?split=kept&min_tokens=330"))
+    assert "rejected" not in re.sub(r"<option.*?</option>", "", kept).split('id="traces"')[1].split("</table>")[0]
+
+
+def test_search_finds_text_in_the_reasoning_as_a_literal(client):
+    page = _text(client.get("/traces", query_string={"q": "然后我们"}))
+    assert "traces match" in page and "0 traces match" not in page
+    assert "0 traces match" in _text(client.get("/traces", query_string={"q": "step (1"}))  # not a regex
+
+
+def test_a_trace_shows_its_verdicts_and_its_prompts_other_samples(client, view_run):
+    page = _text(client.get("/traces?split=rejected&reason=correctness"))
+    href = re.search(r'href="(/trace/[0-9a-f]+/\d+)"', page).group(1)
+    trace = _text(client.get(href))
+    assert "rejected by correctness" in trace and 'class="fail">fail<' in trace
+    assert trace.count('class="card') == 3, "the prompt's three samples side by side"
+    assert "&lt;think&gt;" in trace and "&lt;/think&gt;" in trace
+    assert client.get("/trace/nope/0").status_code == 404
+
+
+def test_model_output_is_text_never_markup(client):
+    page = _text(client.get("/traces", query_string={"q": "pwned"}))
+    href = re.search(r'href="(/trace/[0-9a-f]+/\d+)"', page).group(1)
+    trace = _text(client.get(href))
+    assert "<script>window.pwned" not in trace and "&lt;script&gt;window.pwned" in trace
+    assert "<img src=x" not in trace and "&lt;img src=x onerror=" in trace
+    assert 'href="javascript:' not in trace and "javascript:window.pwned" in trace
+    assert "<script" not in page.split("</header>")[1]
+
+
+def test_the_viewer_writes_nothing(view_run, client):
+    def snapshot():
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(view_run.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    for url in ("/", "/traces", "/traces?split=kept&page=2", "/traces?q=step"):
+        client.get(url)
+    assert snapshot() == before
+
+
+def test_the_eval_pages_show_metrics_problems_and_the_chart(client):
+    index = _text(client.get("/"))
+    assert 'href="/evals/after-gym-chain_sum"' in index and "0.156" in index
+    page = _text(client.get("/evals/after-gym-chain_sum"))
+    assert "pass@1" in page and page.count("<tr><td><pre>") == 40 and 'src="/evals/compare.png"' in page
+    png = client.get("/evals/compare.png")
+    assert png.status_code == 200 and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/evals/nope").status_code == 404
