@@ -19,12 +19,14 @@ from .filters.params import (  # noqa: F401  (re-exported: the filter section's 
     DedupParams,
     FormatParams,
     IdentityParams,
+    JudgeParams,
     LanguageParams,
     LengthParams,
     RepetitionParams,
     SelectionParams,
 )
 from .strict import Strict
+from .teacher_config import MAX_N, Prices, SamplingConfig, TeacherConfig  # noqa: F401  (re-exported)
 
 
 class PromptsConfig(Strict):
@@ -42,59 +44,6 @@ class PromptsConfig(Strict):
     tests_field: str | None = Field(None, description="hf/file: column holding code tests (asserts, or JSON "
                                     "{inputs, outputs} as APPS' input_output)")
     task: str | None = Field(None, description="Task for rows that name none: math, code or gym:NAME")
-
-
-class Prices(Strict):
-    input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
-    output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
-
-
-class TeacherConfig(Strict):
-    engine: Literal["openai", "vllm", "hf", "auto"] = Field(
-        "auto", description="openai (any OpenAI-compatible server), vllm (offline engine), hf (transformers); "
-        "auto picks vllm when importable, else hf")
-    model: str = Field("qwen2.5-coder-0.5b", description="Served model name, local path, Hub id or bundled alias")
-    base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key")
-    concurrency: int = Field(256, ge=1, description="openai: requests in flight")
-    requests_per_minute: float | None = Field(None, gt=0, description="openai: request rate limit")
-    tokens_per_minute: float | None = Field(None, gt=0, description="openai: token rate limit (prompt + max)")
-    timeout_s: float = Field(600.0, gt=0, description="openai: per-request timeout (the whole answer)")
-    connect_timeout_s: float = Field(10.0, gt=0, description="openai: longest wait for a TCP connection (a server "
-                                     "whose accept queue drops connections fails fast and is retried)")
-    read_timeout_s: float | None = Field(None, gt=0, description="openai: longest silence between two reads of a "
-                                         "response (None: only timeout_s; without streaming a server is silent "
-                                         "until the whole answer is written, so keep it above the longest one)")
-    fail_fast_after: int = Field(20, ge=0, description="openai: stop the run when the first this-many requests "
-                                 "all fail with the same non-retryable error, e.g. HTTP 401 (0: never)")
-    max_retries: int = Field(6, ge=0, description="openai: retries on 429/5xx/timeouts/connection errors")
-    backoff_base_s: float = Field(1.0, gt=0, description="openai: first backoff; doubles each retry, with jitter")
-    backoff_max_s: float = Field(60.0, gt=0, description="openai: longest backoff between retries")
-    native_n: Literal["auto", "always", "never"] = Field(
-        "auto", description="openai: ask for n choices in one request (auto: fall back when unsupported)")
-    batch_size: int = Field(64, ge=1, description="vllm/hf: prompts per engine call (the unit of resume)")
-    gpu_memory_utilization: float | None = Field(
-        None, gt=0, le=1, description="vllm: memory share for weights + KV cache (auto: 0.9 GPU, 0.35 CPU)")
-    max_model_len: int | None = Field(None, ge=1, description="vllm: context length (default: from the model)")
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one replica spans (with --executor ray, "
-                                      "each actor asks Ray for this many GPUs)")
-    dtype: str = Field("auto", description="vllm/hf: weight dtype")
-    client: Literal["aiohttp", "openai-sdk"] = Field(
-        "aiohttp", description="openai: HTTP client; openai-sdk uses the SDK's own (slower at high concurrency)")
-    headers: dict[str, str] = Field(default_factory=dict, description="openai: extra HTTP headers")
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra JSON merged into requests")
-    prices: Prices | None = Field(None, description="Token prices, to report the run's cost")
-
-
-MAX_N = 65_536  # samples per prompt: far past any recipe (R1 used 4-64), and small enough to plan per prompt
-
-
-class SamplingConfig(Strict):
-    n: int = Field(4, ge=1, le=MAX_N, description=f"Samples per prompt (at most {MAX_N})")
-    temperature: float = Field(0.6, ge=0, description="R1's recommended 0.6")
-    top_p: float = Field(0.95, gt=0, le=1, description="R1's recommended 0.95")
-    max_tokens: int = Field(32768, ge=1, description="Most new tokens per sample (R1 generated with 32,768; "
-                            "set a smaller one for CPU runs)")
 
 
 class TemplateConfig(Strict):
@@ -195,6 +144,7 @@ class FilterConfig(Strict):
     repetition: RepetitionParams = Field(default_factory=RepetitionParams)
     identity: IdentityParams = Field(default_factory=IdentityParams)
     decontam: DecontamParams = Field(default_factory=DecontamParams)
+    judge: JudgeParams = Field(default_factory=JudgeParams)
     dedup: DedupParams = Field(default_factory=DedupParams)
     selection: SelectionParams = Field(default_factory=SelectionParams)
 

@@ -77,7 +77,7 @@ class FilterSpec:
 
     name: str
     params: type[BaseModel]
-    kind: Literal["row", "set"]
+    kind: Literal["row", "model", "set"]  # model: a judge model's call per row, made by the stage (judge.py)
     module: str
     cost: Literal["cheap", "expensive"] = "cheap"
     needed: bool = False
@@ -88,7 +88,7 @@ class FilterSpec:
 
     def function(self) -> RowFilter:
         if self.kind != "row":
-            raise TypeError(f"{self.name} is a set filter (see filters/setwise.py)")
+            raise TypeError(f"{self.name} is a {self.kind} filter, run by the filter stage")
         return getattr(importlib.import_module(f"{__name__}.{self.module}"), f"{self.name}_filter")
 
 
@@ -103,12 +103,14 @@ FILTERS: dict[str, FilterSpec] = {spec.name: spec for spec in (
     FilterSpec("repetition", P.RepetitionParams, "row", "basic", "expensive"),
     FilterSpec("identity", P.IdentityParams, "row", "basic"),
     FilterSpec("decontam", P.DecontamParams, "row", "decontam"),
+    FilterSpec("judge", P.JudgeParams, "model", "judge", "expensive"),
     FilterSpec("dedup", P.DedupParams, "set", "setwise"),
     FilterSpec("selection", P.SelectionParams, "set", "setwise"),
 )}
 DEFAULT_ORDER = list(FILTERS)  # the R1 order: reject_reason is the first filter in it that fails
 ROW_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "row")
 SET_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "set")
+MODEL_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "model")
 
 
 def all_filter_names() -> list[str]:

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..config import FilterConfig
 from ..errors import FactoryError
-from ..filters import FILTERS, SET_FILTERS, Verdict, run_row_filters
+from ..filters import FILTERS, ROW_FILTERS, SET_FILTERS, Verdict, run_row_filters
 from ..filters.basic import count_tokens
 from ..filters.decontam import DecontamIndex, build_index
 from ..filters.setwise import RowSummary, dedup, exact_key, lsh_bands, pass_rates, select
@@ -70,7 +70,7 @@ def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None, ind
                 on_start: Callable[[str], None] | None = None) -> list[RowJudgement]:
     """Row filters over a batch of rows."""
     cfg, index = cfg or _worker_cfg, index or _worker_index
-    names = [n for n in cfg.active() if n not in SET_FILTERS]
+    names = [n for n in cfg.active() if n in ROW_FILTERS]
     params = {n: index if n == "decontam" else getattr(cfg, n) for n in names}
     out = []
     for row in rows:
@@ -118,7 +118,7 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise FactoryError(f"{run_dir}: no such run directory")
     manifest = read_manifest(traces)  # a run without finished traces fails here, before anything is written
-    cfg = with_generation_limit(cfg, manifest)
+    cfg = with_judge(with_generation_limit(cfg, manifest))
     tasks: set[str] = set()
     for table in iter_shards(traces, TRACE_SCHEMA, columns=["task"]):
         tasks.update(table.column(0).unique().to_pylist())  # every shard's columns are checked up front too
@@ -129,13 +129,16 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     try:
         t0 = time.perf_counter()
         summaries = _judge_rows(cfg, traces, tmp / "verdicts.jsonl", manifest["rows"])
+        judged, judge_report = _ask_the_judge(cfg, traces, summaries)
         t1 = time.perf_counter()
         final = _set_filters(cfg, summaries)
         t2 = time.perf_counter()
-        _write_outputs(cfg, traces, tmp, summaries, final)
-        del summaries, final  # a few hundred bytes a row: let the statistics have the memory
+        _write_outputs(cfg, traces, tmp, summaries, final, judged)
+        del summaries, final, judged  # a few hundred bytes a row: let the statistics have the memory
         staged = RunDir(tmp)  # the new filtered/ is built beside the old one, then swapped in whole
         report = funnel_stats(staged.filtered, cfg.active(), time.perf_counter() - started)
+        if judge_report is not None:
+            report["judge"] = judge_report
         report["seconds_by_pass"] = {"row_filters": round(t1 - t0, 2), "set_filters": round(t2 - t1, 2),
                                      "write": round(time.perf_counter() - t2, 2)}
         write_json_atomic(staged.filter_stats, report)
@@ -154,6 +157,13 @@ def with_generation_limit(cfg: FilterConfig, manifest: dict[str, Any]) -> Filter
         return cfg
     limit = ((manifest.get("config") or {}).get("sampling") or {}).get("max_tokens") or 32768
     return cfg.model_copy(update={"length": cfg.length.model_copy(update={"max_tokens": int(limit)})})
+
+
+def with_judge(cfg: FilterConfig) -> FilterConfig:
+    """With a judge, what correctness cannot verify is the judge's to decide, not a rejection."""
+    if not cfg.judge.enabled or not cfg.correctness.reject_unverified:
+        return cfg
+    return cfg.model_copy(update={"correctness": cfg.correctness.model_copy(update={"reject_unverified": False})})
 
 
 def _check_sandbox() -> None:
@@ -236,8 +246,39 @@ def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[s
     return final
 
 
+def _ask_the_judge(cfg: FilterConfig, traces: Path, rows: list[RowSummary]
+                   ) -> tuple[dict[int, Verdict], dict[str, Any] | None]:
+    """The judge model over the rows the row filters kept (in fallback mode, only those correctness could not
+    verify); a row it fails no longer takes part in the set filters. Its answers live in the run's cache."""
+    if "judge" not in cfg.active():
+        return {}, None
+    from ..cache import SampleCache
+    from ..filters.judge import run_judge
+    from ..generation import CACHE_FIELDS
+
+    p = cfg.judge
+    wanted = {i for i, r in enumerate(rows) if r.passed_rows and (p.mode == "always" or r.correct is None)}
+
+    def candidates():
+        i = 0
+        columns = ["prompt_id", "source", "task", "problem", "reference_answer", "tests", "metadata", "reasoning",
+                   "answer"]
+        for batch in iter_batches(traces, TRACE_SCHEMA, columns=columns, batch_rows=cfg.batch_rows):
+            for row in batch.to_pylist():
+                if i in wanted:
+                    yield i, row
+                i += 1
+
+    with SampleCache(RunDir(cfg.run_dir).cache, CACHE_FIELDS) as cache:
+        verdicts, report = run_judge(p, candidates(), cache, cfg.progress)
+    for i, v in verdicts.items():
+        if not v.ok:
+            rows[i].passed_rows = False
+    return verdicts, report
+
+
 def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSummary],
-                   final: dict[int, tuple[str, str]]) -> None:
+                   final: dict[int, tuple[str, str]], judged: dict[int, Verdict]) -> None:
     """Pass 3, columnar: the trace columns are never turned into Python objects, only the new columns are."""
     import pyarrow.compute as pc
 
@@ -254,6 +295,9 @@ def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSum
             flags, reasons, verdict_col, rate_col = [], [], [], []
             for pid in batch.column("prompt_id").to_pylist():
                 verdicts, first = json.loads(next(vf))
+                if i in judged:
+                    verdicts["judge"] = judged[i].to_json()
+                    first = first or (None if judged[i].ok else "judge")
                 set_fail = final.get(i)
                 for name in active_set if rows[i].passed_rows else ():
                     failed = set_fail is not None and set_fail[0] == name

@@ -33,6 +33,7 @@ class FakeOpenAI:
     reject_n: bool = False  # answer 400 to n > 1, as some providers do
     reasoning_field: bool = False  # put the reasoning in `reasoning_content`, as vLLM's reasoning parsers do
     faults: dict[str, list[str]] = field(default_factory=dict)
+    replies: dict[str, list[str]] = field(default_factory=dict)  # prompt needle -> the answers to give, in turn
     body_chars: int = 0  # pad the reasoning to this size (benchmarks)
     completion_tokens: int = 20  # usage reported per choice
     basic_auth: str | None = None  # "user:password": require HTTP Basic auth instead of a Bearer key
@@ -135,9 +136,21 @@ class FakeOpenAI:
             return web.Response(body=self._canned[n], content_type="application/json")
         return web.json_response(self._completion(body, content, n))
 
+    def _scripted(self, content: str) -> str | None:
+        with self._lock:
+            for needle, script in self.replies.items():
+                if needle in content and script:
+                    return script.pop(0) if len(script) > 1 else script[0]  # the last answer repeats
+        return None
+
     def _completion(self, body: dict, content: str, n: int) -> dict:
         choices = []
+        scripted = self._scripted(content)
         for i in range(n):
+            if scripted is not None:
+                choices.append({"index": i, "message": {"role": "assistant", "content": scripted},
+                                "finish_reason": "stop"})
+                continue
             reasoning = f"Let me think about: {content[:40]} (choice {i})" + " step" * (self.body_chars // 5)
             answer = "The answer is \\boxed{42}."
             if self.reasoning_field:

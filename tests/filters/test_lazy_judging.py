@@ -8,7 +8,15 @@ import pytest
 
 from factory.cli import main
 from factory.config import FilterConfig
-from factory.filters import DEFAULT_ORDER, FILTERS, ROW_FILTERS, SET_FILTERS, Verdict, run_row_filters
+from factory.filters import (
+    DEFAULT_ORDER,
+    FILTERS,
+    MODEL_FILTERS,
+    ROW_FILTERS,
+    SET_FILTERS,
+    Verdict,
+    run_row_filters,
+)
 from factory.records import TRACE_SCHEMA, Prompt, Trace
 from factory.shards import ShardWriter, read_table
 from tests.filters.helpers import trace
@@ -23,11 +31,12 @@ def _params(cfg: FilterConfig) -> dict:
 
 def test_the_table_derives_the_lists_and_the_order():
     assert DEFAULT_ORDER == ["format", "length", "correctness", "language", "code_block", "repetition", "identity",
-                             "decontam", "dedup", "selection"]
-    assert SET_FILTERS == ("dedup", "selection") and set(ROW_FILTERS) | set(SET_FILTERS) == set(DEFAULT_ORDER)
+                             "decontam", "judge", "dedup", "selection"]
+    assert SET_FILTERS == ("dedup", "selection") and MODEL_FILTERS == ("judge",)
+    assert set(ROW_FILTERS) | set(MODEL_FILTERS) | set(SET_FILTERS) == set(DEFAULT_ORDER)
     assert [n for n in FILTERS if FILTERS[n].skippable] == ["language", "repetition"]
     assert FILTERS["length"].function()(trace(), None, FilterConfig().length).status == "pass"
-    with pytest.raises(TypeError, match="set filter"):
+    with pytest.raises(TypeError, match="set filter, run by the filter stage"):
         FILTERS["dedup"].function()
 
 

@@ -120,3 +120,36 @@ def test_a_distilled_student_is_served_by_vllm_without_a_system_prompt(tmp_path,
     for r in rows:  # vLLM rendered exactly the R1-style prompt: no default system prompt
         expected = tok.apply_chat_template(json.loads(r["messages"]), add_generation_prompt=True, tokenize=False)
         assert r["prompt_tokens"] == len(tok(expected, add_special_tokens=False)["input_ids"])
+
+
+def test_the_judge_filter_on_the_bundled_model(tmp_path, vllm_server):
+    """One real judge run: the bundled model, served by vLLM, judges traces correctness cannot verify."""
+    from factory.cli import main
+    from factory.records import TRACE_SCHEMA, Prompt, Trace
+    from factory.rundir import RunDir
+    from factory.shards import write_shards
+
+    rows = []
+    for i, (problem, answer) in enumerate([("Is 7 a prime number? Answer yes or no.", "yes"),
+                                           ("What colour is a clear daytime sky?", "blue"),
+                                           ("Name the capital of France.", "Berlin")]):
+        p = Prompt(source="judge-test", task="qa", problem=problem)
+        rows.append(Trace(prompt=p, sample_index=0, teacher_model="t", engine="openai", sampling="{}",
+                          messages="[]", reasoning=f"Let me think about question {i} carefully.", answer=answer,
+                          raw_completion="x", reasoning_source="think_tags", finish_reason="stop",
+                          completion_tokens=20).to_row())
+    run = tmp_path / "run"
+    write_shards(RunDir(run).traces, rows, TRACE_SCHEMA)
+    args = ["filter", str(run), "--no-progress", "--workers", "1", "--set", "judge.mode=fallback",
+            "--set", "judge.teacher.engine=openai", "--set", "judge.teacher.model=smollm2-135m",
+            "--set", f"judge.teacher.base_url={vllm_server}", "--set", "judge.max_tokens=64",
+            "--set", "judge.template=rubric"]
+    assert main(args) == 0
+    stats = json.loads(RunDir(run).filter_stats.read_text())
+    assert stats["judge"]["requested"] == 3 and stats["judge"]["errors"] == 0
+    assert stats["judge"]["completion_tokens"] > 0
+    out = read_table(RunDir(run).kept).to_pylist() + read_table(RunDir(run).rejected).to_pylist()
+    verdicts = [json.loads(r["verdicts"])["judge"] for r in out]
+    assert len(verdicts) == 3 and all(v["details"]["rationale"] for v in verdicts), "the model's own words"
+    assert main(args) == 0
+    assert json.loads(RunDir(run).filter_stats.read_text())["judge"]["from_cache"] == 3
