@@ -86,3 +86,36 @@ def test_the_eval_pages_show_metrics_problems_and_the_chart(client):
     png = client.get("/evals/compare.png")
     assert png.status_code == 200 and png.data[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/evals/nope").status_code == 404
+
+
+def test_the_cli_serves_on_loopback_and_names_a_missing_run(view_run, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "view", str(view_run), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(100):
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert "Funnel" in page
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert f"http://127.0.0.1:{port}/" in out and "read-only" in out
+    missing = subprocess.run([sys.executable, "-m", "factory.cli", "view", str(tmp_path / "nope")], env=env,
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "nope: no such run directory" in missing.stderr
