@@ -119,3 +119,16 @@ def test_the_cli_serves_on_loopback_and_names_a_missing_run(view_run, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "factory.cli", "view", str(tmp_path / "nope")], env=env,
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "nope: no such run directory" in missing.stderr
+
+
+def test_a_run_not_yet_filtered_shows_its_traces(tmp_path):
+    from factory.records import TRACE_SCHEMA
+    from factory.shards import write_shards
+    from tests.view.conftest import trace_rows
+
+    write_shards(RunDir(tmp_path / "run").traces, trace_rows(4), TRACE_SCHEMA)
+    client = create_app(tmp_path / "run").test_client()
+    assert "has not been filtered yet" in _text(client.get("/"))
+    assert "12 traces match" in _text(client.get("/traces"))
+    href = re.search(r'href="(/trace/[0-9a-f]+/\d+)"', _text(client.get("/traces"))).group(1)
+    assert "not filtered yet" in _text(client.get(href))
