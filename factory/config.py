@@ -336,6 +336,12 @@ def public_dump(cfg: BaseModel) -> dict[str, Any]:
     return redact(cfg.model_dump(mode="json"))
 
 
+def artifact_config(cfg: BaseModel) -> dict[str, Any]:
+    """The config an artifact carries (a shard manifest): public, and without how the stage ran, so that a local
+    run and a Ray run (or a merged one) write the same file."""
+    return {k: v for k, v in public_dump(cfg).items() if k not in NOT_FINGERPRINTED}
+
+
 def fingerprint(obj: BaseModel | dict[str, Any]) -> str:
     data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
     data = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}

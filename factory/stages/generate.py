@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..cache import SampleCache
-from ..config import NOT_FINGERPRINTED, GenerateConfig, fingerprint, public_dump
+from ..config import GenerateConfig, artifact_config, fingerprint
 from ..errors import FactoryError
 from ..generation import CACHE_FIELDS, generate_missing, make_trace, plan
 from ..records import TRACE_SCHEMA, Prompt
@@ -100,8 +100,7 @@ def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[st
     counts: Counter[str] = Counter()
     with ShardWriter(RunDir(cfg.out).traces, TRACE_SCHEMA, cfg.shard_rows,
                      extra={"stage": "generate", "teacher": f"{engine}:{model}", "fingerprint": fingerprint(cfg),
-                            "config": {k: v for k, v in public_dump(cfg).items() if k not in NOT_FINGERPRINTED}}
-                     ) as writer:
+                            "config": artifact_config(cfg)}) as writer:
         for prompt, messages, keys in work:
             rows = []
             for index, key in enumerate(keys):

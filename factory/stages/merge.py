@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 from rich.console import Console
 
-from ..config import GenerateConfig, MergeConfig, fingerprint, public_dump
+from ..config import GenerateConfig, MergeConfig, artifact_config, fingerprint
 from ..errors import FactoryError
 from ..records import TRACE_SCHEMA
 from ..rundir import RunDir, write_resolved_config
@@ -34,7 +34,7 @@ def run(cfg: MergeConfig) -> dict[str, Any]:
     configs = [read_manifest(RunDir(s).traces)["config"] for s in shards]
     merged = check_same_settings(shards, configs, rd)
     extra = {"stage": "generate", "teacher": f"{merged.teacher.engine}:{merged.teacher.model}",
-             "fingerprint": fingerprint(merged), "config": public_dump(merged),
+             "fingerprint": fingerprint(merged), "config": artifact_config(merged),
              "merged_from": [s.name for s in shards]}
     seen: set[str] = set()
     with ShardWriter(rd.traces, TRACE_SCHEMA, cfg.shard_rows, extra) as writer:
