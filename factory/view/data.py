@@ -5,7 +5,6 @@ Read-only: nothing here opens a file for writing."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,13 +91,18 @@ class RunData:
     def page(self, query: Query, size: int) -> tuple[list[dict[str, Any]], int]:
         """One page of the table, and how many rows match."""
         lf = self._filtered(query)
-        total = lf.select(pl.len()).collect().item()
-        rows = (lf.select(LIST_COLUMNS).slice((query.page - 1) * size, size)
-                .with_columns(pl.col("problem").str.slice(0, 160)).collect().to_dicts())
-        return rows, total
+        if not query.q:  # small columns only: counting and slicing are two cheap scans
+            total = lf.select(pl.len()).collect().item()
+            page = lf.select(LIST_COLUMNS).slice((query.page - 1) * size, size)
+        else:  # a search reads the text once, keeping row numbers; the page is then read by number
+            matches = lf.select("_row").collect()["_row"]
+            total, wanted = len(matches), matches.slice((query.page - 1) * size, size)
+            page = self.scan().with_row_index("_row").filter(pl.col("_row").is_in(wanted.implode())).select(
+                LIST_COLUMNS)
+        return page.with_columns(pl.col("problem").str.slice(0, 160)).collect().to_dicts(), total
 
     def _filtered(self, query: Query) -> pl.LazyFrame:
-        lf = self.scan()
+        lf = self.scan().with_row_index("_row")
         conditions = []
         if query.split != "all" and self.filtered:
             conditions.append(pl.col("kept") == (query.split == "kept"))
@@ -114,10 +118,10 @@ class RunData:
             conditions.append(pl.col("pass_rate") >= query.min_rate)
         if query.max_rate is not None:
             conditions.append(pl.col("pass_rate") <= query.max_rate)
-        if query.q:
-            pattern = "(?i)" + re.escape(query.q)  # a literal, case-insensitive search, never a user regex
-            conditions.append(pl.any_horizontal(pl.col(c).fill_null("").str.contains(pattern)
-                                                for c in ("problem", "reasoning", "answer")))
+        if query.q:  # a literal (never a user's regex), case-insensitive for ASCII: Aho-Corasick, not a regex
+            conditions.append(pl.any_horizontal(
+                pl.col(c).fill_null("").str.contains_any([query.q], ascii_case_insensitive=True)
+                for c in ("problem", "reasoning", "answer")))
         return lf.filter(pl.all_horizontal(conditions)) if conditions else lf
 
     def prompt_samples(self, prompt_id: str) -> list[dict[str, Any]]:
