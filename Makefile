@@ -34,8 +34,10 @@ bench: setup
 	$(PY) bench/filters.py
 	$(PY) bench/sft.py
 	$(PY) bench/sandbox_output.py
-	$(PY) bench/scale.py
+	rm -rf runs/scale-bench
+	$(PY) bench/scale.py --keep runs/scale-bench
+	$(PY) bench/view.py runs/scale-bench
 	$(PY) bench/ray_overhead.py
 
 clean:
-	rm -rf runs/demo runs/quickstart runs/grpo-cpu
+	rm -rf runs/demo runs/quickstart runs/grpo-cpu runs/scale-bench
