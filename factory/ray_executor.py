@@ -27,8 +27,6 @@ from typing import Any
 from .config import ExecutorConfig, FilterConfig, GenerationSettings
 from .errors import FactoryError
 
-_started_here = False
-
 
 def connect(ex: ExecutorConfig) -> Any:
     """Joins the cluster (or starts Ray on this machine) with this checkout importable on every worker."""
@@ -36,7 +34,6 @@ def connect(ex: ExecutorConfig) -> Any:
         import ray
     except ImportError:
         raise FactoryError("--executor ray needs Ray: pip install 'r1-factory[ray]'") from None
-    global _started_here
     if not ray.is_initialized():
         code = str(Path(__file__).resolve().parents[1])
         env = {"PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH")) if p)}
@@ -45,7 +42,6 @@ def connect(ex: ExecutorConfig) -> Any:
                      include_dashboard=False, configure_logging=False)
         except ConnectionError as e:
             raise FactoryError(f"--ray-address {ex.address}: cannot join the Ray cluster ({e})") from None
-        _started_here = True
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # results come back in plan order: the same shards as local
     ctx.enable_progress_bars = False  # our own bar counts samples and rows
@@ -211,7 +207,7 @@ def judge_on_ray(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: A
 
         from .stages.filter import judge_row_group
 
-        idx = ray.get(index_ref) if index_ref is not None else None
+        idx = ray.get(index_ref)  # the decontamination index, shipped once through the object store
         conf = FilterConfig.model_validate(cfg_json)
         results = [pickle.dumps(judge_row_group(p, g, t, conf, idx))
                    for p, g, t in zip(batch["path"].to_pylist(), batch["group"].to_pylist(), batch["task"].to_pylist())]
