@@ -136,15 +136,22 @@ def _filter_rows(stats: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, A
     rows = []
     for name in cfg["order"]:
         params = cfg.get(name, {})
-        if not params.get("enabled", True):
+        if not params.get("enabled", True) or params.get("mode") == "off":  # the judge is on by its mode
             continue
         rejected = stats["funnel"]["rejected_by"].get(name, 0)
         remaining -= rejected
-        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "enabled")
+        shown = ", ".join(f"{k}={_param(v)}" for k, v in params.items() if k != "enabled")
         rows.append({"name": name, "rejected": rejected, "failed": stats["failed_any"].get(name, 0),
                      "skipped": (stats.get("skipped") or {}).get(name, 0),
                      "remaining": remaining, "params": f"`{shown}`" if shown else ""})
     return rows
+
+
+def _param(value: Any) -> Any:
+    """A model's settings as ENGINE:MODEL (the judge's teacher), anything else as it is."""
+    if isinstance(value, dict) and "model" in value and "engine" in value:
+        return f"{value['engine']}:{value['model']}"
+    return value
 
 
 def _clip(text: str, limit: int) -> str:

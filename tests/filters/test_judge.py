@@ -105,7 +105,15 @@ def test_the_card_says_what_the_judge_did_and_cost(run_dir, fake_server):
     assert main(["card", str(run_dir)]) == 0
     card = (RunDir(run_dir).card / "README.md").read_text()
     assert "The `judge` filter asked `fake-teacher`: 3 traces judged (3 calls, 0 answers from the cache" in card
+    assert "| judge | 0 | 0 | 0 |" in card and "teacher=openai:fake-teacher" in card  # its row in the filters
     line = next(line for line in card.splitlines() if line.startswith("The `judge` filter"))
     prompt_tokens = json.loads(RunDir(run_dir).filter_stats.read_text())["judge"]["prompt_tokens"]
     cost = (prompt_tokens * 1.0 + 60 * 2.0) / 1e6  # 3 calls x 20 completion tokens, at $1 / $2 per million
     assert f"{prompt_tokens} prompt and 60 completion tokens, ${cost:.4f}." in line
+
+
+def test_a_card_without_a_judge_does_not_list_one(run_dir):
+    assert main(["filter", str(run_dir), "--no-progress", "--workers", "1"]) == 0
+    assert main(["card", str(run_dir)]) == 0
+    card = (RunDir(run_dir).card / "README.md").read_text()
+    assert "| judge |" not in card and "The `judge` filter" not in card
