@@ -123,8 +123,10 @@ def test_generate_on_ray_writes_what_a_local_run_writes(tmp_path, fake_server, c
     stats = json.loads((tmp_path / "ray" / "generate_stats.json").read_text())
     assert stats["ok"] == 72 and stats["retries"] == 3 and stats["http_requests"] == 24
     assert stats["failures_by_class"] == {"bad_response": 1, "rate_limit": 1, "server_error": 1}
+    # The actors wrote every sample, each into a segment of its own (on a loaded machine one actor may have
+    # served every batch before the other started, so the number of segments is not fixed).
     segments = list(RunDir(tmp_path / "ray").cache.glob("seg-*.log"))
-    assert len(segments) >= 2, "each actor appends to a cache segment of its own"
+    assert segments and sum(len(p.read_bytes().splitlines()) for p in segments) == 72
     # a rerun on the cluster buys nothing: every sample is found in the actors' segments
     before = server.served(ok_only=False)
     assert _generate(prompts, tmp_path / "ray", ray_url, "--executor", "ray", "--ray-address", cluster.address) == 0
