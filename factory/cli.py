@@ -175,13 +175,14 @@ def distill(
 
     flags: dict[str, Any] = {"run_dir": run_dir}
     for key, value in [("student", student), ("max_steps", max_steps), ("resume", resume or None),
-                       ("lora", lora or None), ("progress", None if progress else False)]:
+                       ("lora", lora or None), ("progress", None if progress else False), ("launch", launch),
+                       ("num_processes", num_processes)]:
         _put(flags, key, value)
     cfg = build(DistillConfig, *_layers(config, flags, set_), where=config or "distill")
-    if launch:
+    if cfg.launch:
         from train.launch import relaunch
 
-        raise typer.Exit(relaunch(cfg, launch, num_processes))
+        raise typer.Exit(relaunch(cfg, "distill"))
     from train import sft  # torch and TRL load only for this command
 
     summary = sft.run(cfg)
@@ -207,13 +208,14 @@ def grpo(
 
     flags: dict[str, Any] = {"run_dir": run_dir}
     for key, value in [("model", model), ("prompts.source", prompts), ("max_steps", max_steps),
-                       ("resume", resume or None), ("lora", lora or None), ("progress", None if progress else False)]:
+                       ("resume", resume or None), ("lora", lora or None), ("progress", None if progress else False),
+                       ("launch", launch), ("num_processes", num_processes)]:
         _put(flags, key, value)
     cfg = build(GrpoConfig, *_layers(config, flags, set_), where=config or "grpo")
-    if launch:
+    if cfg.launch:
         from train.launch import relaunch
 
-        raise typer.Exit(relaunch(cfg, launch, num_processes, "grpo"))
+        raise typer.Exit(relaunch(cfg, "grpo"))
     from train import grpo as stage  # torch and TRL load only for this command
 
     summary = stage.run(cfg)

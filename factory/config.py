@@ -205,6 +205,11 @@ class DistillConfig(Strict):
     resume: bool = Field(False, description="Continue from the last complete checkpoint")
     seed: int = Field(42, description="Seed for weights init, data order and dropout")
     progress: bool = Field(True, description="Show the progress bar")
+    launch: str | None = Field(None, description="Train in processes of their own under accelerate launch: "
+                               "single_gpu, fsdp, deepspeed_zero3, multi_node, cpu_gloo, or a path to an accelerate "
+                               "YAML (`factory run` always trains in processes of its own; this says how many)")
+    num_processes: int | None = Field(None, ge=1, description="With launch: processes (GPUs) in all (default: "
+                                      "the launch config's)")
 
 
 class EvalSampling(SamplingConfig):

@@ -111,6 +111,10 @@ class GrpoConfig(Strict):
     resume: bool = Field(False, description="Continue from the last complete checkpoint")
     seed: int = Field(42, description="Seed for weights init, data order and sampling")
     progress: bool = Field(True, description="Show the progress bar")
+    launch: str | None = Field(None, description="Train in processes of their own under accelerate launch (as "
+                               "distill.launch: single_gpu, fsdp, deepspeed_zero3, multi_node, cpu_gloo, or a YAML)")
+    num_processes: int | None = Field(None, ge=1, description="With launch: processes (GPUs) in all (default: "
+                                      "the launch config's)")
 
     @model_validator(mode="after")
     def _batch_holds_whole_groups(self) -> GrpoConfig:

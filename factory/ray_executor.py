@@ -1,8 +1,8 @@
 """`--executor ray`: generate, filter and eval on a Ray cluster with Ray Data, writing the run directory a local
 run writes, byte for byte where the content is the same.
 
-- Generation: the driver holds the run's cache lock and plans; the prompts that lack samples go to Ray Data in
-  batches, served by actors that each run our own teacher (an API teacher's concurrency and RPM/TPM budget are
+- Generation: the driver holds the run's cache lock and plans; the prompts that lack samples are streamed into
+  plan files that one Ray Data dataset reads in batches, served by one pool of actors for the whole run that each run our own teacher (an API teacher's concurrency and RPM/TPM budget are
   split across the actors; vLLM gets a GPU per actor) and append each finished sample to a cache segment of their
   own in the run directory, which must be on a filesystem every node sees. A killed node loses only its
   in-flight samples: Ray Data restarts its actors elsewhere and retries its batches, and a rerun skips every
@@ -77,7 +77,7 @@ def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[s
 
 # --- generation ---------------------------------------------------------------------------------------------
 
-WAVE = 32768  # requests per Ray Data run: the driver holds one wave of requests, never the whole plan
+PLAN_PART_ROWS = 32768  # requests per plan file: the driver holds one part of the plan at a time, never all of it
 
 
 class GenerateActor:
@@ -125,8 +125,9 @@ class GenerateActor:
             out["error"].append(c.error)
             out["error_class"].append(c.error_class)
 
-        teacher.generate([Request(Prompt(**r["prompt"]), r["messages"], r["indices"], r["keys"])
-                          for r in batch.to_pylist()], sink)
+        rows = [json.loads(text) for text in batch.column("text").to_pylist()]  # the plan's JSONL lines
+        teacher.generate([Request(Prompt(**r["prompt"]), r["messages"], r["indices"], r["keys"]) for r in rows],
+                         sink)
         self.segment.sync()  # what this batch returns as done is on disk before Ray hears of it
         usage = _usage_delta(before, teacher.usage)
         out["usage"] = [usage] + [""] * (len(out["key"]) - 1) if out["key"] else []
@@ -161,16 +162,25 @@ def _usage_delta(before: Any, after: Any) -> str:
 def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir: Path, usage: Any,
                     on_result: Any) -> None:
     """Serves `requests` (the plan's missing samples) on the cluster. `on_result(key, error, error_class)` is
-    called for every sample in plan order; `usage` (a teachers.Usage) is updated from the actors' reports."""
+    called for every sample in plan order; `usage` (a teachers.Usage) is updated from the actors' reports.
+
+    The driver streams the plan into JSONL parts beside the cache (a filesystem every node sees), and one Ray
+    Data dataset over all the parts runs through one actor pool: each actor (a vLLM replica loads its model
+    once) serves the whole run, whatever its size."""
+    import shutil
+    import uuid
+
     ray = connect(cfg.executor)
     actors = cfg.executor.actors or replicas(cfg, ray)
     resources = ({"num_gpus": cfg.teacher.tensor_parallel_size} if cfg.teacher.engine == "vllm" and on_gpus(ray)
                  else {"num_cpus": 1})
     cfg_json = {k: v for k, v in cfg.model_dump(mode="json").items() if k in GenerationSettings.model_fields}
-    items = ({"prompt": dataclasses.asdict(r.prompt), "messages": r.messages, "indices": r.sample_indices,
-              "keys": r.keys} for r in requests)
-    for wave in _batches(items, WAVE):
-        ds = ray.data.from_items(wave).map_batches(
+    plan_dir = cache_dir / f"ray-plan-{uuid.uuid4().hex[:8]}"
+    try:
+        parts = _write_plan(requests, plan_dir)
+        if not parts:
+            return
+        ds = ray.data.read_text([str(p) for p in parts]).map_batches(
             GenerateActor, fn_constructor_kwargs={"cfg_json": cfg_json, "cache_dir": str(cache_dir),
                                                   "share": actors},
             batch_size=batch_size(cfg, actors), batch_format="pyarrow", **resources,
@@ -181,6 +191,21 @@ def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir:
                 if row["usage"]:
                     _add_usage(usage, json.loads(row["usage"]))
                 on_result(row["key"], row["error"], row["error_class"])
+    finally:
+        shutil.rmtree(plan_dir, ignore_errors=True)
+
+
+def _write_plan(requests: Iterator[Any], plan_dir: Path) -> list[Path]:
+    """The requests as JSONL parts of PLAN_PART_ROWS lines each, in plan order."""
+    parts: list[Path] = []
+    items = ({"prompt": dataclasses.asdict(r.prompt), "messages": r.messages, "indices": r.sample_indices,
+              "keys": r.keys} for r in requests)
+    for part in _batches(items, PLAN_PART_ROWS):
+        plan_dir.mkdir(parents=True, exist_ok=True)
+        path = plan_dir / f"part-{len(parts):05d}.jsonl"
+        path.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in part))
+        parts.append(path)
+    return parts
 
 
 def _add_usage(usage: Any, d: dict[str, Any]) -> None:

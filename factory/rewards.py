@@ -79,10 +79,26 @@ class RewardScorer:
     (`functions()`), each named as its reward so TRL logs `rewards/accuracy/mean` and the like."""
 
     def __init__(self, cfg: RewardsConfig, limit: int, workers: int = 1, log: Path | None = None):
+        from .workpool import WorkPool
+
         self.cfg, self.limit, self.workers, self.log = cfg, limit, max(1, workers), log
         self.cache: dict[str, dict[str, float | None]] = {}
         self.scored = 0  # completions actually scored (the rest came from the cache)
         self.logged_step: int | None = None
+        # One pool for the trainer's life, its workers forked from a clean server process: never a pool per
+        # step forked from a trainer that holds CUDA.
+        self.pool = WorkPool(self.workers) if self.workers > 1 else None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def __enter__(self) -> RewardScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def functions(self) -> list[Any]:
         return [_RewardFunction(self, name) for name in self.cfg.active()]
@@ -117,15 +133,13 @@ class RewardScorer:
                                     "completion": text}, ensure_ascii=False) + "\n")
 
     def _score(self, rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
-        from .workpool import ordered_map
-
         cfg_json = self.cfg.model_dump(mode="json")
-        if self.workers == 1:
+        if self.pool is None:
             return score_batch(rows, self.limit, cfg_json)
         size = -(-len(rows) // self.workers)
         chunks = [(rows[i:i + size], self.limit, cfg_json) for i in range(0, len(rows), size)]
         hung = lambda task: [{n: 0.0 for n in self.cfg.active()} for _ in task[0]]  # noqa: E731
-        return [r for chunk in ordered_map(score_batch, chunks, self.workers, self.cfg.timeout_s, hung) for r in chunk]
+        return [r for chunk in self.pool.map(score_batch, chunks, self.cfg.timeout_s, hung) for r in chunk]
 
 
 class _RewardFunction:

@@ -4,6 +4,7 @@ stage merges its section into (with fingerprint, command line and package versio
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 from collections.abc import Iterator
@@ -117,6 +118,15 @@ def stage_section(name: str | None) -> Iterator[None]:
         _SECTION.reset(token)
 
 
+SECTION_ENV = "FACTORY_SECTION"  # a pipeline's instance name, handed to the processes a stage launches
+
+
+def current_section() -> str | None:
+    """The pipeline instance whose section a stage writes (set by stage_section, or by the pipeline that
+    launched this process)."""
+    return _SECTION.get() or os.environ.get(SECTION_ENV) or None
+
+
 def redacted_command(argv: list[str]) -> str:
     """The command as typed, with every secret masked: `--flag SECRET` after a secret-named flag, the value of a
     secret-named `--set` key (dotted or nested in a dict or list value), URL credentials, known secret values."""
@@ -163,7 +173,7 @@ def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict
     path = RunDir(run_dir).resolved
     doc = yaml.safe_load(path.read_text()) if path.exists() else {}
     fp = fingerprint(cfg)
-    stage = _SECTION.get() or stage
+    stage = current_section() or stage
     doc[stage] = {"config": public_dump(cfg), "fingerprint": fp, **(extra or {})}
     if COMMAND:
         doc[stage]["command"] = COMMAND

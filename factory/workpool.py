@@ -44,26 +44,55 @@ def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
 def ordered_map(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, deadline_s: float,
                 on_hang: Callable[[tuple], Any], initializer: Callable | None = None,
                 initargs: tuple = ()) -> Iterator[Any]:
-    """Yields fn(*task) for every task, in order, with at most 2 tasks per worker in flight."""
-    pool = ProcessPool(max_workers=workers, initializer=_start_worker, initargs=(initializer, initargs))
-    pending: deque = deque()  # (task, future, tries)
-    next_task = 0
+    """Yields fn(*task) for every task, in order, with at most 2 tasks per worker in flight, on a pool of its own."""
+    pool = WorkPool(workers, initializer, initargs, start="fork")
     try:
-        while next_task < len(tasks) or pending:
-            while next_task < len(tasks) and len(pending) < 2 * workers:
-                task = tasks[next_task]
-                pending.append((task, pool.schedule(fn, args=task, timeout=deadline_s), 1))
-                next_task += 1
-            task, future, tries = pending.popleft()
-            try:
-                yield future.result()
-            except FutureTimeout:
-                yield on_hang(task)
-            except ProcessExpired:
-                if tries == 1:
-                    pending.appendleft((task, pool.schedule(fn, args=task, timeout=deadline_s), 2))
-                else:
-                    yield on_hang(task)
+        yield from pool.map(fn, tasks, deadline_s, on_hang)
     finally:
-        pool.stop()  # every task is resolved here, or the caller stopped early: nothing is worth waiting for
-        pool.join()
+        pool.close()  # every task is resolved here, or the caller stopped early: nothing is worth waiting for
+
+
+class WorkPool:
+    """Worker processes kept for many `map` calls (GRPO scores every step's completions on the same ones).
+
+    start="forkserver": workers, and the ones that replace a hung or dead worker later, are forked from a
+    clean server process started for the pool, never from the caller, which may hold CUDA and NCCL state by
+    then (a fork of such a process can deadlock or corrupt the GPU context)."""
+
+    def __init__(self, workers: int, initializer: Callable | None = None, initargs: tuple = (),
+                 start: str = "forkserver"):
+        import multiprocessing
+
+        self.workers = max(1, workers)
+        self.pool = ProcessPool(max_workers=self.workers, initializer=_start_worker,
+                                initargs=(initializer, initargs), context=multiprocessing.get_context(start))
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], deadline_s: float,
+            on_hang: Callable[[tuple], Any]) -> Iterator[Any]:
+        """Yields fn(*task) for every task, in order; a task past its deadline, or whose worker died twice,
+        yields on_hang(task)."""
+        pending: deque = deque()  # (task, future, tries)
+        next_task = 0
+        try:
+            while next_task < len(tasks) or pending:
+                while next_task < len(tasks) and len(pending) < 2 * self.workers:
+                    task = tasks[next_task]
+                    pending.append((task, self.pool.schedule(fn, args=task, timeout=deadline_s), 1))
+                    next_task += 1
+                task, future, tries = pending.popleft()
+                try:
+                    yield future.result()
+                except FutureTimeout:
+                    yield on_hang(task)
+                except ProcessExpired:
+                    if tries == 1:
+                        pending.appendleft((task, self.pool.schedule(fn, args=task, timeout=deadline_s), 2))
+                    else:
+                        yield on_hang(task)
+        finally:
+            for _, future, _ in pending:  # a caller that stopped early leaves nothing running on a kept pool
+                future.cancel()
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.pool.join()

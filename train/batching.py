@@ -8,21 +8,16 @@ epoch into buckets and shuffling the buckets leaves well under 1%.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
 
 
-def flash_attention_available() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
-
-
-def use_packing(mode: bool | str) -> bool:
+def use_packing(mode: bool | str, flash_attn: bool) -> bool:
     """`auto` packs only on flash-attention: elsewhere a packed row costs attention over the whole row (a block
     mask over row_length², not the sum of each sample's length²), which outweighs the padding it saves."""
-    return mode is True or (mode == "auto" and flash_attention_available())
+    return mode is True or (mode == "auto" and flash_attn)
 
 
 class LengthBucketSampler(Sampler[int]):

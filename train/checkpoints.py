@@ -59,8 +59,10 @@ def _parameter_count(path: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_final(trainer, tokenizer, path: str, out: Path, lora: bool) -> Path:
+def save_final(trainer, tokenizer, path: str, out: Path, lora: bool, stop_ids: list[int] | None = None) -> Path:
     """A standard transformers checkpoint vLLM can serve; with LoRA the adapter is kept beside the merged model.
+    `stop_ids` (end of turn first) go into generation_config.json's eos_token_id, where vLLM and transformers
+    look for the tokens that end an answer.
 
     Every process calls this (FSDP and ZeRO-3 gather the weights collectively); the main one writes, into
     final.tmp, renamed to final once complete.
@@ -77,11 +79,24 @@ def save_final(trainer, tokenizer, path: str, out: Path, lora: bool) -> Path:
         if lora:
             _merge_adapter(path, tmp / "adapter", tmp, trainer.model.dtype)
         tokenizer.save_pretrained(tmp)
+        if stop_ids:
+            write_stop_ids(tmp, stop_ids)
         (tmp / "training_args.bin").unlink(missing_ok=True)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     acc.wait_for_everyone()
     return final
+
+
+def write_stop_ids(model_dir: Path, stop_ids: list[int]) -> None:
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # the model wrote none
+        gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_dir))
+    gen.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else list(stop_ids)
+    gen.save_pretrained(model_dir)
 
 
 def _merge_adapter(base_path: str, adapter: Path, dest: Path, dtype) -> None:

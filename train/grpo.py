@@ -23,6 +23,8 @@ from factory.shards import write_json_atomic
 
 from . import context
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
+from .devices import Devices, detect, device_arguments, model_init_kwargs
+from .sft_data import stop_at_end_of_turn
 from .students import model_path, resolve_student
 
 # DeepSeek-R1 paper, Table 1: the template of DeepSeek-R1-Zero (for a base model: no chat template).
@@ -43,14 +45,18 @@ def final_dir(cfg: GrpoConfig) -> Path:
 
 def run(cfg: GrpoConfig) -> dict[str, Any]:
     """Every process of a distributed launch runs this; only the main one writes the run's files."""
-    import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    from factory.rewards import RewardScorer
+
+    dev = detect()
+    state = PartialState(cpu=not dev.cuda)
     preset = resolve_student(cfg.model)
     base = model_path(preset)
     out = output_dir(cfg)
     tokenizer = _tokenizer(base)
+    # a chat policy ends its answers with the template's end of turn: rollouts and the saved final stop there
+    stop_ids = stop_at_end_of_turn(tokenizer) if template_kind(cfg, tokenizer) == "chat" else None
     data, report = build_dataset(cfg, tokenizer)
     check_disk(base, out, cfg.save_total_limit, cfg.lora)
     with state.main_process_first():
@@ -63,22 +69,23 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
         positions = cfg.max_position_embeddings or preset.max_position_embeddings  # as distill: the preset's
         theta = cfg.rope_theta or preset.rope_theta
         path, context_record = context.prepare(base, positions, theta, longest, out, write=state.is_main_process)
-    from factory.rewards import RewardScorer
-
-    log = out / ("rollouts.jsonl" if state.num_processes == 1 else f"rollouts.rank{state.process_index}.jsonl")
-    if resume_from is not None:
+    log = out / "rollouts.jsonl" if state.is_main_process else None  # rank 0's rollouts: one writer per file
+    if resume_from is not None and state.is_main_process:
         done = int(resume_from.name.split("-")[1])  # the steps after it run again: their rows go
-        _keep_upto(log, done - 1)  # a rollout's step is the number of steps finished before it
+        _keep_upto(out / "rollouts.jsonl", done - 1)  # a rollout's step is the number of steps finished before it
         _keep_upto(out / "rl_metrics.jsonl", done)
-    scorer = RewardScorer(cfg.rewards, cfg.max_completion_length, cfg.rewards.workers or os.cpu_count() or 1, log)
-    trainer = build_trainer(cfg, path, tokenizer, data, out, scorer)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    final = save_final(trainer, tokenizer, path, out, cfg.lora)
+    # the scoring pool starts before the model is loaded, and lives as long as the trainer
+    with RewardScorer(cfg.rewards, cfg.max_completion_length, cfg.rewards.workers or os.cpu_count() or 1,
+                      log) as scorer:
+        trainer = build_trainer(cfg, path, tokenizer, data, out, scorer, dev)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = save_final(trainer, tokenizer, path, out, cfg.lora, stop_ids)
     metrics = [r for r in read_metrics(out / "rl_metrics.jsonl") if "reward" in r]  # the step rows
     summary = {"model": base, "output": str(final), "data": report, "steps": trainer.state.global_step,
                "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
                "first": _summary_row(metrics[:1]), "last": _summary_row(metrics[-1:]),
-               "completions_scored": scorer.scored, "processes": state.num_processes, "context": context_record}
+               "completions_scored": scorer.scored, "processes": state.num_processes, "context": context_record,
+               "eos_token": tokenizer.eos_token}
     if state.is_main_process:
         plot_curves(metrics, out)
         write_resolved_config(cfg.run_dir, "grpo", cfg, {"summary": summary})
@@ -141,33 +148,35 @@ def build_dataset(cfg: GrpoConfig, tokenizer) -> tuple[dict[str, list], dict[str
                   "longest_prompt": max(lengths), "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1)}
 
 
-def build_trainer(cfg: GrpoConfig, path: str, tokenizer, data: dict[str, list], out: Path, scorer):
-    """TRL's GRPOTrainer configured from the factory's settings, with its callbacks; not started."""
-    import torch
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    from .batching import flash_attention_available
-    from .callbacks import CompleteMarker, MetricsAndGuard
-
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    args = GRPOConfig(
+def grpo_arguments(cfg: GrpoConfig, out: Path, reward_weights: list[float], dev: Devices) -> dict[str, Any]:
+    """TRL's GRPOConfig fields for this run on these devices."""
+    colocate = cfg.use_vllm and cfg.vllm_mode == "colocate"
+    return dict(
         output_dir=str(out), learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=cfg.batch_size or cfg.num_generations, gradient_accumulation_steps=cfg.grad_accum,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
         num_iterations=cfg.num_iterations, mask_truncated_completions=cfg.mask_truncated_completions,
-        reward_weights=scorer.weights(), logging_steps=1, save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed, bf16=bf16,
+        reward_weights=reward_weights, logging_steps=1, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
         gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], disable_tqdm=True,
-        use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode, vllm_enable_sleep_mode=cfg.use_vllm and cfg.vllm_mode == "colocate",
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode, vllm_enable_sleep_mode=colocate,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, vllm_server_base_url=cfg.vllm_server_base_url,
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available())
-    args.model_init_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
-    if flash_attention_available():
-        args.model_init_kwargs["attn_implementation"] = "flash_attention_2"
+        use_liger_kernel=dev.liger, model_init_kwargs=model_init_kwargs(dev), **device_arguments(dev))
+
+
+def build_trainer(cfg: GrpoConfig, path: str, tokenizer, data: dict[str, list], out: Path, scorer,
+                  dev: Devices | None = None):
+    """TRL's GRPOTrainer configured from the factory's settings, with its callbacks; not started."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .callbacks import CompleteMarker, MetricsAndGuard
+
+    args = GRPOConfig(**grpo_arguments(cfg, out, scorer.weights(), dev or detect()))
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig

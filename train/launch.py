@@ -8,7 +8,6 @@ cpu_gloo (two CPU processes over gloo, which is how the tests exercise the distr
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from factory.errors import FactoryError
+from factory.processes import call, write_config
 
 LAUNCH_DIR = Path(__file__).parent / "launch"
 
@@ -42,33 +42,71 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(cfg: BaseModel, launch: str, num_processes: int | None, cfg_file: Path,
-                   command: str = "distill") -> list[str]:
-    config_file = launch_config(launch)
-    settings = yaml.safe_load(config_file.read_text()) or {}
-    cfg_file.parent.mkdir(parents=True, exist_ok=True)
-    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+def launch_command(cfg: BaseModel, cfg_file: Path, command: str = "distill") -> list[str]:
+    """The command line that runs `factory COMMAND` with this config in processes of its own: under the
+    config's `launch` (accelerate, or torchrun for CPU processes over gloo), or as one plain process."""
+    child = cfg.model_copy(update={"launch": None, "num_processes": None})  # the processes train; they never relaunch
+    settings: dict = {}
+    if cfg.launch:
+        config_file = launch_config(cfg.launch)
+        settings = yaml.safe_load(config_file.read_text()) or {}
+        child = _one_checkpointing(child, settings)
+    write_config(child, cfg_file)
     tail = ["-m", "factory.cli", command, cfg.run_dir, "--config", str(cfg_file)]
+    if not cfg.launch:
+        return [sys.executable, *tail]
     if settings.get("distributed_type") == "MULTI_CPU":
         # accelerate launches multi-CPU runs through mpirun only; torchrun starts the same gloo processes without it
-        n = num_processes or settings.get("num_processes", 2)
+        n = cfg.num_processes or settings.get("num_processes", 2)
         return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
                 "--master-port", str(_free_port()), *tail]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
-    if num_processes:
-        cmd += ["--num_processes", str(num_processes)]
+    if cfg.num_processes:
+        cmd += ["--num_processes", str(cfg.num_processes)]
     if settings.get("num_machines", 1) == 1:  # a free port, so two single-node runs never collide
         cmd += ["--main_process_port", str(_free_port())]
     return cmd + tail
 
 
-def relaunch(cfg: BaseModel, launch: str, num_processes: int | None, command: str = "distill") -> int:
+def _one_checkpointing(cfg: BaseModel, settings: dict) -> BaseModel:
+    """FSDP's activation checkpointing and the trainer's gradient checkpointing together raise at the first step
+    (transformers refuses both); they do the same thing, so FSDP's is kept when the launch config asks for it."""
+    if (settings.get("fsdp_config") or {}).get("fsdp_activation_checkpointing") and cfg.gradient_checkpointing:
+        print("launch: the launch config's fsdp_activation_checkpointing replaces gradient_checkpointing",
+              file=sys.stderr)
+        return cfg.model_copy(update={"gradient_checkpointing": False})
+    return cfg
+
+
+def _output_dir(cfg: BaseModel, command: str) -> Path:
     if command == "grpo":
         from .grpo import output_dir
     else:
         from .students import output_dir
+    return output_dir(cfg)
 
-    out = output_dir(cfg)
-    cmd = launch_command(cfg, launch, num_processes, out / f"launch.{command}.yaml", command)
+
+def relaunch(cfg: BaseModel, command: str = "distill") -> int:
+    """Runs the command in processes of its own; returns their exit code."""
+    out = _output_dir(cfg, command)
+    cmd = launch_command(cfg, out / f"launch.{command}.yaml", command)
     print("launching:", " ".join(cmd), file=sys.stderr)
-    return subprocess.call(cmd)
+    return call(cmd)
+
+
+SUMMARIES = {"distill": "distill_summary.json", "grpo": "grpo_summary.json"}
+
+
+def train_in_processes(cfg: BaseModel, command: str) -> dict:
+    """A pipeline's training stage: the processes of `cfg.launch` (or one plain process) train while the pipeline
+    keeps its state and locks; GPU memory is the training processes' own and goes with them. Returns the summary
+    they wrote."""
+    import json
+
+    out = _output_dir(cfg, command)
+    summary = out / SUMMARIES[command]
+    summary.unlink(missing_ok=True)  # a summary of an earlier run must not pass for this one
+    code = relaunch(cfg, command)
+    if code != 0 or not summary.exists():
+        raise FactoryError(f"{command}: the training processes exited with code {code} (their error is above)")
+    return json.loads(summary.read_text())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,30 +42,50 @@ def sources(cfg: DistillConfig) -> list[MixSource]:
 
 
 def load_items(cfg: DistillConfig) -> tuple[list[Item], list[dict[str, Any]]]:
-    """Every item of the mixture, in a seeded order, and a line per source for the summary and the card."""
-    items, report = [], []
-    rng = random.Random(cfg.seed)
-    for src in sources(cfg):
-        rows = list(_rows(src))
-        picked = _pick(rows, src, rng)
-        items += picked
-        report.append({"source": src.source, "reasoning": src.reasoning, "available": len(rows), "used": len(picked),
-                       **({"count": src.count} if src.count is not None else {}),
-                       **({"weight": src.weight} if src.weight is not None else {})})
-    rng.shuffle(items)
+    """Every item of the mixture in memory, in a seeded order, and a line per source (for tests and small runs;
+    training streams them with `stream_items`)."""
+    report: list[dict[str, Any]] = []
+    items = list(stream_items(cfg, report))
+    random.Random(cfg.seed).shuffle(items)
     return items, report
 
 
-def _pick(rows: list[Item], src: MixSource, rng: random.Random) -> list[Item]:
+def stream_items(cfg: DistillConfig, report: list[dict[str, Any]]) -> Iterator[Item]:
+    """The mixture's items source after source, each source read once as a stream (a `count` or a fractional
+    `weight` first counts its rows: which rows are taken is drawn from the row numbers alone, seeded). `report`
+    gets a line per source (for the summary and the card) as each source is finished."""
+    rng = random.Random(cfg.seed)
+    for src in sources(cfg):
+        times = _multiplicity(src, rng)
+        available = used = 0
+        for i, item in enumerate(_rows(src)):
+            available += 1
+            for _ in range(times(i)):
+                used += 1
+                yield item
+        if not available:
+            raise FactoryError(f"distill.mix: {src.source}: no samples")
+        report.append({"source": src.source, "reasoning": src.reasoning, "available": available, "used": used,
+                       **({"count": src.count} if src.count is not None else {}),
+                       **({"weight": src.weight} if src.weight is not None else {})})
+
+
+def _multiplicity(src: MixSource, rng: random.Random) -> Callable[[int], int]:
+    """How many times row i of the source is used."""
+    weight = 1.0 if src.weight is None else src.weight
+    whole, part = int(weight), weight - int(weight)
+    if src.count is None and not part:
+        return lambda i: whole
+    rows = sum(1 for _ in _rows(src))
     if not rows:
         raise FactoryError(f"distill.mix: {src.source}: no samples")
     if src.count is not None:
-        if src.count > len(rows):
-            raise FactoryError(f"distill.mix: {src.source}: count {src.count} but only {len(rows)} samples")
-        return rng.sample(rows, src.count)
-    weight = 1.0 if src.weight is None else src.weight
-    whole, part = int(weight), weight - int(weight)
-    return rows * whole + rng.sample(rows, round(part * len(rows)))
+        if src.count > rows:
+            raise FactoryError(f"distill.mix: {src.source}: count {src.count} but only {rows} samples")
+        chosen = set(rng.sample(range(rows), src.count))
+        return lambda i: int(i in chosen)
+    extra = set(rng.sample(range(rows), round(part * rows)))
+    return lambda i: whole + (i in extra)
 
 
 def _rows(src: MixSource) -> Iterator[Item]:

@@ -8,6 +8,7 @@ counted, never cut: a cut trace teaches the student to stop mid-thought.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,13 @@ class DataReport:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "lengths"}
+
+    def add(self, ids: list[int], labels: list[int]) -> None:
+        self.samples += 1
+        self.tokens += len(ids)
+        self.trainable_tokens += sum(t != IGNORE for t in labels)
+        self.longest = max(self.longest, len(ids))
+        self.lengths.append(len(ids))
 
 
 def tokenize(tokenizer, messages: list[dict], assistant: str) -> tuple[list[int], list[int], str]:
@@ -70,6 +78,22 @@ def end_of_turn_id(tokenizer) -> int:
         raise FactoryError(f"{tokenizer.name_or_path}: the chat template ends an assistant turn with no special token: "
                            "the student would never learn to stop")
     return found
+
+
+def stop_at_end_of_turn(tokenizer) -> list[int]:
+    """Makes the chat template's end-of-turn token the tokenizer's EOS, and returns the ids generation must stop
+    at (end of turn first, then the base EOS).
+
+    A base model's tokenizer ends text with `<|endoftext|>` or `<|end_of_text|>`, while the R1-style template
+    ends each assistant turn with `<|im_end|>` or `<|eot_id|>`: a student saved with the base EOS would run every
+    answer to max_tokens in vLLM, transformers and our own evals (open-r1 sets the EOS the same way). The padding
+    token stays the base EOS, never the end of turn the loss is trained on."""
+    eot = end_of_turn_id(tokenizer)
+    base = tokenizer.eos_token_id
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eot)
+    return [eot] + ([base] if base is not None and base != eot else [])
 
 
 def check_template(tokenizer, prompt: str) -> None:
@@ -110,14 +134,10 @@ def show_sample(tokenizer, input_ids: list[int], labels: list[int], console=None
     console.print(out)
 
 
-def build_samples(source, tokenizer, max_length: int, show: bool = True) -> tuple[dict[str, list], DataReport]:
-    """Tokenises every item (a kept-traces directory, or the mixture's items) and checks every sample's loss mask
-    (reasoning, answer and end of turn)."""
-    from .mixture import Item, run_items
-
-    items: list[Item] = list(run_items(Path(source))) if isinstance(source, (str, Path)) else source
-    report = DataReport()
-    data: dict[str, list] = {"input_ids": [], "labels": []}
+def tokenised(items: Iterable, tokenizer, max_length: int, report: DataReport, show: bool = True,
+              where: str = "distill.mix") -> Iterator[tuple[list[int], list[int]]]:
+    """Streams (input_ids, labels) of every item that fits, checking each sample's loss mask (reasoning, answer and
+    end of turn) and counting what is dropped into `report`."""
     eot_id = end_of_turn_id(tokenizer) if tokenizer.chat_template else -1
     eot = (eot_id, tokenizer.decode([eot_id]) if eot_id >= 0 else "")
     for item in items:
@@ -133,22 +153,73 @@ def build_samples(source, tokenizer, max_length: int, show: bool = True) -> tupl
         elif len(ids) > max_length:
             report.dropped_too_long += 1
         else:
-            _add(data, report, ids, labels)
+            report.add(ids, labels)
+            yield ids, labels
     if report.rows == 0:
-        raise FactoryError(f"{source if isinstance(source, (str, Path)) else 'distill.mix'}: no samples to train on "
-                           "(run `factory filter` first?)")
+        raise FactoryError(f"{where}: no samples to train on (run `factory filter` first?)")
     if report.samples == 0:
         raise FactoryError(f"max_length {max_length} is shorter than every sample ({report.dropped_too_long} "
                            "dropped); raise max_length")
+
+
+def build_samples(source, tokenizer, max_length: int, show: bool = True) -> tuple[dict[str, list], DataReport]:
+    """Every sample in memory (a kept-traces directory, or a list of items): for tests and small benchmarks;
+    training streams them to disk instead (`write_samples`)."""
+    from .mixture import run_items
+
+    items = run_items(Path(source)) if isinstance(source, (str, Path)) else source
+    report = DataReport()
+    data: dict[str, list] = {"input_ids": [], "labels": []}
+    where = str(source) if isinstance(source, (str, Path)) else "distill.mix"
+    for ids, labels in tokenised(items, tokenizer, max_length, report, show, where):
+        data["input_ids"].append(ids)
+        data["labels"].append(labels)
     return data, report
 
 
-def _add(data: dict[str, list], report: DataReport, ids: list[int], labels: list[int]) -> None:
-    trainable = sum(t != IGNORE for t in labels)
-    data["input_ids"].append(ids)
-    data["labels"].append(labels)
-    report.samples += 1
-    report.tokens += len(ids)
-    report.trainable_tokens += trainable
-    report.longest = max(report.longest, len(ids))
-    report.lengths.append(len(ids))
+SAMPLES, REPORT = "samples.arrow", "report.json"
+_SCHEMA_FIELDS = (("input_ids", "int32"), ("labels", "int32"))
+
+
+def write_samples(items: Iterable, tokenizer, max_length: int, out: Path, show: bool = True,
+                  batch_rows: int = 256) -> DataReport:
+    """Tokenises the items once, streaming, into `out/samples.arrow` (Arrow IPC, the format `datasets`
+    memory-maps) and `out/report.json`: memory stays flat whatever the mixture's size, and the other ranks of a
+    distributed run map the file instead of tokenising it again. Written to temporary names, then renamed."""
+    import pyarrow as pa
+
+    from factory.shards import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([(name, pa.list_(getattr(pa, t)())) for name, t in _SCHEMA_FIELDS])
+    report = DataReport()
+    tmp = out / f"{SAMPLES}.tmp"
+    buffer: dict[str, list] = {"input_ids": [], "labels": []}
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for ids, labels in tokenised(items, tokenizer, max_length, report, show):
+            buffer["input_ids"].append(ids)
+            buffer["labels"].append(labels)
+            if len(buffer["labels"]) == batch_rows:
+                writer.write_batch(pa.record_batch(buffer, schema=schema))
+                buffer = {"input_ids": [], "labels": []}
+        if buffer["labels"]:
+            writer.write_batch(pa.record_batch(buffer, schema=schema))
+    tmp.replace(out / SAMPLES)
+    write_json_atomic(out / REPORT, {**report.to_json(), "lengths": report.lengths})
+    return report
+
+
+def load_samples(out: Path, seed: int):
+    """The samples `write_samples` wrote, memory-mapped (nothing is read into memory up front), in a seeded
+    shuffled order, with their report (lengths in that order)."""
+    import json
+    import random
+
+    from datasets import Dataset
+
+    saved = json.loads((out / REPORT).read_text())
+    report = DataReport(**saved)
+    order = list(range(report.samples))
+    random.Random(seed).shuffle(order)  # the mixture's sources were streamed one after the other
+    report.lengths = [report.lengths[i] for i in order]
+    return Dataset.from_file(str(out / SAMPLES)).select(order), report

@@ -45,10 +45,28 @@ class Stage:
     default_output: Callable[[Path, str], Path] | None = None  # a named instance's own output (run dir, name)
 
 
-def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
-    from ..stages import generate
+def _own_process(teacher) -> bool:
+    """A local vLLM engine claims most of a GPU (and spawns its engine process): such a stage runs in a process
+    of its own, so that the next stage starts with the memory given back."""
+    from ..teachers import resolve_engine
 
-    r = generate.run(cfg)
+    return resolve_engine(teacher.engine) == "vllm"
+
+
+def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
+    import json
+
+    if _own_process(cfg.teacher) and not cfg.executor.kind == "ray":
+        from ..processes import run_command
+
+        stats = RunDir(cfg.out).generate_stats
+        stats.unlink(missing_ok=True)  # the child writes this run's
+        run_command("generate", cfg, RunDir(cfg.out).root / "launch.generate.yaml")
+        r = json.loads(stats.read_text())
+    else:
+        from ..stages import generate
+
+        r = generate.run(cfg)
     return {k: r.get(k) for k in ("samples", "cached", "requested", "ok", "failed", "completion_tokens")}
 
 
@@ -85,12 +103,14 @@ def _run_card(cfg: CardConfig, ctx: Context) -> dict[str, Any]:
 
 
 def _run_distill(cfg: DistillConfig, ctx: Context) -> dict[str, Any]:
-    from train import sft
+    from train.launch import train_in_processes
+    from train.students import output_dir
 
-    out = sft.output_dir(cfg)
+    out = output_dir(cfg)
     if not ctx.resume and out.exists():
         shutil.rmtree(out)  # a changed config invalidates the old checkpoints: never resume across configs
-    r = sft.run(cfg.model_copy(update={"resume": ctx.resume}))
+    # in processes of its own: `launch` decides how many (every GPU of the node), the pipeline keeps its state
+    r = train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), "distill")
     return {k: r.get(k) for k in ("steps", "final_loss", "output", "nonpad_share")} | {"samples": r["data"]["samples"]}
 
 
@@ -125,10 +145,21 @@ def _run_evals(evals: list[tuple[str, EvalConfig]], ctx: Context) -> dict[str, A
     out = {}
     for name, cfg in evals:
         resolved = _eval_cfg(cfg, ctx)
-        m = eval_stage.run(resolved)["metrics"]
+        m = _eval_in_process(resolved) if _own_process(resolved.teacher) else eval_stage.run(resolved)["metrics"]
         out[name] = {"file": str(eval_stage.result_path(resolved)), "model": resolved.model,
                      "benchmark": resolved.benchmark, **{k: v for k, v in m.items() if isinstance(v, dict)}}
     return out
+
+
+def _eval_in_process(cfg: EvalConfig) -> dict[str, Any]:
+    import json
+
+    from ..processes import run_command
+    from ..stages.eval import result_path
+
+    path = result_path(cfg)
+    run_command("eval", cfg, path.with_name(f".{path.stem}.launch.yaml"))
+    return json.loads(path.read_text())["metrics"]
 
 
 def _evals_done(evals: list[tuple[str, EvalConfig]]) -> bool:
@@ -153,12 +184,13 @@ def _describe_evals(s: dict[str, Any]) -> str:
 
 
 def _run_grpo(cfg, ctx: Context) -> dict[str, Any]:
-    from train import grpo
+    from train.grpo import output_dir
+    from train.launch import train_in_processes
 
-    out = grpo.output_dir(cfg)
+    out = output_dir(cfg)
     if not ctx.resume and out.exists():
         shutil.rmtree(out)  # as distill: never resume across configs
-    r = grpo.run(cfg.model_copy(update={"resume": ctx.resume}))
+    r = train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), "grpo")
     return {k: r.get(k) for k in ("steps", "output", "rewards", "first", "last")} | {"prompts": r["data"]["prompts"]}
 
 

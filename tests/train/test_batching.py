@@ -30,5 +30,5 @@ def test_buckets_leave_almost_no_padding_where_megabatches_leave_more():
 
 
 def test_packing_auto_is_off_without_flash_attention():
-    assert use_packing(True) and not use_packing(False)
-    assert use_packing("auto") is False  # CPU-only test machine
+    assert use_packing(True, False) and not use_packing(False, True)
+    assert use_packing("auto", False) is False and use_packing("auto", True) is True  # auto: on flash-attention

@@ -11,12 +11,12 @@ pytestmark = pytest.mark.gpu
 
 
 def test_bf16_training_on_one_gpu_with_packing_where_flash_attention_runs(tmp_path):
-    from train.batching import flash_attention_available
+    from train.devices import detect
 
     run = write_kept(tmp_path / "run", n=32)
     assert main(["distill", str(run), "--student", "tiny", "--max-steps", "8", "--no-progress"]) == 0
     summary = json.loads((run / "student" / "tiny" / "distill_summary.json").read_text())
-    assert summary["packing"] is flash_attention_available()
+    assert summary["packing"] is detect().flash_attn
     if summary["packing"]:
         assert summary["nonpad_share"] == 1.0
     from transformers import AutoModelForCausalLM

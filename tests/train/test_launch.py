@@ -23,17 +23,37 @@ def test_shipped_configs_are_valid_accelerate_configs(name):
 
 
 def test_launch_command_and_bad_names(tmp_path):
-    cfg = DistillConfig(run_dir=str(tmp_path), student="tiny")
-    cmd = launch_command(cfg, "fsdp", 4, tmp_path / "c.yaml")
+    cfg = DistillConfig(run_dir=str(tmp_path), student="tiny", launch="fsdp", num_processes=4)
+    cmd = launch_command(cfg, tmp_path / "c.yaml")
     assert cmd[cmd.index("--num_processes") + 1] == "4" and "--main_process_port" in cmd
     assert cmd[-4:] == ["distill", str(tmp_path), "--config", str(tmp_path / "c.yaml")]
-    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["student"] == "tiny"
-    assert "--main_process_port" not in launch_command(cfg, "multi_node", None, tmp_path / "c.yaml")
+    child = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert child["student"] == "tiny" and child["launch"] is None, "the launched processes never launch again"
+    multi = cfg.model_copy(update={"launch": "multi_node", "num_processes": None})
+    assert "--main_process_port" not in launch_command(multi, tmp_path / "c.yaml")
+    plain = launch_command(cfg.model_copy(update={"launch": None}), tmp_path / "c.yaml")
+    assert plain[1:4] == ["-m", "factory.cli", "distill"], "no launch: one plain process"
     with pytest.raises(FactoryError, match="unknown.*shipped: cpu_gloo, deepspeed_zero3"):
         launch_config("zero9")
     with pytest.raises(FactoryError, match="no such file"):
         launch_config(str(tmp_path / "mine.yaml"))
     assert "fsdp" in shipped()
+
+
+def test_fsdp_activation_checkpointing_replaces_gradient_checkpointing(tmp_path):
+    """transformers refuses both at once; the R1 recipes turn gradient checkpointing on."""
+    mine = tmp_path / "mine.yaml"
+    settings = yaml.safe_load(launch_config("fsdp").read_text())
+    settings["fsdp_config"]["fsdp_activation_checkpointing"] = True
+    mine.write_text(yaml.safe_dump(settings))
+    cfg = DistillConfig(run_dir=str(tmp_path), student="tiny", gradient_checkpointing=True, launch=str(mine))
+    launch_command(cfg, tmp_path / "c.yaml")
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["gradient_checkpointing"] is False
+    for name in shipped():  # the shipped configs leave checkpointing to the trainer's own setting
+        fsdp = yaml.safe_load(launch_config(name).read_text()).get("fsdp_config") or {}
+        assert not fsdp.get("fsdp_activation_checkpointing"), name
+    launch_command(cfg.model_copy(update={"launch": "multi_node"}), tmp_path / "c.yaml")
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["gradient_checkpointing"] is True
 
 
 def _first_loss(out):
@@ -57,8 +77,9 @@ def test_grpo_launches_with_the_same_configs(tmp_path):
     from factory.config import build
     from factory.grpo_config import GrpoConfig
 
-    cfg = build(GrpoConfig, {"run_dir": str(tmp_path), "model": "tiny", "num_generations": 4, "use_vllm": True})
-    cmd = launch_command(cfg, "fsdp", 8, tmp_path / "g.yaml", "grpo")
+    cfg = build(GrpoConfig, {"run_dir": str(tmp_path), "model": "tiny", "num_generations": 4, "use_vllm": True,
+                             "launch": "fsdp", "num_processes": 8})
+    cmd = launch_command(cfg, tmp_path / "g.yaml", "grpo")
     assert cmd[-4:] == ["grpo", str(tmp_path), "--config", str(tmp_path / "g.yaml")]
     again = build(GrpoConfig, yaml.safe_load((tmp_path / "g.yaml").read_text()))
-    assert again == cfg, "the launched processes read the same config back"
+    assert again == cfg.model_copy(update={"launch": None, "num_processes": None}), "the same config, read back"
