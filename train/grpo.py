@@ -85,7 +85,7 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
                "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
                "first": _summary_row(metrics[:1]), "last": _summary_row(metrics[-1:]),
                "completions_scored": scorer.scored, "processes": state.num_processes, "context": context_record,
-               "eos_token": tokenizer.eos_token}
+               "stops_at": tokenizer.eos_token}
     if state.is_main_process:
         plot_curves(metrics, out)
         write_resolved_config(cfg.run_dir, "grpo", cfg, {"summary": summary})

@@ -59,7 +59,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
                "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing, dev.flash_attn),
                "processes": state.num_processes, "context": context_record, "mixture": mixture,
-               "eos_token": tokenizer.eos_token,
+               "stops_at": tokenizer.eos_token,
                "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
     if state.is_main_process:
         _plot_loss(out / "train_metrics.jsonl", out / "loss.png")

@@ -72,7 +72,8 @@ def end_of_turn_id(tokenizer) -> int:
     text = tokenizer.apply_chat_template([{"role": "user", "content": "u"}, {"role": "assistant", "content": "PROBE"}],
                                          tokenize=False)
     tail = tokenizer(text[text.rindex("PROBE") + len("PROBE"):], add_special_tokens=False)["input_ids"]
-    special = set(tokenizer.all_special_ids)
+    # a base model's tokenizer names only its own EOS as special; the chat tokens are added tokens marked special
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     found = next((t for t in tail if t in special), None)
     if found is None:
         raise FactoryError(f"{tokenizer.name_or_path}: the chat template ends an assistant turn with no special token: "

@@ -14,17 +14,34 @@ from factory.shards import write_shards
 TINY_POSITIONS = 4096
 
 
-def build_tiny_model(out: Path, tokenizer_dir: str | Path, max_positions: int = TINY_POSITIONS) -> Path:
-    """A random 2-layer Llama (hidden 64) with the tokenizer and chat template of `tokenizer_dir`, saved to `out`."""
+def build_tiny_model(out: Path, tokenizer_dir: str | Path, max_positions: int = TINY_POSITIONS, hidden: int = 64,
+                     heads: int = 4) -> Path:
+    """A random 2-layer Llama (hidden 64) with the tokenizer and chat template of `tokenizer_dir`, saved to `out`.
+    (vLLM's CPU attention needs a head size of 32 or more: hidden 128 with 2 heads for a model it serves.)"""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                      max_position_embeddings=max_positions,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def base_like_tokenizer(out: Path) -> Path:
+    """The bundled Qwen tokenizer as a base model ships it (Qwen2.5-Math-7B): EOS `<|endoftext|>`, no chat
+    template; `<|im_start|>` and `<|im_end|>` are in its vocabulary as added tokens."""
+    from transformers import AutoTokenizer
+
+    from factory.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("qwen2.5-coder-0.5b"))
+    tok.eos_token = "<|endoftext|>"
+    tok.chat_template = None
     tok.save_pretrained(out)
     return out
 

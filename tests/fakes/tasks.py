@@ -16,3 +16,8 @@ def report_pid_then_sleep(path: str) -> None:
     with open(path, "w") as f:
         f.write(str(os.getpid()))
     time.sleep(120)
+
+
+def pids(_: int) -> tuple[int, int]:
+    """The worker's process id and its parent's."""
+    return os.getpid(), os.getppid()

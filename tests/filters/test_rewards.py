@@ -97,3 +97,14 @@ def test_grpo_config_checks_groups_and_rewards():
     with pytest.raises(FactoryError, match="every reward has weight 0"):
         build(GrpoConfig, {"rewards": {"accuracy": {"weight": 0}, "format": {"weight": 0}}})
     assert FilterConfig().format.require_think_tags is False, "filtering keeps its defaults"
+
+
+def test_the_scorer_keeps_one_pool_for_every_step_and_closes_it():
+    texts = [t for t, _, _ in COMPLETIONS.values()]
+    columns = {k: [v] * len(texts) for k, v in COLUMNS.items()}
+    with RewardScorer(ALL, 100, workers=2) as scorer:
+        pool = scorer.pool
+        scorer.scores(texts, [[1] * 12] * len(texts), columns, step=0)
+        scorer.scores([t + " Again." for t in texts], [[1] * 13] * len(texts), columns, step=1)
+        assert scorer.pool is pool and scorer.scored == 2 * len(texts)
+    assert scorer.pool is None

@@ -153,3 +153,42 @@ def test_the_judge_filter_on_the_bundled_model(tmp_path, vllm_server):
     assert len(verdicts) == 3 and all(v["details"]["rationale"] for v in verdicts), "the model's own words"
     assert main(args) == 0
     assert json.loads(RunDir(run).filter_stats.read_text())["judge"]["from_cache"] == 3
+
+
+def test_a_pipeline_trains_a_base_model_student_that_vllm_stops_and_leaves_no_engine_behind(tmp_path):
+    """The path of the qwen-7b preset in miniature: a base model's tokenizer (EOS <|endoftext|>), distilled in a
+    pipeline (in a process of its own), then served by the offline vLLM engine (in a process of its own): the
+    student stops at <|im_end|> on a prompt it was trained on, and no engine outlives its stage."""
+    import psutil
+    import yaml
+
+    from factory.cli import main
+    from tests.conftest import write_jsonl
+    from tests.train.helpers import base_like_student, one_sample_run
+
+    student = base_like_student(tmp_path, hidden=128, heads=2)  # vLLM's CPU attention: head size 64
+    run = one_sample_run(tmp_path / "run")
+    kept = read_table(run / "filtered" / "kept").to_pylist()[0]
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"problem": kept["problem"], "answer": kept["reference_answer"]}])
+    pipeline = tmp_path / "pipe.yaml"
+    pipeline.write_text(yaml.safe_dump({
+        "name": "base-stops", "run_dir": str(run),
+        "stages": [{"name": "sft", "kind": "distill"}, {"name": "serve", "kind": "generate"}],
+        "sft": {"student": str(student), "max_steps": 60, "lr": 1e-2, "batch_size": 1, "warmup_ratio": 0,
+                    "save_steps": 1000, "progress": False},
+        "serve": {"prompts": {"source": str(prompts)}, "progress": False,
+                     "teacher": {"engine": "vllm", "model": "stage:sft", "gpu_memory_utilization": 0.15, "dtype": "float32",
+                                 "max_model_len": 512},
+                     "sampling": {"n": 1, "temperature": 0, "max_tokens": 96},
+                     "template": {"math": "{problem}\n\nPlease reason step by step."}}}))
+    assert main(["run", str(pipeline)]) == 0
+    rows = read_table(run / "traces").to_pylist()
+    assert len(rows) == 1 and all(r["engine"] == "vllm" and r["error"] is None for r in rows)
+    assert {r["finish_reason"] for r in rows} == {"stop"} and all(r["completion_tokens"] < 96 for r in rows)
+    assert all("</think>" in r["raw_completion"] for r in rows), "it wrote the format it was trained on, then stopped"
+    assert (run / "launch.generate.yaml").exists() and (run / "student" / "sft" / "launch.distill.yaml").exists()
+    assert psutil.Process().children(recursive=True) == [], "every engine and trainer went with its process"
+    state = json.loads((run / "pipeline_state.json").read_text())
+    assert state["sft"]["done"] and state["serve"]["summary"]["ok"] == 1
+    assert main(["run", str(pipeline)]) == 0
+    assert json.loads((run / "pipeline_state.json").read_text()) == state, "a rerun skips both stages"

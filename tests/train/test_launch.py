@@ -83,3 +83,27 @@ def test_grpo_launches_with_the_same_configs(tmp_path):
     assert cmd[-4:] == ["grpo", str(tmp_path), "--config", str(tmp_path / "g.yaml")]
     again = build(GrpoConfig, yaml.safe_load((tmp_path / "g.yaml").read_text()))
     assert again == cfg.model_copy(update={"launch": None, "num_processes": None}), "the same config, read back"
+
+
+def test_a_pipeline_trains_on_every_process_of_its_launch_and_skips_it_on_a_rerun(tmp_path):
+    """`factory run` trains in processes of its own (two over gloo here, every GPU of a node there) while it keeps
+    the pipeline's state; the tokens seen are both ranks' batches, not rank 0's alone."""
+    from train.batching import LengthBucketSampler
+    from train.sft_data import load_samples
+
+    run = write_kept(tmp_path / "run", n=16)
+    pipeline = tmp_path / "pipe.yaml"
+    pipeline.write_text(yaml.safe_dump({"name": "gloo", "run_dir": str(run), "stages": ["distill"], "distill": {
+        "student": "tiny", "max_steps": 2, "batch_size": 2, "launch": "cpu_gloo", "progress": False}}))
+    assert main(["run", str(pipeline)]) == 0
+    out = run / "student" / "tiny"
+    summary = json.loads((out / "distill_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    _, report = load_samples(out / "data", seed=42)
+    batches = LengthBucketSampler(report.lengths, 2 * 2, seed=42).batches()[:2]  # a global batch: 2 ranks x 2
+    rows = [json.loads(line) for line in (out / "train_metrics.jsonl").read_text().splitlines()]
+    assert [r["tokens_seen"] for r in rows if "loss" in r][-1] == sum(report.lengths[i] for b in batches for i in b)
+    state = json.loads((run / "pipeline_state.json").read_text())
+    assert state["distill"]["done"] and state["distill"]["summary"]["steps"] == 2
+    assert main(["run", str(pipeline)]) == 0
+    assert json.loads((run / "pipeline_state.json").read_text()) == state, "skipped: up to date"

@@ -218,3 +218,28 @@ def test_the_context_is_extended_before_training_and_recorded(tmp_path):
     final = AutoConfig.from_pretrained(out / "final")
     assert final.max_position_embeddings == 1024 and final.rope_parameters["rope_theta"] == 300000
     assert AutoConfig.from_pretrained(student).max_position_embeddings == 48, "the base is left untouched"
+
+
+def test_a_student_from_a_base_model_is_trained_and_saved_to_stop_at_the_end_of_turn(tmp_path):
+    """Qwen2.5-Math and Llama-3.1 base tokenizers end text with <|endoftext|> / <|end_of_text|>; the R1-style
+    template ends a turn with <|im_end|> / <|eot_id|>. A final that keeps the base EOS never stops."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from factory.shards import read_table
+    from tests.train.helpers import MEMORISE, base_like_student, one_sample_run
+
+    student = base_like_student(tmp_path)
+    assert AutoTokenizer.from_pretrained(student).eos_token == "<|endoftext|>"
+    run = one_sample_run(tmp_path / "run")
+    assert main(["distill", str(run), "--student", str(student), *MEMORISE]) == 0
+    final = run / "student" / student.name / "final"
+    tok = AutoTokenizer.from_pretrained(final)
+    im_end, endoftext = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    assert GenerationConfig.from_pretrained(final).eos_token_id == [im_end, endoftext]
+    assert json.loads((run / "student" / student.name / "distill_summary.json").read_text())["stops_at"] == "<|im_end|>"
+    messages = json.loads(read_table(run / "filtered" / "kept").to_pylist()[0]["messages"])
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = AutoModelForCausalLM.from_pretrained(final).generate(**ids, max_new_tokens=96, do_sample=False)[0]
+    new = out[ids["input_ids"].shape[1]:].tolist()
+    assert new[-1] == im_end and len(new) < 96, "transformers' generate stops at the end of turn"

@@ -54,3 +54,23 @@ def test_a_busy_worker_dies_with_its_killed_parent(tmp_path):
     else:
         os.kill(worker, signal.SIGKILL)
         raise AssertionError("the worker outlived its parent")
+
+
+def test_a_kept_pool_serves_every_map_on_the_same_workers_forked_from_a_clean_server():
+    """GRPO scores each step on one pool for the trainer's life; its workers (and any that replace one later)
+    come from a forkserver, never from the trainer, which may hold CUDA by then."""
+    import os
+
+    from factory.workpool import WorkPool
+    from tests.fakes.tasks import pids
+
+    pool = WorkPool(2)
+    try:
+        first = set(pool.map(pids, [(i,) for i in range(8)], 30, print))
+        second = set(pool.map(pids, [(i,) for i in range(8)], 30, print))
+        assert {p for p, _ in second} <= {p for p, _ in first} and len({p for p, _ in first}) <= 2, "kept workers"
+        assert all(parent != os.getpid() for _, parent in first | second), "forked by the server, not by us"
+        assert list(pool.map(tenfold, [(i, 2) for i in range(4)], 2, lambda t: "hung")) == [0, 10, "hung", 30]
+        assert list(pool.map(tenfold, [(i,) for i in range(3)], 30, print)) == [0, 10, 20], "replaced, still serving"
+    finally:
+        pool.close()
