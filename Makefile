@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-grpo test test-fast lint bench clean
+.PHONY: setup demo demo-grpo test test-fast lint bench gpu-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -39,5 +39,8 @@ bench: setup
 	$(PY) bench/view.py runs/scale-bench
 	$(PY) bench/ray_overhead.py
 
+gpu-check: setup
+	@bash scripts/gpu_check.sh
+
 clean:
-	rm -rf runs/demo runs/quickstart runs/grpo-cpu runs/scale-bench
+	rm -rf runs/demo runs/quickstart runs/grpo-cpu runs/scale-bench runs/gpu-check

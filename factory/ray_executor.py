@@ -177,13 +177,18 @@ def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir:
     cfg_json = {k: v for k, v in cfg.model_dump(mode="json").items() if k in GenerationSettings.model_fields}
     plan_dir = cache_dir / f"ray-plan-{uuid.uuid4().hex[:8]}"
     try:
-        parts = _write_plan(requests, plan_dir)
+        parts, rows = _write_plan(requests, plan_dir)
         if not parts:
             return
-        ds = ray.data.read_text([str(p) for p in parts]).map_batches(
+        size = batch_size(cfg, actors)
+        # A block per batch: a Ray task maps whole blocks, and a task that dies with its node is run again whole,
+        # so a block of a whole plan part would buy again every sample its task had finished. Reading the plan
+        # takes no CPU slot: the actors may hold every CPU of the cluster for the whole run.
+        ds = ray.data.read_text([str(p) for p in parts], override_num_blocks=-(-rows // size),
+                                ray_remote_args={"num_cpus": 0}).map_batches(
             GenerateActor, fn_constructor_kwargs={"cfg_json": cfg_json, "cache_dir": str(cache_dir),
                                                   "share": actors},
-            batch_size=batch_size(cfg, actors), batch_format="pyarrow", **resources,
+            batch_size=size, batch_format="pyarrow", **resources,
             compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=overlap(cfg),
                                                enable_true_multi_threading=overlap(cfg) > 1))
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -195,9 +200,10 @@ def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir:
         shutil.rmtree(plan_dir, ignore_errors=True)
 
 
-def _write_plan(requests: Iterator[Any], plan_dir: Path) -> list[Path]:
-    """The requests as JSONL parts of PLAN_PART_ROWS lines each, in plan order."""
+def _write_plan(requests: Iterator[Any], plan_dir: Path) -> tuple[list[Path], int]:
+    """The requests as JSONL parts of PLAN_PART_ROWS lines each, in plan order; and how many there are."""
     parts: list[Path] = []
+    rows = 0
     items = ({"prompt": dataclasses.asdict(r.prompt), "messages": r.messages, "indices": r.sample_indices,
               "keys": r.keys} for r in requests)
     for part in _batches(items, PLAN_PART_ROWS):
@@ -205,7 +211,8 @@ def _write_plan(requests: Iterator[Any], plan_dir: Path) -> list[Path]:
         path = plan_dir / f"part-{len(parts):05d}.jsonl"
         path.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in part))
         parts.append(path)
-    return parts
+        rows += len(part)
+    return parts, rows
 
 
 def _add_usage(usage: Any, d: dict[str, Any]) -> None:

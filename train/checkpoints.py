@@ -33,7 +33,7 @@ def last_complete_checkpoint(out: Path, move_torn: bool = True) -> Path | None:
 
 def check_disk(path: str, out: Path, save_total_limit: int, lora: bool) -> None:
     """Refuses to start a run whose checkpoints cannot fit: a full disk mid-save loses the step it was saving."""
-    params = _parameter_count(path)
+    params = parameter_count(path)
     weights = params * 2  # bf16/fp16 safetensors
     per_ckpt = weights + params * 8 if not lora else int(weights * 0.02)  # + Adam moments (fp32)
     need = per_ckpt * (save_total_limit + 1) + weights * (2 if lora else 1)
@@ -48,7 +48,7 @@ def check_disk(path: str, out: Path, save_total_limit: int, lora: bool) -> None:
                            "or set output_dir on a bigger disk)")
 
 
-def _parameter_count(path: str) -> int:
+def parameter_count(path: str) -> int:
     """From the config alone, on the meta device: nothing is loaded."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM

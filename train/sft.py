@@ -58,7 +58,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     summary = {"student": preset.name, "model": base, "output": str(final), "data": report.to_json(),
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
                "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing, dev.flash_attn),
-               "processes": state.num_processes, "context": context_record, "mixture": mixture,
+               "processes": state.num_processes, "distributed": trainer.accelerator.distributed_type.value, "context": context_record, "mixture": mixture,
                "stops_at": tokenizer.eos_token,
                "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
     if state.is_main_process:

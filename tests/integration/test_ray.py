@@ -201,16 +201,24 @@ def test_a_killed_node_loses_and_duplicates_nothing(tmp_path, fake_server, clust
     assert server.served() <= 120 + 2 * 3 * 2
 
 
-def test_hf_engine_on_ray_matches_local(tmp_path, tiny_model_dir, cluster):
-    """The bundled-model path: our hf engine inside a Ray actor, greedy so both runs write the same text."""
+def test_hf_engine_on_ray_matches_local_and_loads_its_model_once(tmp_path, tiny_model_dir, cluster, monkeypatch):
+    """The bundled-model path: our hf engine inside a Ray actor, greedy so both runs write the same text. The
+    plan is cut into parts (as a million prompts are), and one actor serves them all: a local engine (a 671B
+    teacher on vLLM) is loaded once per run, not once per part."""
+    import factory.ray_executor
+
+    monkeypatch.setattr(factory.ray_executor, "PLAN_PART_ROWS", 2)
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"What is {i} + 1?", "answer": str(i + 1)}
-                                                 for i in range(4)])
+                                                 for i in range(6)])
     common = ["generate", "--prompts", str(prompts), "--teacher", f"hf:{tiny_model_dir}", "--n", "1",
               "--max-tokens", "8", "--no-progress", "--set", "sampling.temperature=0"]
     assert main([*common, "--out", str(tmp_path / "local")]) == 0
     assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address",
-                 cluster.address]) == 0
+                 cluster.address, "--set", "executor.batch=1"]) == 0
     _same_traces(tmp_path / "local", tmp_path / "ray")
+    segments = list(RunDir(tmp_path / "ray").cache.glob("seg-*.log"))
+    assert len(segments) == 1, "one actor (each starts a cache segment of its own) for the three parts"
+    assert len(segments[0].read_bytes().splitlines()) == 6 and not list(RunDir(tmp_path / "ray").cache.glob("ray-plan-*"))
     shutil.rmtree(tmp_path / "local")
 
 

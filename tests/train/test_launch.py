@@ -94,7 +94,8 @@ def test_a_pipeline_trains_on_every_process_of_its_launch_and_skips_it_on_a_reru
     run = write_kept(tmp_path / "run", n=16)
     pipeline = tmp_path / "pipe.yaml"
     pipeline.write_text(yaml.safe_dump({"name": "gloo", "run_dir": str(run), "stages": ["distill"], "distill": {
-        "student": "tiny", "max_steps": 2, "batch_size": 2, "launch": "cpu_gloo", "progress": False}}))
+        "student": "tiny", "max_steps": 2, "batch_size": 2, "launch": "cpu_gloo", "progress": False,
+        "gradient_checkpointing": True}}))  # as the R1 recipes, across processes
     assert main(["run", str(pipeline)]) == 0
     out = run / "student" / "tiny"
     summary = json.loads((out / "distill_summary.json").read_text())
