@@ -191,7 +191,11 @@ def write_samples(items: Iterable, tokenizer, max_length: int, out: Path, show: 
 
     from factory.shards import write_json_atomic
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # a cache file `datasets` made from an earlier file of the same path must not survive it
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     schema = pa.schema([(name, pa.list_(getattr(pa, t)())) for name, t in _SCHEMA_FIELDS])
     report = DataReport()
     tmp = out / f"{SAMPLES}.tmp"
@@ -223,4 +227,5 @@ def load_samples(out: Path, seed: int):
     order = list(range(report.samples))
     random.Random(seed).shuffle(order)  # the mixture's sources were streamed one after the other
     report.lengths = [report.lengths[i] for i in order]
-    return Dataset.from_file(str(out / SAMPLES)).select(order), report
+    # the order is held in memory (8 bytes a sample): an indices file on disk would be shared by every rank
+    return Dataset.from_file(str(out / SAMPLES)).select(order, keep_in_memory=True), report

@@ -104,4 +104,9 @@ class VLLMTeacher:
         in_flight.clear()
 
     def close(self) -> None:
+        """Lets the engine go: its process ends once nothing refers to it (collected now, not at exit). A pipeline
+        runs its vLLM stages in processes of their own besides, so their GPU memory goes with them."""
+        import gc
+
         del self.llm
+        gc.collect()

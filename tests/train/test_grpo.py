@@ -43,6 +43,11 @@ def test_a_few_steps_on_smollm2_change_the_weights_and_log_every_reward(tmp_path
     assert any(not (before[k] == after[k]).all() for k in before), "the weights did not move"
     summary = json.loads((out / "grpo_summary.json").read_text())
     assert summary["steps"] == 2 and summary["rewards"] == {"accuracy": 1.0, "format": 1.0, "length": 1.0}
+    from transformers import AutoTokenizer, GenerationConfig
+
+    im_end = AutoTokenizer.from_pretrained(out / "final").convert_tokens_to_ids("<|im_end|>")
+    assert summary["stops_at"] == "<|im_end|>" and GenerationConfig.from_pretrained(out / "final").eos_token_id in (
+        im_end, [im_end]), "a chat policy's final stops at the end of turn"
     assert summary["data"]["template"] == "chat" and summary["data"]["mean_prompt_tokens"] > 20
     assert (out / "rewards.png").stat().st_size > 1000 and (out / "length.png").stat().st_size > 1000
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
@@ -95,3 +100,19 @@ def test_bad_settings_are_one_line(tmp_path):
 
         build(GrpoConfig, {"num_generations": 3, "batch_size": 4, "grad_accum": 1})
     assert main(["grpo", str(tmp_path), "--model", "tiny", *SMALL, "--set", "max_prompt_length=8"]) == 1
+
+
+def test_two_gloo_processes_train_one_policy_and_rank_0_alone_writes_the_logs(tmp_path):
+    """The distributed path of GRPO on CPU: each rank scores its completions on its own kept pool; one writer
+    per log (two appending to one rollouts.jsonl would interleave lines)."""
+    run = tmp_path / "run"
+    assert main(["grpo", str(run), "--model", "tiny", "--max-steps", "2", *SMALL,
+                 "--set", "max_completion_length=8", "--set", "rewards.workers=2", "--launch", "cpu_gloo"]) == 0
+    out = run / "rl" / "tiny"
+    summary = json.loads((out / "grpo_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    steps = [json.loads(line) for line in (out / "rl_metrics.jsonl").read_text().splitlines() if '"reward"' in line]
+    assert [r["step"] for r in steps] == [1, 2], "one metrics row a step, not one per rank"
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert rollouts and {r["step"] for r in rollouts} == {0, 1} and not list(out.glob("rollouts.rank*"))
+    assert (out / "final" / "config.json").exists()

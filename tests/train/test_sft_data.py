@@ -85,3 +85,24 @@ def test_presets_and_paths():
     assert resolve_student("my-org/my-model").model == "my-org/my-model"
     with pytest.raises(FactoryError, match="unknown preset"):
         resolve_student("qwen-9000")
+
+
+def test_samples_are_written_once_to_a_mapped_file_every_rank_reads_in_the_same_order(tmp_path, tok):
+    from train.mixture import run_items
+    from train.sft_data import load_samples, write_samples
+
+    run = write_kept(tmp_path / "run", n=12)
+    kept = run / "filtered" / "kept"
+    in_memory, _ = build_samples(kept, tok, max_length=4096, show=False)
+    report = write_samples(run_items(kept), tok, 4096, tmp_path / "data", show=False)
+    assert report.samples == 12 and sorted(p.name for p in (tmp_path / "data").iterdir()) == ["report.json",
+                                                                                           "samples.arrow"]
+    ds, loaded = load_samples(tmp_path / "data", seed=7)
+    again, _ = load_samples(tmp_path / "data", seed=7)  # another rank
+    rows = [ds[i]["input_ids"] for i in range(len(ds))]
+    assert rows == [again[i]["input_ids"] for i in range(len(again))], "every rank sees one order"
+    assert rows != in_memory["input_ids"] and sorted(rows) == sorted(in_memory["input_ids"]), "shuffled, all there"
+    assert loaded.lengths == [len(r) for r in rows] and loaded.tokens == report.tokens
+    assert [ds[i]["labels"] for i in range(3)] == [in_memory["labels"][in_memory["input_ids"].index(r)] for r in rows[:3]]
+    write_samples(run_items(kept), tok, 4096, tmp_path / "data", show=False)  # a rerun replaces, never appends
+    assert len(load_samples(tmp_path / "data", seed=7)[0]) == 12
