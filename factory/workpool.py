@@ -14,6 +14,7 @@ import ctypes
 import os
 import signal
 import sys
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -66,6 +67,7 @@ class WorkPool:
         self.workers = max(1, workers)
         self.pool = ProcessPool(max_workers=self.workers, initializer=_start_worker,
                                 initargs=(initializer, initargs), context=multiprocessing.get_context(start))
+        self._shutdown = weakref.finalize(self, _shutdown, self.pool)  # one nobody closed: when it is collected
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], deadline_s: float,
             on_hang: Callable[[tuple], Any]) -> Iterator[Any]:
@@ -94,5 +96,9 @@ class WorkPool:
                 future.cancel()
 
     def close(self) -> None:
-        self.pool.stop()
-        self.pool.join()
+        self._shutdown()
+
+
+def _shutdown(pool: ProcessPool) -> None:
+    pool.stop()  # pebble ends the workers only once joined
+    pool.join()

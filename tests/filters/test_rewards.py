@@ -83,7 +83,8 @@ def test_the_scorer_in_worker_processes_agrees():
     columns = {k: [v] * len(texts) for k, v in COLUMNS.items()}
     ids = [[1] * 12] * len(texts)
     one = RewardScorer(ALL, 100, workers=1).scores(texts, ids, columns)
-    two = RewardScorer(ALL, 100, workers=2).scores(texts, ids, columns)
+    with RewardScorer(ALL, 100, workers=2) as scorer:
+        two = scorer.scores(texts, ids, columns)
     assert one == two and [s["accuracy"] for s in two] == [c[1] for c in COMPLETIONS.values()]
 
 

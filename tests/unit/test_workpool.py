@@ -72,5 +72,14 @@ def test_a_kept_pool_serves_every_map_on_the_same_workers_forked_from_a_clean_se
         assert all(parent != os.getpid() for _, parent in first | second), "forked by the server, not by us"
         assert list(pool.map(tenfold, [(i, 2) for i in range(4)], 2, lambda t: "hung")) == [0, 10, "hung", 30]
         assert list(pool.map(tenfold, [(i,) for i in range(3)], 30, print)) == [0, 10, 20], "replaced, still serving"
+        workers = {p for p, _ in pool.map(pids, [(i,) for i in range(4)], 30, print)}
     finally:
         pool.close()
+    assert not [p for p in workers if os.path.exists(f"/proc/{p}")], "closed: no worker is left running"
+    forgotten = WorkPool(2)
+    workers = {p for p, _ in forgotten.map(pids, [(i,) for i in range(4)], 30, print)}
+    del forgotten  # a pool nobody closed ends its workers when it is collected
+    import gc
+
+    gc.collect()
+    assert not [p for p in workers if os.path.exists(f"/proc/{p}")]
