@@ -182,7 +182,13 @@ def distill(
     if cfg.launch:
         from train.launch import relaunch
 
-        raise typer.Exit(relaunch(cfg, "distill"))
+        try:
+            code = relaunch(cfg, "distill")
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the training processes were stopped; --resume continues from the last "
+                       "complete checkpoint", err=True)
+            raise typer.Exit(130) from None
+        raise typer.Exit(code)
     from train import sft  # torch and TRL load only for this command
 
     summary = sft.run(cfg)
@@ -215,7 +221,13 @@ def grpo(
     if cfg.launch:
         from train.launch import relaunch
 
-        raise typer.Exit(relaunch(cfg, "grpo"))
+        try:
+            code = relaunch(cfg, "grpo")
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the training processes were stopped; --resume continues from the last "
+                       "complete checkpoint", err=True)
+            raise typer.Exit(130) from None
+        raise typer.Exit(code)
     from train import grpo as stage  # torch and TRL load only for this command
 
     summary = stage.run(cfg)

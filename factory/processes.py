@@ -4,8 +4,12 @@ process ends, whatever the libraries inside it keep; the pipeline that started i
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -23,12 +27,44 @@ def write_config(cfg: BaseModel, path: Path) -> Path:
 
 
 def call(cmd: list[str]) -> int:
-    """Runs cmd with this process's environment, plus the pipeline instance whose section it writes."""
+    """Runs cmd with this process's environment, plus the pipeline instance whose section it writes, and returns
+    its exit code. The child never outlives this process: it is killed with it (even by kill -9), and a SIGTERM or
+    Ctrl-C here terminates it first (a training or vLLM child would otherwise go on holding the GPU)."""
+    from .workpool import die_with_parent
+
     env = dict(os.environ)
     section = current_section()
     if section:
         env[SECTION_ENV] = section
-    return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
+    with _sigterm_interrupts():
+        try:
+            return proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while the block runs (main thread only: where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_command(command: str, cfg: BaseModel, cfg_file: Path, *args: str) -> None:

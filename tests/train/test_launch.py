@@ -108,3 +108,35 @@ def test_a_pipeline_trains_on_every_process_of_its_launch_and_skips_it_on_a_reru
     assert state["distill"]["done"] and state["distill"]["summary"]["steps"] == 2
     assert main(["run", str(pipeline)]) == 0
     assert json.loads((run / "pipeline_state.json").read_text()) == state, "skipped: up to date"
+
+
+def test_a_terminated_pipeline_takes_its_training_processes_with_it(tmp_path):
+    """SIGTERM to `factory run` (a scheduler's cancel) ends the stage's training processes too: none is left
+    holding the GPU, and the pipeline says how to resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests.conftest import REPO
+
+    run = write_kept(tmp_path / "run", n=16)
+    pipeline = tmp_path / "pipe.yaml"
+    pipeline.write_text(yaml.safe_dump({"name": "long", "run_dir": str(run), "stages": ["distill"], "distill": {
+        "student": "tiny", "max_steps": 100000, "save_steps": 100000, "progress": False}}))
+    proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "run", str(pipeline)], stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)
+    metrics = run / "student" / "tiny" / "train_metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while not metrics.exists() and time.monotonic() < deadline:  # training has begun in the child
+        time.sleep(0.2)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert metrics.exists() and children
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "interrupted: rerun `factory run" in err
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
