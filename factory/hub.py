@@ -122,6 +122,9 @@ def _already_there(local: Path, remote) -> bool:
     return lfs.sha256 == sha256(local) if lfs else remote.blob_id == git_blob_sha1(local)
 
 
+STAGING_MARK = ".factory-push-staging"  # in every staging folder factory made: the only kind it ever removes
+
+
 def upload(api, repo: str, staging: Path, private: bool, commit_bytes: int) -> dict[str, Any]:
     """Creates the repo if missing, then commits the staging folder in batches, data first and the card last
     (the card's configs only point at files that are there); files already on the Hub are skipped."""
@@ -130,7 +133,7 @@ def upload(api, repo: str, staging: Path, private: bool, commit_bytes: int) -> d
     url = api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
     remote = {f.path: f for f in api.list_repo_tree(repo, repo_type="dataset", recursive=True)
               if getattr(f, "blob_id", None) is not None}
-    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != STAGING_MARK)
     files.sort(key=lambda p: p.name == "README.md" or "assets" in p.parts)
     todo = [p for p in files if not _already_there(p, remote.get(p.relative_to(staging).as_posix()))]
     batches: list[list[Path]] = [[]]

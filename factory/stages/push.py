@@ -15,23 +15,44 @@ from rich.console import Console
 from rich.tree import Tree
 
 from .. import hub
+from ..hub import STAGING_MARK
 from ..cards import load_run, render
 from ..config import PushConfig
+from ..errors import FactoryError
 from ..rundir import RunDir
 
 console = Console(stderr=True)
 
 
+def check_staging(run_dir: Path, staging: Path) -> None:
+    """A staging folder is replaced on every push: refuse one that holds anything factory did not stage there
+    (a folder without the mark), the run directory or a folder above it, and a place inside the run's own
+    outputs; nothing is removed before this passes."""
+    run, where = run_dir.resolve(), staging.resolve()
+    if where == run or run.is_relative_to(where):
+        raise FactoryError(f"{staging}: the staging folder would hold the run directory {run_dir}, which a push "
+                           "replaces whole; choose a folder of its own (default RUN_DIR/push)")
+    if where.is_relative_to(run) and where.relative_to(run).parts[0] != RunDir(run).push.name:
+        raise FactoryError(f"{staging}: the staging folder is inside the run's own outputs "
+                           f"({where.relative_to(run).parts[0]}/); choose RUN_DIR/push or a folder outside the run")
+    if where.exists() and (not where.is_dir() or (any(where.iterdir()) and not (where / STAGING_MARK).exists())):
+        raise FactoryError(f"{staging}: exists and was not made by factory push (no {STAGING_MARK} in it): "
+                           "nothing was removed; choose another staging folder or empty this one yourself")
+
+
 def stage(cfg: PushConfig, staging: Path) -> list[Path]:
     """The exact folder that is uploaded: README.md, assets/*.png, data/kept/*.parquet (+ data/rejected/)."""
     rd = RunDir(cfg.run_dir)
-    shutil.rmtree(staging, ignore_errors=True)
+    check_staging(rd.root, staging)
+    shutil.rmtree(staging, ignore_errors=True)  # factory's own staging (marked), or an empty folder
+    staging.mkdir(parents=True)
+    (staging / STAGING_MARK).write_text("staged by factory push; replaced whole by the next push\n")
     render(rd.root, staging, cfg.include_rejected, cfg.repo, cfg.license, cfg.pretty_name, cfg.example_chars)
     max_bytes = cfg.max_shard_mb * 1024 * 1024
     hub.stage_shards(rd.kept, staging / "data" / "kept", max_bytes)
     if cfg.include_rejected:
         hub.stage_shards(rd.rejected, staging / "data" / "rejected", max_bytes)
-    return sorted(p for p in staging.rglob("*") if p.is_file())
+    return sorted(p for p in staging.rglob("*") if p.is_file() and p.name != STAGING_MARK)
 
 
 def _show(staging: Path, files: list[Path]) -> None:

@@ -155,3 +155,23 @@ def test_push_refuses_before_uploading(run_dir, hub, tmp_path):
     assert res.returncode == 1 and "no filtered output yet" in res.stderr
     assert not [c for c in hub.calls if c[1] == "/api/repos/create" or "/commit/" in c[1]]
     assert not hub.repos
+
+
+def test_a_push_never_removes_a_folder_it_did_not_stage(run_dir, tmp_path, capsys):
+    """`--set staging=RUN_DIR` once deleted a whole run; a staging folder is factory's own (marked) or refused."""
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for staging, needle in [(run_dir, "would hold the run directory"), (tmp_path, "would hold the run directory"),
+                            (run_dir / "filtered" / "x", "inside the run's own outputs (filtered/)"),
+                            (mine, "was not made by factory push")]:
+        assert main(["push", str(run_dir), "--repo", "acme/traces", "--dry-run", "--set", f"staging={staging}"]) == 1
+        assert needle in capsys.readouterr().err
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before and (mine / "notes.txt").exists()
+    for _ in range(2):  # its own staging, marked, is replaced on every push
+        assert main(["push", str(run_dir), "--repo", "acme/traces", "--dry-run"]) == 0
+    assert (run_dir / "push" / ".factory-push-staging").exists() and (run_dir / "push" / "README.md").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["push", str(run_dir), "--repo", "acme/traces", "--dry-run", "--set", f"staging={empty}"]) == 0
