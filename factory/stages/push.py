@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.tree import Tree
 
 from .. import hub
-from ..hub import STAGING_MARK
 from ..cards import load_run, render
 from ..config import PushConfig
 from ..errors import FactoryError
+from ..hub import STAGING_MARK
 from ..rundir import RunDir
 
 console = Console(stderr=True)
