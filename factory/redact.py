@@ -54,9 +54,17 @@ def register(value: str | None) -> None:
         _registered.add(value)
 
 
+_NOT_SECRET_ENV = {"PWD", "OLDPWD"}  # "pwd" names a password elsewhere; these are the shell's directories
+
+
 def _env_secrets() -> set[str]:
-    return {v for k, v in os.environ.items() if is_secret_name(k) and v and len(v) >= _MIN_SECRET_LEN
-            and v.upper() != "EMPTY"}
+    return {v for k, v in os.environ.items() if is_secret_name(k) and k not in _NOT_SECRET_ENV and v
+            and len(v) >= _MIN_SECRET_LEN and v.upper() != "EMPTY" and not _is_path(v)}
+
+
+def _is_path(value: str) -> bool:
+    """An absolute path that exists (SSL_KEY_FILE=/etc/...): masking it would mangle every path beneath it."""
+    return os.path.isabs(value) and os.path.exists(value)
 
 
 def _mask_userinfo(m: re.Match) -> str:

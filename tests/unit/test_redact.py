@@ -73,3 +73,17 @@ def test_config_dump_masks_every_channel():
 def test_recorded_command_line(argv):
     out = redacted_command(["factory", "generate", *argv, "--n", "4"])
     assert "SECRET" not in out and out.endswith("--n 4") and MASK in out
+
+
+def test_the_working_directory_and_path_valued_variables_are_not_secrets(tmp_path, monkeypatch):
+    """PWD matched "pwd" (a password): the working directory became *** in every artifact (issue 22, item 8)."""
+    from factory.redact import redact_text
+
+    where = tmp_path / "projects" / "math-run"
+    where.mkdir(parents=True)
+    monkeypatch.setenv("PWD", str(where))
+    monkeypatch.setenv("OLDPWD", str(tmp_path))
+    monkeypatch.setenv("SSL_KEY_FILE", str(where))
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-1234567890abcdef")
+    text = f"wrote {where}/traces with tok-1234567890abcdef"
+    assert redact_text(text) == f"wrote {where}/traces with ***"
