@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -77,6 +78,17 @@ class ExecutorConfig(Strict):
 
 
 NOT_FINGERPRINTED = ("executor",)  # how a stage runs, not what it makes
+
+_PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_path_name(value: str | None) -> str | None:
+    """A name that becomes a file or folder name (an eval's label, a stage instance, an RL run): one path
+    component, never `..`, so nothing is written outside the output it belongs to."""
+    if value is not None and (not _PATH_NAME.fullmatch(value) or ".." in value):
+        raise ValueError(f"{value!r}: a name here becomes a file name: letters, digits and . _ + - only, "
+                         "starting with a letter or digit, no '..'")
+    return value
 
 
 class ViewConfig(Strict):
@@ -239,6 +251,11 @@ class EvalConfig(GenerationSettings):
     sampling: EvalSampling = Field(default_factory=EvalSampling)
     correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)
     workers: int = Field(0, ge=0, description="Scoring processes (0: one per CPU core)")
+
+    @field_validator("label")
+    @classmethod
+    def _label_is_a_file_name(cls, v: str | None) -> str | None:
+        return check_path_name(v)
 
 
 class MergeConfig(Strict):

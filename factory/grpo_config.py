@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .config import PromptsConfig, TemplateConfig
+from .config import PromptsConfig, TemplateConfig, check_path_name
 from .filters.params import CorrectnessParams, FormatParams, LanguageParams
 from .strict import Strict
 
@@ -115,6 +115,11 @@ class GrpoConfig(Strict):
                                "distill.launch: single_gpu, fsdp, deepspeed_zero3, multi_node, cpu_gloo, or a YAML)")
     num_processes: int | None = Field(None, ge=1, description="With launch: processes (GPUs) in all (default: "
                                       "the launch config's)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, v: str | None) -> str | None:
+        return check_path_name(v)
 
     @model_validator(mode="after")
     def _batch_holds_whole_groups(self) -> GrpoConfig:

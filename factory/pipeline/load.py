@@ -150,10 +150,20 @@ def _entries(path: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None]
             raise FactoryError(f"{path}: stages: unknown stage {kind!r} (expected {', '.join(KINDS)})")
         if name in (n for n, _, _ in out):
             raise FactoryError(f"{path}: stages: the name {name!r} is used twice (name the instances apart)")
+        _check_name(path, f"stages[{i}]", str(name))
         out.append((str(name), kind, entry.get("run_dir")))
     if all(isinstance(e, str) for e in listed):
         out.sort(key=lambda e: KINDS.index(e[1]))
     return out
+
+
+def _check_name(path: str, where: str, name: str) -> None:
+    from ..config import check_path_name
+
+    try:
+        check_path_name(name)
+    except ValueError as e:
+        raise FactoryError(f"{path}: {where}: name {e}") from None
 
 
 def _defaults(name: str, kind: str, section: Any, run_dir: Path) -> Any:
@@ -185,6 +195,7 @@ def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[t
     for i, entry in enumerate(entries):
         entry = dict(entry)
         name = str(entry.pop("name", f"eval{i + 1}"))
+        _check_name(path, f"eval[{i}]", name)
         if name in names:
             raise FactoryError(f"{path}: eval[{i}]: the name {name!r} is used twice")
         names.add(name)

