@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import openai
 import orjson
@@ -46,8 +46,8 @@ def endpoint(cfg: TeacherConfig) -> tuple[str, dict[str, str]]:
     """The server's URL without credentials, and the Authorization header: `Bearer $KEY`, or Basic auth from
     credentials written in the URL (`http://user:pw@host/v1`, as proxies use). Both at once is a configuration
     error: a request carries one Authorization header."""
-    url = cfg.base_url or "https://api.openai.com/v1"
-    parts = urlsplit(url)
+    parts = urlsplit(cfg.base_url or "https://api.openai.com/v1")
+    url = urlunsplit(parts._replace(query=""))  # the query goes with every request instead (url_query)
     if parts.username is None and parts.password is None:
         return url, {"Authorization": f"Bearer {api_key(cfg)}"}
     if os.environ.get(cfg.api_key_env):
@@ -57,7 +57,13 @@ def endpoint(cfg: TeacherConfig) -> tuple[str, dict[str, str]]:
     netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
     user_pw = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     basic = base64.b64encode(user_pw.encode()).decode()
-    return urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {basic}"}
+    return urlunsplit(parts._replace(netloc=netloc, query="")), {"Authorization": f"Basic {basic}"}
+
+
+def url_query(cfg: TeacherConfig) -> dict[str, str]:
+    """The base URL's query (`.../v1?api-version=2024-06-01`, as Azure-style endpoints take it): sent with every
+    request, after the route, never pasted in front of it."""
+    return dict(parse_qsl(urlsplit(cfg.base_url or "").query))
 
 
 def preflight(cfg: TeacherConfig) -> None:
@@ -65,7 +71,7 @@ def preflight(cfg: TeacherConfig) -> None:
     url, auth = endpoint(cfg)
     client = openai.OpenAI(base_url=url, api_key=api_key(cfg), max_retries=1,
                            timeout=openai.Timeout(30, connect=cfg.connect_timeout_s),
-                           default_headers={**auth, **cfg.headers})
+                           default_headers={**auth, **cfg.headers}, default_query=url_query(cfg) or None)
     try:
         served = [m.id for m in client.models.list()]
     except openai.AuthenticationError as e:
@@ -247,6 +253,7 @@ class AiohttpTransport:
 
         url, auth = endpoint(cfg)
         self.url = url.rstrip("/") + "/chat/completions"
+        self.params = url_query(cfg)
         self.cfg = cfg
         headers = {**auth, "Content-Type": "application/json", **cfg.headers}
         self.session = aiohttp.ClientSession(
@@ -258,7 +265,7 @@ class AiohttpTransport:
         import aiohttp
 
         try:
-            async with self.session.post(self.url, data=orjson.dumps(body)) as resp:
+            async with self.session.post(self.url, data=orjson.dumps(body), params=self.params) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise _classify_status(resp.status, _error_message(raw), resp.headers, n)
@@ -288,7 +295,8 @@ class SdkTransport:
         url, auth = endpoint(cfg)
         timeout = openai.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s, read=cfg.read_timeout_s or cfg.timeout_s)
         self.client = openai.AsyncOpenAI(base_url=url, api_key=api_key(cfg), max_retries=0, timeout=timeout,
-                                         default_headers={**auth, **cfg.headers})
+                                         default_headers={**auth, **cfg.headers},
+                                         default_query=url_query(cfg) or None)
 
     async def post(self, body: dict[str, Any], n: int) -> Any:
         try:

@@ -40,6 +40,7 @@ class FakeOpenAI:
     models_html: bool = False  # answer /models with an HTML page, as a web server in front of nothing does
     no_models: bool = False  # no /models route (404), as some providers
     log: list[Logged] = field(default_factory=list)
+    queries: list[dict[str, str]] = field(default_factory=list)  # each request's URL query, in arrival order
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -100,6 +101,7 @@ class FakeOpenAI:
         return "ok"
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.queries.append(dict(request.query))
         if not self._authorised(request):
             return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         body = await request.json()

@@ -218,3 +218,13 @@ def test_damaged_cache_entries_are_bought_again(tmp_path, fake_server, capsys):
     assert all(r["error"] is None and r["reasoning"] for r in _rows(tmp_path))
     assert _generate(tmp_path, url, "--set", "teacher.native_n=never") == 0 and len(server.log) - before == 5
     assert "warning" not in capsys.readouterr().err, "the damaged lines were compacted away"
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "openai-sdk"])
+def test_a_base_url_with_a_query_keeps_it_on_every_request(tmp_path, fake_server, transport):
+    """Azure-style endpoints take `?api-version=`: it was pasted before the route (`/v1?api-version=1/chat/...`)."""
+    server, url = fake_server()
+    _prompts(tmp_path, k=2)
+    assert _generate(tmp_path, f"{url}?api-version=2024-06-01", "--set", f"teacher.client={transport}") == 0
+    assert len(_rows(tmp_path)) == 4 and not any(r["error"] for r in _rows(tmp_path))
+    assert server.queries and all(q == {"api-version": "2024-06-01"} for q in server.queries)
