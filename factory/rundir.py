@@ -168,13 +168,24 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def resolved_section(doc: dict[str, Any], kind: str, fingerprint: str | None = None) -> dict[str, Any] | None:
+    """The section of config.resolved.yaml a stage of this kind wrote, whatever the pipeline named its instance:
+    the one with the given fingerprint, else the one named as the kind, else the last of that kind."""
+    sections = [(name, s) for name, s in doc.items() if isinstance(s, dict) and "config" in s
+                and (s.get("kind") == kind or (name == kind and "kind" not in s))]
+    for _, s in sections:
+        if fingerprint and s.get("fingerprint") == fingerprint:
+            return s
+    return next((s for name, s in sections if name == kind), sections[-1][1] if sections else None)
+
+
 def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict[str, Any] | None = None) -> str:
     """Merges this stage's section into config.resolved.yaml; returns the stage's fingerprint."""
     path = RunDir(run_dir).resolved
     doc = yaml.safe_load(path.read_text()) if path.exists() else {}
     fp = fingerprint(cfg)
-    stage = current_section() or stage
-    doc[stage] = {"config": public_dump(cfg), "fingerprint": fp, **(extra or {})}
+    kind, stage = stage, current_section() or stage
+    doc[stage] = {"kind": kind, "config": public_dump(cfg), "fingerprint": fp, **(extra or {})}
     if COMMAND:
         doc[stage]["command"] = COMMAND
     doc["factory_version"] = __version__

@@ -12,7 +12,7 @@ import yaml
 
 from ..errors import FactoryError
 from ..redact import redact_text
-from ..rundir import RunDir
+from ..rundir import RunDir, resolved_section
 from ..shards import iter_batches, read_manifest
 from ..sources.spec import parse_source
 from . import plots
@@ -32,6 +32,12 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise FactoryError(f"{run_dir}: no filtered output yet (run `factory filter {run_dir}` first)")
     resolved_path = rd.resolved
     resolved = yaml.safe_load(resolved_path.read_text()) if resolved_path.exists() else {}
+    # a pipeline's named instances (gen, keep, ...) wrote these sections under their own names
+    traces_fp = read_manifest(rd.traces).get("fingerprint") if (rd.traces / "manifest.json").exists() else None
+    for kind, fp in (("generate", traces_fp), ("filter", None), ("distill", None)):
+        section = resolved_section(resolved, kind, fp)
+        if section is not None:
+            resolved[kind] = section
     if "generate" not in resolved or "filter" not in resolved:
         raise FactoryError(f"{resolved_path}: the generate and filter settings are missing; the card's lineage "
                            "would be empty (rerun the stages with this version)")

@@ -175,3 +175,24 @@ def test_a_push_never_removes_a_folder_it_did_not_stage(run_dir, tmp_path, capsy
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["push", str(run_dir), "--repo", "acme/traces", "--dry-run", "--set", f"staging={empty}"]) == 0
+
+
+def test_a_pipeline_of_named_instances_gets_its_card(tmp_path, fake_server):
+    """`stages: [{name: gen, kind: generate}, {name: keep, kind: filter}, {name: docs, kind: card}]` failed at the
+    card: it looked for the sections under the kinds' names (issue 22, item 11)."""
+    _, url = fake_server()
+    write_jsonl(tmp_path / "p.jsonl", [{"problem": "What is 40 + 2?", "answer": "42"},
+                                       {"problem": "What is 3 + 4?", "answer": "7"}])
+    run = tmp_path / "run"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({
+        "name": "named", "run_dir": str(run),
+        "stages": [{"name": "gen", "kind": "generate"}, {"name": "keep", "kind": "filter"},
+                   {"name": "docs", "kind": "card"}],
+        "gen": {"prompts": {"source": str(tmp_path / "p.jsonl")}, "progress": False, "sampling": {"n": 2},
+                "teacher": {"engine": "openai", "model": "fake-teacher", "base_url": url}},
+        "keep": {"workers": 1, "progress": False}, "docs": {}}))
+    assert main(["run", str(tmp_path / "p.yaml")]) == 0
+    resolved = yaml.safe_load((run / "config.resolved.yaml").read_text())
+    assert resolved["gen"]["kind"] == "generate" and resolved["keep"]["kind"] == "filter"
+    text = (run / "card" / "README.md").read_text()
+    assert "`fake-teacher`" in text and "**2** of 4 traces" in text
