@@ -102,7 +102,8 @@ def redact_text(text: str) -> str:
 def redact(obj: Any) -> Any:
     """A copy of `obj` (dicts, lists, strings, scalars) with every secret masked; other values unchanged."""
     if isinstance(obj, dict):
-        return {k: (MASK if is_secret_name(k) and isinstance(v, str) and v else redact(v)) for k, v in obj.items()}
+        return {k: (MASK if is_secret_name(k) and isinstance(v, str) and v else
+                    {h: MASK for h in v} if _is_headers(k, v) else redact(v)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact(v) for v in obj]
     if isinstance(obj, str):
@@ -110,12 +111,24 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+def _is_headers(key: Any, value: Any) -> bool:
+    """A config's `headers`: every value is treated as a secret (providers put keys under any header name)."""
+    return str(key).lower() == "headers" and isinstance(value, dict)
+
+
 def register_config(obj: Any) -> None:
-    """Registers the secret values inside a config dump, so that free text quoting them is masked too."""
+    """Registers the secret values inside a config dump, so that free text quoting them is masked too: values
+    named like secrets, every header value, and the value of every variable an `*api_key_env` field names
+    (`MY_LLM` is not named like a secret, but holds one)."""
     if isinstance(obj, dict):
         for k, v in obj.items():
             if is_secret_name(k) and isinstance(v, str):
                 register(v)
+            elif _is_headers(k, v):
+                for value in v.values():
+                    register(str(value))
+            elif str(k).endswith("api_key_env") and isinstance(v, str):
+                register(os.environ.get(v))
             else:
                 register_config(v)
     elif isinstance(obj, list):

@@ -24,7 +24,7 @@ import orjson
 
 from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
-from ..redact import redact_text
+from ..redact import redact_text, register
 from .base import Completion, Request, Sink, Usage
 from .ratelimit import TokenBucket
 
@@ -38,8 +38,11 @@ class SampleFailure(Exception):
 
 
 def api_key(cfg: TeacherConfig) -> str:
-    # Local servers need no key; the string is never logged or stored.
-    return os.environ.get(cfg.api_key_env) or "EMPTY"
+    """The key from the variable the config names (local servers need none: "EMPTY"); whatever that variable is
+    called, the key is masked from now on in every artifact this process writes (a server may echo it)."""
+    key = os.environ.get(cfg.api_key_env)
+    register(key)
+    return key or "EMPTY"
 
 
 def endpoint(cfg: TeacherConfig) -> tuple[str, dict[str, str]]:

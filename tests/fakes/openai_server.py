@@ -124,6 +124,9 @@ class FakeOpenAI:
         if kind in ("429", "500", "503", "400", "401"):
             headers = {"Retry-After": arg} if arg else {}
             return web.json_response({"error": {"message": f"injected {kind}"}}, status=int(kind), headers=headers)
+        if kind == "echo_auth":  # a server that quotes the credentials it got back in its error
+            message = f"bad request (auth: {request.headers.get('Authorization')})"
+            return web.json_response({"error": {"message": message}}, status=400)
         if kind == "slow":
             await asyncio.sleep(float(arg or 30))
         if kind == "drop":

@@ -90,3 +90,27 @@ def test_the_api_key_from_the_environment_reaches_no_artifact(tmp_path, fake_ser
     out = capsys.readouterr()
     leaks = [str(p) for p in (tmp_path / "run").rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaks == [] and key not in out.out + out.err
+
+
+def test_a_key_from_any_variable_and_any_header_value_are_masked(tmp_path, fake_server, capsys, monkeypatch):
+    """`--set teacher.api_key_env=MY_LLM` with a server whose 400 echoes the key: the key landed in the error
+    column and the rejected shards; a header named like nothing secret landed in config.resolved.yaml
+    (issue 22, item 4)."""
+    key, header = "mykey-S3CRET-0100", "plainhdr-S3CRET-0101"
+    monkeypatch.setenv("MY_LLM", key)
+    monkeypatch.chdir(tmp_path)
+    server, url = fake_server(api_key=key, faults={"1 + 1": ["echo_auth"]})
+    write_jsonl(tmp_path / "p.jsonl", [{"problem": "What is 40 + 2?", "answer": "42"},
+                                       {"problem": "What is 1 + 1?", "answer": "2"}])
+    assert main(["generate", "--prompts", "p.jsonl", "--teacher", "openai:fake-teacher", "--base-url", url, "--n", "1",
+                 "--out", "run", "--no-progress", "--set", "teacher.api_key_env=MY_LLM",
+                 "--set", f'teacher.headers={{"X-Route": "{header}"}}']) == 0
+    assert main(["filter", "run", "--no-progress", "--workers", "1"]) == 0
+    out = capsys.readouterr()
+    found = [f"{p.relative_to(tmp_path)}" for p in (tmp_path / "run").rglob("*") if p.is_file()
+             and (key.encode() in p.read_bytes() or header.encode() in p.read_bytes())]
+    assert found == [] and key not in out.err + out.out and header not in out.err + out.out
+    from factory.shards import read_table
+
+    errors = [r["error"] for r in read_table(tmp_path / "run" / "traces").to_pylist() if r["error"]]
+    assert len(errors) == 1 and "Bearer ***" in errors[0], errors  # the server did echo it

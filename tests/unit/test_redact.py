@@ -48,7 +48,9 @@ def test_nested_structures():
            "list": [{"token": "l-SECRET"}, "https://h/?token=t-SECRET"]}
     out = redact(doc)
     assert "SECRET" not in str(out)
-    assert out["teacher"]["headers"]["Accept"] == "json" and out["teacher"]["api_key_env"] == "OPENAI_API_KEY"
+    # every header value counts as a secret: providers put keys under headers of any name
+    assert out["teacher"]["headers"] == {"X-Api-Key": "***", "Accept": "***"}
+    assert out["teacher"]["api_key_env"] == "OPENAI_API_KEY"
     assert out["teacher"]["max_tokens"] == 5 and doc["teacher"]["headers"]["X-Api-Key"] == "h-SECRET", "a copy"
 
 
