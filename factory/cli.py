@@ -156,6 +156,19 @@ def view(
     serve(build(ViewConfig, *_layers(config, flags, set_), where=config or "view"))
 
 
+def _launch(cfg: Any, command: str) -> None:
+    """Runs the training command in the processes of its `launch` config; exits with their code."""
+    from train.launch import relaunch
+
+    try:
+        code = relaunch(cfg, command)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the training processes were stopped; --resume continues from the last "
+                   "complete checkpoint", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
 @app.command()
 def distill(
     run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/kept/")],
@@ -180,15 +193,7 @@ def distill(
         _put(flags, key, value)
     cfg = build(DistillConfig, *_layers(config, flags, set_), where=config or "distill")
     if cfg.launch:
-        from train.launch import relaunch
-
-        try:
-            code = relaunch(cfg, "distill")
-        except KeyboardInterrupt:
-            typer.echo("interrupted: the training processes were stopped; --resume continues from the last "
-                       "complete checkpoint", err=True)
-            raise typer.Exit(130) from None
-        raise typer.Exit(code)
+        _launch(cfg, "distill")
     from train import sft  # torch and TRL load only for this command
 
     summary = sft.run(cfg)
@@ -219,15 +224,7 @@ def grpo(
         _put(flags, key, value)
     cfg = build(GrpoConfig, *_layers(config, flags, set_), where=config or "grpo")
     if cfg.launch:
-        from train.launch import relaunch
-
-        try:
-            code = relaunch(cfg, "grpo")
-        except KeyboardInterrupt:
-            typer.echo("interrupted: the training processes were stopped; --resume continues from the last "
-                       "complete checkpoint", err=True)
-            raise typer.Exit(130) from None
-        raise typer.Exit(code)
+        _launch(cfg, "grpo")
     from train import grpo as stage  # torch and TRL load only for this command
 
     summary = stage.run(cfg)
