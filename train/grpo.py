@@ -84,7 +84,8 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     summary = {"model": base, "output": str(final), "data": report, "steps": trainer.state.global_step,
                "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
                "first": _summary_row(metrics[:1]), "last": _summary_row(metrics[-1:]),
-               "completions_scored": scorer.scored, "processes": state.num_processes, "distributed": trainer.accelerator.distributed_type.value, "context": context_record,
+               "completions_scored": scorer.scored, "processes": state.num_processes,
+               "distributed": trainer.accelerator.distributed_type.value, "context": context_record,
                "stops_at": tokenizer.eos_token}
     if state.is_main_process:
         plot_curves(metrics, out)

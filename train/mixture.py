@@ -76,7 +76,7 @@ def _multiplicity(src: MixSource, rng: random.Random) -> Callable[[int], int]:
     whole, part = int(weight), weight - int(weight)
     if src.count is None and not part:
         return lambda i: whole
-    rows = sum(1 for _ in _rows(src))
+    rows = _count(src)
     if not rows:
         raise FactoryError(f"distill.mix: {src.source}: no samples")
     if src.count is not None:
@@ -86,6 +86,16 @@ def _multiplicity(src: MixSource, rng: random.Random) -> Callable[[int], int]:
         return lambda i: int(i in chosen)
     extra = set(rng.sample(range(rows), round(part * rows)))
     return lambda i: whole + (i in extra)
+
+
+def _count(src: MixSource) -> int:
+    """The source's rows: a run's kept traces from their manifest, a file or dataset by a pass over it."""
+    path = Path(src.source)
+    if path.is_dir():
+        from factory.shards import read_manifest
+
+        return int(read_manifest(RunDir(path).kept)["rows"])
+    return sum(1 for _ in _rows(src))
 
 
 def _rows(src: MixSource) -> Iterator[Item]:

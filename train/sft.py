@@ -2,8 +2,8 @@
 
 What is added to TRL: the loss-mask check and the overlong-sample count before the model is even loaded
 (train/sft_data.py), the samples tokenised once into a memory-mapped file every rank shares, the end of turn as
-EOS (a student from a base model stops), a NaN/inf stop, checkpoints marked complete only once fully written (resume never picks a
-torn one), train_metrics.jsonl with tokens/s, a rich progress bar, and a loss-curve PNG.
+EOS (a student from a base model stops), a NaN/inf stop, checkpoints marked complete only once fully written
+(resume never picks a torn one), train_metrics.jsonl with tokens/s, a rich progress bar, and a loss-curve PNG.
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     final = save_final(trainer, tokenizer, path, out, cfg.lora, stop_ids)
     summary = {"student": preset.name, "model": base, "output": str(final), "data": report.to_json(),
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
-               "final_loss": _last_loss(out / "train_metrics.jsonl"), "packing": use_packing(cfg.packing, dev.flash_attn),
-               "processes": state.num_processes, "distributed": trainer.accelerator.distributed_type.value, "context": context_record, "mixture": mixture,
-               "stops_at": tokenizer.eos_token,
+               "final_loss": _last_loss(out / "train_metrics.jsonl"),
+               "packing": use_packing(cfg.packing, dev.flash_attn),
+               "processes": state.num_processes, "distributed": trainer.accelerator.distributed_type.value,
+               "context": context_record, "mixture": mixture, "stops_at": tokenizer.eos_token,
                "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
     if state.is_main_process:
         _plot_loss(out / "train_metrics.jsonl", out / "loss.png")
