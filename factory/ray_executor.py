@@ -2,9 +2,9 @@
 run writes, byte for byte where the content is the same.
 
 - Generation: the driver holds the run's cache lock and plans; the prompts that lack samples are streamed into
-  plan files that one Ray Data dataset reads in batches, served by one pool of actors for the whole run that each run our own teacher (an API teacher's concurrency and RPM/TPM budget are
-  split across the actors; vLLM gets a GPU per actor) and append each finished sample to a cache segment of their
-  own in the run directory, which must be on a filesystem every node sees. A killed node loses only its
+  plan files that one Ray Data dataset reads in batches, served by one pool of actors for the whole run. Each
+  actor runs our own teacher (an API teacher's concurrency and RPM/TPM budget are split across the actors; vLLM
+  gets a GPU per actor) and appends each finished sample to a cache segment of its own in the run directory, which must be on a filesystem every node sees. A killed node loses only its
   in-flight samples: Ray Data restarts its actors elsewhere and retries its batches, and a rerun skips every
   sample already in any segment. The driver then writes the traces from the cache as a local run does.
 - Filtering: row groups go to Ray tasks running the same pure filter functions (`judge_row_group`); near-dedup's
