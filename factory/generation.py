@@ -16,6 +16,7 @@ import orjson
 
 from .cache import SampleCache, sample_key
 from .config import GenerationSettings
+from .model_content import model_content
 from .progress import GenerationProgress
 from .records import Prompt, Trace
 from .redact import redact, redact_text
@@ -33,12 +34,20 @@ def sampling_key(cfg: GenerationSettings) -> dict[str, Any]:
             "extra_body": cfg.teacher.extra_body}
 
 
+def model_key(model: str) -> dict[str, str]:
+    """The model's part of a sample's cache key: its name, and for a local directory its content too, so new
+    weights at the same path are sampled afresh (a name alone keys API models, as it always has)."""
+    content = model_content(model)
+    return {"model": model} if content is None else {"model": model, "model_content": content}
+
+
 class Plan:
     """For each prompt: its messages and the cache key of each sample index, computed as it is iterated (a
     million-sample plan is never held as a list of keys)."""
 
     def __init__(self, cfg: GenerationSettings, prompts: list[Prompt]):
         self.cfg, self.prompts, self.sampling = cfg, prompts, sampling_key(cfg)
+        self.model = model_key(cfg.teacher.model)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -46,7 +55,7 @@ class Plan:
     def __iter__(self) -> Iterator[tuple[Prompt, list[dict], list[str]]]:
         for p in self.prompts:
             messages = build_messages(p, self.cfg.template)
-            keys = [sample_key({"prompt_id": p.prompt_id, "messages": messages, "model": self.cfg.teacher.model,
+            keys = [sample_key({"prompt_id": p.prompt_id, "messages": messages, **self.model,
                                 "sampling": self.sampling, "sample_index": i}) for i in range(self.cfg.sampling.n)]
             yield p, messages, keys
 

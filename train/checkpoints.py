@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from factory.errors import FactoryError
+from factory.model_content import write_record
 from factory.rundir import FINAL
 
 COMPLETE = "COMPLETE"
@@ -82,6 +83,7 @@ def save_final(trainer, tokenizer, path: str, out: Path, lora: bool, stop_ids: l
         if stop_ids:
             write_stop_ids(tmp, stop_ids)
         (tmp / "training_args.bin").unlink(missing_ok=True)
+        write_record(tmp)  # its content hash: evals and generations key their caches by it, not by the path
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     acc.wait_for_everyone()

@@ -8,6 +8,7 @@ The verdict is the judge's last `VERDICT: yes|no` or `SCORE: N` line; its answer
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..cache import SampleCache, sample_key
+from ..model_content import model_content
 from ..records import prompt_from_row
 from ..teacher_config import SamplingConfig
 from . import Verdict
@@ -58,8 +60,15 @@ def judge_prompt(row: dict[str, Any], p: JudgeParams) -> str:
 
 def judge_key(row: dict[str, Any], p: JudgeParams) -> str:
     t = p.teacher
+    content = _judge_content(t.model)  # a local judge retrained in place must judge afresh
     return sample_key({"judge": t.model, "engine": t.engine, "prompt": judge_prompt(row, p),
-                       "max_tokens": p.max_tokens, "temperature": p.temperature})
+                       "max_tokens": p.max_tokens, "temperature": p.temperature,
+                       **({"judge_content": content} if content else {})})
+
+
+@functools.lru_cache(maxsize=8)
+def _judge_content(model: str) -> str | None:
+    return model_content(model)  # once per process: the judge's files do not change during a filter run
 
 
 def parse_verdict(text: str, p: JudgeParams) -> Verdict:

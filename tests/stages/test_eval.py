@@ -179,3 +179,28 @@ def test_eval_and_generate_share_one_generation_library_and_cache(tmp_path):
                  "--set", "seed=42"]) == 0
     result = json.loads((run / "smollm2-135m-gym-chain_sum.json").read_text())
     assert result["generation"]["requested"] == 0 and result["generation"]["cached"] == 4
+
+
+def test_a_model_retrained_at_the_same_path_is_sampled_again(tmp_path, tiny_model_dir):
+    """Issue 22, item 1: the cache knows a local model by its content. Same weights: every sample from the cache;
+    new weights written into the same directory: every sample requested again."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    args = ["eval", "--model", str(model), "--engine", "hf", "--no-progress", "--out", str(tmp_path / "ev"),
+            "--benchmark", "gym:chain_sum", "--n", "2", "--max-tokens", "4", "--set", "size=2", "--set", "label=m"]
+
+    def generation():
+        assert main(args) == 0
+        result = json.loads((tmp_path / "ev" / "m-gym-chain_sum.json").read_text())
+        return result["generation"]["requested"], result["generation"]["cached"]
+
+    assert generation() == (4, 0)
+    assert generation() == (0, 4)
+    weights = load_file(model / "model.safetensors")
+    save_file({k: v + 0.01 * torch.ones_like(v) for k, v in weights.items()}, model / "model.safetensors",
+              metadata={"format": "pt"})
+    assert generation() == (4, 0), "the new weights were served the old model's samples"

@@ -115,15 +115,19 @@ def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
     assert main(["run", str(path)]) == 0
     err = capsys.readouterr().err
     assert err.count("skipped") >= 5 and _state(tmp_path)["distill"] == state["distill"]
-    # A filter parameter changes: filter and everything after rerun, generate does not.
-    assert main(["run", str(path), "--set", "filter.repetition.max_repeats=50"]) == 0
+    # A filter parameter and the learning rate change: filter and everything after rerun, generate does not.
+    changes = ["--set", "filter.repetition.max_repeats=50", "--set", "distill.lr=3e-3"]
+    assert main(["run", str(path), *changes]) == 0
     new = _state(tmp_path)
     assert new["generate"] == state["generate"]
     assert all(new[s]["fingerprint"] != state[s]["fingerprint"] for s in ("filter", "card", "distill", "eval"))
     assert "generate: up to date" in capsys.readouterr().err
+    # The retrained student, at the same path, is sampled afresh; the unchanged base model comes from the cache.
+    after = json.loads((run / "eval" / "after-gym-chain_sum.json").read_text())["generation"]
+    before = json.loads((run / "eval" / "before-gym-chain_sum.json").read_text())["generation"]
+    assert (after["requested"], before["cached"]) == (4, 4)
     # --from forces a rerun of an up-to-date stage; --only touches that stage alone.
-    assert main(["run", str(path), "--set", "filter.repetition.max_repeats=50", "--from", "card",
-                 "--only", "card"]) == 0
+    assert main(["run", str(path), *changes, "--from", "card", "--only", "card"]) == 0
     err = capsys.readouterr().err
     assert "card (run)" in err and "filter" not in err.split("card (run)")[0]
 
