@@ -123,16 +123,35 @@ def _already_there(local: Path, remote) -> bool:
 
 
 STAGING_MARK = ".factory-push-staging"  # in every staging folder factory made: the only kind it ever removes
+MANAGED = ("data/", "assets/")  # the Hub folders a push owns: afterwards they hold exactly the run's files
+
+
+def remote_files(api, repo: str) -> dict[str, Any]:
+    """The repo's files by path ({} for a repo not created yet)."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        tree = api.list_repo_tree(repo, repo_type="dataset", recursive=True)
+        return {f.path: f for f in tree if getattr(f, "blob_id", None) is not None}
+    except RepositoryNotFoundError:
+        return {}
+
+
+def stale(remote: dict[str, Any], staging: Path) -> list[str]:
+    """Files in the managed folders that this push does not hold (shards of an earlier filter, say): a push
+    deletes them, or the Hub dataset would serve their rows twice. Files outside those folders are the user's."""
+    staged = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
+    return sorted(path for path in remote if path.startswith(MANAGED) and path not in staged)
 
 
 def upload(api, repo: str, staging: Path, private: bool, commit_bytes: int) -> dict[str, Any]:
-    """Creates the repo if missing, then commits the staging folder in batches, data first and the card last
-    (the card's configs only point at files that are there); files already on the Hub are skipped."""
-    from huggingface_hub import CommitOperationAdd
+    """Creates the repo if missing, then commits the staging folder in batches, data first; the last commit
+    carries the card and deletes the stale files, so the card's configs and the data files change together.
+    Files already on the Hub are skipped (a rerun resumes)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     url = api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
-    remote = {f.path: f for f in api.list_repo_tree(repo, repo_type="dataset", recursive=True)
-              if getattr(f, "blob_id", None) is not None}
+    remote = remote_files(api, repo)
     files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != STAGING_MARK)
     files.sort(key=lambda p: p.name == "README.md" or "assets" in p.parts)
     todo = [p for p in files if not _already_there(p, remote.get(p.relative_to(staging).as_posix()))]
@@ -144,10 +163,16 @@ def upload(api, repo: str, staging: Path, private: bool, commit_bytes: int) -> d
             size = 0
         batches[-1].append(p)
         size += p.stat().st_size
+    batches = [b for b in batches if b] or [[]]
+    deleted = stale(remote, staging)
     commits = 0
-    for batch in (b for b in batches if b):
-        ops = [CommitOperationAdd(p.relative_to(staging).as_posix(), str(p)) for p in batch]
-        api.create_commit(repo, ops, repo_type="dataset", commit_message=f"factory push: {len(ops)} files")
-        commits += 1
+    for i, batch in enumerate(batches):
+        ops: list[Any] = [CommitOperationAdd(p.relative_to(staging).as_posix(), str(p)) for p in batch]
+        if i == len(batches) - 1:
+            ops += [CommitOperationDelete(path) for path in deleted]
+        if ops:
+            api.create_commit(repo, ops, repo_type="dataset",
+                              commit_message=f"factory push: {len(batch)} files, {len(ops) - len(batch)} removed")
+            commits += 1
     return {"url": str(url), "files": len(files), "uploaded": len(todo), "skipped": len(files) - len(todo),
-            "commits": commits}
+            "deleted": deleted, "commits": commits}

@@ -70,16 +70,35 @@ def run(cfg: PushConfig) -> dict[str, Any]:
     hub.check_repo_id(cfg.repo)
     staging = Path(cfg.staging or rd.push)
     if cfg.dry_run:
-        files = stage(cfg, staging)
-        _show(staging, files)
-        console.print(f"dry run: {len(files)} files would go to https://huggingface.co/datasets/{cfg.repo}; "
-                      "nothing was uploaded")
-        return {"dry_run": True, "staging": str(staging), "files": len(files)}
+        return _dry_run(cfg, staging)
     api = HfApi(token=hub.token())
     user = hub.check_owner(api, cfg.repo)
     files = stage(cfg, staging)
     _show(staging, files)
     report = hub.upload(api, cfg.repo, staging, cfg.private, cfg.commit_mb * 1024 * 1024)
     console.print(f"pushed as {user}: {report['uploaded']} files uploaded, {report['skipped']} already there, "
-                  f"{report['commits']} commits -> {report['url']}")
+                  f"{len(report['deleted'])} stale files removed, {report['commits']} commits -> {report['url']}")
+    return report
+
+
+def _dry_run(cfg: PushConfig, staging: Path) -> dict[str, Any]:
+    """Stages and shows; with a token, also lists the Hub files the push would delete. Sends nothing."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    files = stage(cfg, staging)
+    _show(staging, files)
+    report: dict[str, Any] = {"dry_run": True, "staging": str(staging), "files": len(files), "deleted": None}
+    if get_token():
+        try:
+            report["deleted"] = hub.stale(hub.remote_files(HfApi(token=get_token()), cfg.repo), staging)
+        except (HfHubHTTPError, OSError) as e:
+            console.print(f"could not list {cfg.repo} on the Hub ({type(e).__name__}): stale files not checked")
+    if report["deleted"] is None:
+        console.print("no Hub listing (no token or no answer): files the push would delete are not known")
+    else:
+        for path in report["deleted"]:
+            console.print(f"  would delete {path} (not in this run)")
+    console.print(f"dry run: {len(files)} files would go to https://huggingface.co/datasets/{cfg.repo}, "
+                  f"{len(report['deleted'] or [])} stale files would be deleted; nothing was uploaded")
     return report

@@ -1,5 +1,5 @@
 """A local stand-in for the Hugging Face Hub API, enough for the real `huggingface_hub` client to create a dataset
-repo, list its files and commit to it: it records every call and keeps the committed files in memory.
+repo, list its files and commit to it (adding and deleting files): it records every call and keeps the committed files in memory.
 
 It answers "regular" to preupload, so files travel inline in the commit (no LFS or Xet storage to fake).
 """
@@ -82,6 +82,10 @@ class FakeHub:
             item = json.loads(line)
             if item["key"] == "file":
                 self.repos[repo][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            elif item["key"] == "deletedFile":
+                if item["value"]["path"] not in self.repos[repo]:
+                    return self._send(h, 404, {"error": f"{item['value']['path']} does not exist"})
+                del self.repos[repo][item["value"]["path"]]
         oid = hashlib.sha1(body).hexdigest()
         return self._send(h, 200, {"commitUrl": f"{self.url}/datasets/{repo}/commit/{oid}", "commitOid": oid,
                                    "pullRequestUrl": None})

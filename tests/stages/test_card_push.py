@@ -134,8 +134,32 @@ def test_push_creates_the_repo_commits_and_resumes(run_dir, hub):
     hub.calls.clear()
     again = _push(run_dir, hub.url, hub.token, "--repo", "acme/traces", "--include-rejected")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "0 files uploaded, 6 already there, 0 commits" in " ".join(again.stderr.split())
+    assert "0 files uploaded, 6 already there, 0 stale files removed, 0 commits" in " ".join(again.stderr.split())
     assert not [c for c in hub.calls if "/commit/" in c[1]]
+
+
+def test_a_push_mirrors_the_run_stale_shards_are_deleted(run_dir, hub, tmp_path):
+    """Issue 22, item 3: after a re-filter into other shard names, the Hub holds the new shards only (one commit
+    adds the card and deletes the old ones); --dry-run lists what would go; files outside data/ and assets/ stay."""
+    import datasets
+
+    assert _push(run_dir, hub.url, hub.token, "--repo", "acme/traces").returncode == 0
+    hub.repos["acme/traces"]["notes.md"] = b"the user's own file"
+    assert main(["filter", str(run_dir), "--no-progress", "--workers", "1", "--set", "shard_rows=1"]) == 0
+    dry = _push(run_dir, hub.url, hub.token, "--repo", "acme/traces", "--dry-run")
+    assert dry.returncode == 0 and "would delete data/kept/train-00000-of-00001.parquet" in dry.stderr
+    assert "data/kept/train-00000-of-00004.parquet" not in hub.repos["acme/traces"], "a dry run sends nothing"
+    res = _push(run_dir, hub.url, hub.token, "--repo", "acme/traces")
+    assert res.returncode == 0, res.stderr[-3000:]
+    files = hub.repos["acme/traces"]
+    assert sorted(p for p in files if p.startswith("data/")) == [
+        f"data/kept/train-{i:05d}-of-00004.parquet" for i in range(4)] and "notes.md" in files
+    assert "1 stale files removed" in " ".join(res.stderr.split())
+    local = tmp_path / "hub-copy"
+    for path, data in files.items():
+        (local / path).parent.mkdir(parents=True, exist_ok=True)
+        (local / path).write_bytes(data)
+    assert datasets.load_dataset(str(local), split="train").num_rows == 4
 
 
 def test_push_refuses_before_uploading(run_dir, hub, tmp_path):
