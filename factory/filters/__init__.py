@@ -46,8 +46,9 @@ class Verdict:
         return cls("fail", reason, score, details or {})
 
     @classmethod
-    def skipped(cls, reason: str, score: float | None = None, reject: bool = False) -> Verdict:
-        return cls("skip", reason, score, {}, reject)
+    def skipped(cls, reason: str, score: float | None = None, reject: bool = False,
+                details: dict[str, Any] | None = None) -> Verdict:
+        return cls("skip", reason, score, details or {}, reject)
 
     def to_json(self) -> dict[str, Any]:
         """Compact: `status` is written only for a skip (pass and fail follow from `ok`)."""

@@ -40,13 +40,13 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
 
 
 def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
-    if not prompt.reference_answer:
+    """Rule-based accuracy (R1's), by math-verify. A reference or answer math-verify cannot read (free-form text,
+    a proof) is not wrong but unverifiable: a skip, which the judge decides in fallback mode."""
+    ref = prompt.reference_answer
+    if not ref:
         return Verdict.skipped("no_reference", reject=p.reject_unverified)
     predicted = final_answer(trace, p.lenient)
-    if predicted is None:
-        return Verdict.failed("no_boxed_answer", 0.0)
-    ref = prompt.reference_answer
-    fast = _plain_numbers_equal(predicted, ref)
+    fast = None if predicted is None else _plain_numbers_equal(predicted, ref)
     if fast is not None:
         details = {"predicted": predicted[:200], "reference": ref[:200]}
         return Verdict.passed(score=1.0, details=details) if fast else Verdict.failed("wrong_answer", 0.0, details)
@@ -54,16 +54,49 @@ def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     from math_verify.errors import TimeoutException
 
     try:
-        gold = parse(ref if "\\boxed" in ref or "$" in ref else f"${ref}$", parsing_timeout=p.timeout_s,
-                     raise_on_error=True)
-        pred = parse(f"$\\boxed{{{predicted}}}$", parsing_timeout=p.timeout_s, raise_on_error=True)
-        ok = bool(gold) and bool(pred) and verify(gold, pred, timeout_seconds=p.timeout_s, raise_on_error=True)
+        gold = None if _prose(ref) else _parse_math(parse, ref if "\\boxed" in ref or "$" in ref else f"${ref}$",
+                                                    p.timeout_s)
+        if gold is None:
+            return _unverifiable("the reference is not a math expression", ref, predicted, p)
+        if predicted is None:
+            return Verdict.failed("no_boxed_answer", 0.0)
+        pred = _parse_math(parse, f"$\\boxed{{{predicted}}}$", p.timeout_s)
+        if pred is None:
+            return _unverifiable("the answer is not a math expression", ref, predicted, p)
+        ok = verify(gold, pred, timeout_seconds=p.timeout_s, raise_on_error=True)
     except TimeoutException:
         return Verdict.failed("timeout", 0.0)
-    except Exception as e:  # sympy raises whatever it likes on odd LaTeX
-        return Verdict.failed("parse_error", 0.0, {"error": f"{type(e).__name__}: {e}"[:200]})
+    except Exception as e:  # sympy raises whatever it likes on odd LaTeX: the two could not be compared
+        return _unverifiable(f"math-verify could not compare them ({type(e).__name__})", ref, predicted, p)
     details = {"predicted": predicted[:200], "reference": ref[:200]}
     return Verdict.passed(score=1.0, details=details) if ok else Verdict.failed("wrong_answer", 0.0, details)
+
+
+def _parse_math(parse, text: str, timeout_s: float) -> list | None:
+    """math-verify's reading of the text, or None where it finds no expression in it."""
+    from math_verify.errors import TimeoutException
+
+    try:
+        return parse(text, parsing_timeout=timeout_s, raise_on_error=True) or None
+    except TimeoutException:
+        raise
+    except Exception:
+        return None
+
+
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def _prose(reference: str) -> bool:
+    """A reference in words (a proof, an explanation): math-verify would pick some expression out of it and
+    compare against that, which is no check at all. Three words or more, LaTeX commands aside."""
+    return len(_WORD.findall(_LATEX_COMMAND.sub(" ", reference))) >= 3
+
+
+def _unverifiable(why: str, ref: str, predicted: str | None, p) -> Verdict:
+    details = {"why": why, "predicted": (predicted or "")[:200], "reference": ref[:200]}
+    return Verdict.skipped("unverifiable", reject=p.reject_unverified, details=details)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..strict import Strict
 from ..teacher_config import TeacherConfig
@@ -95,6 +95,9 @@ class SelectionParams(Strict):
     max_pass_rate: float | None = Field(None, ge=0, le=1, description="Drop prompts solved more often (hard only)")
 
 
+JUDGE_DEFAULTS = {"engine": "openai", "model": "gpt-4o-mini"}
+
+
 class JudgeParams(Strict):
     """R1 used DeepSeek-V3 as a judge where rules cannot verify; any teacher engine can be the judge here."""
 
@@ -102,22 +105,29 @@ class JudgeParams(Strict):
         "off", description="off: no model call; fallback: judge the traces correctness could not verify "
         "(no reference, or a free-form answer), which correctness then no longer rejects; always: every trace "
         "the other filters kept")
-    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(engine="openai", model="gpt-4o-mini"),
-                                   description="The judge model: engine, model, server, rate limits, prices")
+    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(**JUDGE_DEFAULTS),
+                                   description="The judge model: engine, model, server, rate limits, prices "
+                                   "(engine and model default to openai and gpt-4o-mini, whatever else is set)")
     template: Literal["equivalence", "rubric"] = Field(
         "equivalence", description="equivalence: does the answer match the reference?; rubric: is the reasoning "
         "sound and the answer right? (score out of 10)")
     prompt: str | None = Field(None, description="A template of your own, with {problem}, {reference}, "
                                "{reasoning} and {answer}; ends with how to give the verdict (see verdict)")
     verdict: Literal["yes_no", "score"] | None = Field(
-        None, description="How the judge answers: 'VERDICT: yes|no' or 'SCORE: 0-10' on its last line "
+        None, description="How the judge answers: 'VERDICT: yes|no' or 'SCORE: 0-10' on a line of its own "
         "(unset: yes_no for equivalence, score for rubric)")
     threshold: float = Field(7.0, description="score: the lowest score that passes")
     max_tokens: int = Field(1024, ge=1, description="Most tokens the judge may write")
     temperature: float = Field(0.0, ge=0, description="The judge's sampling temperature")
     on_error: Literal["reject", "keep"] = Field(
-        "reject", description="A judge call that fails after its retries, or an answer with no verdict: reject "
-        "the trace (judge_error) or keep it unverified")
+        "reject", description="A judge call that fails after its retries, or an answer with no verdict line: reject "
+        "the trace (judge_error, judge_unparsed) or keep it unverified")
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _judge_defaults(cls, v):
+        """`judge.teacher.base_url=...` alone must keep the judge's engine (openai), not the teacher's (auto)."""
+        return {**JUDGE_DEFAULTS, **v} if isinstance(v, dict) else v
 
     @property
     def enabled(self) -> bool:

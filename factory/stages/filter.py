@@ -130,6 +130,7 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         summaries = _judge_rows(cfg, traces, tmp / "verdicts.jsonl", manifest["rows"])
         judged, judge_report = _ask_the_judge(cfg, traces, summaries)
+        _check_the_judge(judge_report, judged)
         t1 = time.perf_counter()
         final = _set_filters(cfg, summaries)
         t2 = time.perf_counter()
@@ -275,6 +276,16 @@ def _ask_the_judge(cfg: FilterConfig, traces: Path, rows: list[RowSummary]
         if not v.ok:
             rows[i].passed_rows = False
     return verdicts, report
+
+
+def _check_the_judge(report: dict[str, Any] | None, judged: dict[int, Verdict]) -> None:
+    """A judge that failed on most of the calls made is broken (a wrong URL, an expired key, a server down), not
+    strict: stop before its rejections replace the filtered output. Failed calls are not cached: a rerun asks."""
+    if not report or not report["requested"] or report["errors"] * 2 <= report["judged"]:
+        return
+    first = next((v.details.get("error") for v in judged.values() if v.reason and "judge_error" in v.reason), "")
+    raise FactoryError(f"the judge failed on {report['errors']} of the {report['judged']} traces (first: "
+                       f"{first}); the filtered output was left as it was: fix the judge and run filter again")
 
 
 def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSummary],
