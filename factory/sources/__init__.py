@@ -24,17 +24,17 @@ def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
     spec = parse_source(cfg.source)
     if spec.kind == "gym":
         from .gym import load_gym
-        prompts = load_gym(spec.name, cfg)
+        located = [(f"{spec.text} item {i}", p) for i, p in enumerate(load_gym(spec.name, cfg))]
     elif spec.kind == "hf":
         from .hf import load_hf
-        prompts = load_hf(spec.name, cfg)
+        located = load_hf(spec.name, cfg)
     elif spec.kind == "humaneval":
         from .humaneval import load_humaneval
-        prompts = load_humaneval()
+        located = [(f"humaneval item {i}", p) for i, p in enumerate(load_humaneval())]
     else:
-        from .files import load_file
-        prompts = load_file(spec.name, cfg)
-    prompts = _unique(prompts)
+        from .files import located_file
+        located = located_file(spec.name, cfg)
+    prompts = unique(located, spec.text)
     if cfg.limit is not None:
         prompts = prompts[: cfg.limit]
     if not prompts:
@@ -42,12 +42,29 @@ def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
     return prompts
 
 
-def _unique(prompts: list[Prompt]) -> list[Prompt]:
-    """The same problem twice would share a prompt_id and its samples: keep the first."""
-    seen: set[str] = set()
-    out = []
-    for p in prompts:
-        if p.prompt_id not in seen:
-            seen.add(p.prompt_id)
-            out.append(p)
-    return out
+def unique(located: list[tuple[str, Prompt]], source: str) -> list[Prompt]:
+    """The same problem twice (same source and text) shares a prompt_id and its samples: the first is kept and the
+    count merged is said. Two copies that disagree on the reference answer or the tests are an error naming both
+    places, since keeping either would silently drop the other's."""
+    first: dict[str, tuple[str, Prompt]] = {}
+    for where, p in located:
+        seen = first.setdefault(p.prompt_id, (where, p))
+        if seen[1] is p:
+            continue
+        for field in ("reference_answer", "tests"):
+            a, b = (getattr(seen[1], field) or "").strip(), (getattr(p, field) or "").strip()
+            if a != b:
+                raise FactoryError(f"{where}: the same problem as {seen[0]} with another {field.replace('_', ' ')} "
+                                   f"({_short(b)} against {_short(a)}); make them agree or remove one")
+    merged = len(located) - len(first)
+    if merged:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"{source}: {merged:,} of {len(located):,} prompts repeat an earlier problem "
+                                   f"(same text and reference): merged into it, {len(first):,} left", markup=False,
+                                   highlight=False)
+    return [p for _, p in first.values()]
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:57] + "...") if text else "none"

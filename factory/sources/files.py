@@ -20,6 +20,11 @@ ANSWER_KEYS = ("answer", "reference_answer", "solution")
 
 
 def load_file(path_str: str, cfg: PromptsConfig) -> list[Prompt]:
+    return [p for _, p in located_file(path_str, cfg)]
+
+
+def located_file(path_str: str, cfg: PromptsConfig) -> list[tuple[str, Prompt]]:
+    """Each prompt with where it came from (`FILE:LINE` or `FILE: row I`), for errors that name both places."""
     path = Path(path_str)
     if not path.exists():
         raise FactoryError(f"{path}: no such prompt file (expected .jsonl or .parquet, gym:TASK, hf:NAME, humaneval)")
@@ -30,7 +35,8 @@ def load_file(path_str: str, cfg: PromptsConfig) -> list[Prompt]:
             rows = pq.read_table(path).to_pylist()
         except (pa.ArrowException, OSError) as e:
             raise FactoryError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-        return [row_to_prompt(r, cfg, f"{path}: row {i}", f"file:{path.name}") for i, r in enumerate(rows)]
+        return [(f"{path}: row {i}", row_to_prompt(r, cfg, f"{path}: row {i}", f"file:{path.name}"))
+                for i, r in enumerate(rows)]
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         return list(_read_jsonl(path, cfg))
     raise FactoryError(f"{path}: unsupported prompt file type {path.suffix!r} (use .jsonl or .parquet)")
@@ -53,7 +59,7 @@ def _read_jsonl(path: Path, cfg: PromptsConfig):
                 raise FactoryError(f"{where}:{e.colno}: invalid JSON: {e.msg}") from None
             if not isinstance(row, dict):
                 raise FactoryError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield row_to_prompt(row, cfg, where, f"file:{path.name}")
+            yield where, row_to_prompt(row, cfg, where, f"file:{path.name}")
 
 
 def _first_line(e: Exception) -> str:

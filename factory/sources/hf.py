@@ -8,7 +8,8 @@ from ..records import Prompt
 from .files import row_to_prompt
 
 
-def load_hf(name: str, cfg: PromptsConfig) -> list[Prompt]:
+def load_hf(name: str, cfg: PromptsConfig) -> list[tuple[str, Prompt]]:
+    """Each row's prompt with where it came from (`hf:NAME row I`)."""
     import datasets
 
     try:
@@ -25,4 +26,4 @@ def load_hf(name: str, cfg: PromptsConfig) -> list[Prompt]:
     if missing:
         raise FactoryError(f"hf:{name}: no column {missing[0]!r} (columns: {', '.join(ds.column_names)})")
     source = f"hf:{name}" + (f"/{cfg.subset}" if cfg.subset else "")
-    return [row_to_prompt(row, cfg, f"hf:{name} row {i}", source) for i, row in enumerate(ds)]
+    return [(f"hf:{name} row {i}", row_to_prompt(row, cfg, f"hf:{name} row {i}", source)) for i, row in enumerate(ds)]

@@ -119,3 +119,17 @@ def test_known_sizes_without_loading(tmp_path):
     assert parse_source(str(path)).known_size(16) == 2
     assert parse_source("gym:chain_sum").known_size(16) == 16 and parse_source("humaneval").known_size(16) == 164
     assert parse_source("hf:org/name").known_size(16) is None
+
+
+def test_repeated_problems_are_merged_out_loud_and_conflicting_references_stop(tmp_path, capsys):
+    """Issue 22, item 7: merging by prompt_id is said, with counts; two copies of a problem with different
+    reference answers are an error naming both lines, not one answer dropped."""
+    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": "2+2?", "answer": "4"}, {"problem": "1+1?", "answer": "2"}]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    path.write_text(path.read_text().replace("\n", "\n\n", 1))  # a blank line: line numbers, not row numbers
+    assert [p.problem for p in _load(path)] == ["1+1?", "2+2?"]
+    assert "1 of 3 prompts repeat an earlier problem" in " ".join(capsys.readouterr().err.split())
+    write_jsonl(path, [*rows, {"problem": "2+2?", "answer": "5"}])
+    with pytest.raises(FactoryError, match=r"p\.jsonl:4: the same problem as .*p\.jsonl:2 with another reference "
+                                           r"answer \('5' against '4'\)"):
+        _load(path)
