@@ -9,6 +9,7 @@ import typer
 
 from .config import GenerateConfig, build, load_yaml, parse_overrides
 from .errors import FactoryError
+from .processes import sigterm_interrupts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The DeepSeek-R1 distillation recipe: teacher traces, rejection filters, SFT of students.")
@@ -95,11 +96,7 @@ def generate(
     if base_url and not teacher:
         _put(flags, "teacher.engine", "openai")
     cfg = build(GenerateConfig, *_layers(config, flags, set_), where=config or "generate")
-    try:
-        report = stage.run(cfg)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished samples are cached; rerun the same command to resume", err=True)
-        raise typer.Exit(130) from None
+    report = _interruptible(stage.run, cfg, "finished samples are cached; rerun the same command to resume")
     if report.get("failed"):
         typer.echo(f"{report['failed']} samples failed (see the error column; rerun to retry them)", err=True)
 
@@ -135,7 +132,8 @@ def filter_(
     _put(flags, "workers", workers)
     _put(flags, "progress", None if progress else False)
     _put_executor(flags, executor, ray_address)
-    stage.run(build(FilterConfig, *_layers(config, flags, set_), where=config or "filter"))
+    _interruptible(stage.run, build(FilterConfig, *_layers(config, flags, set_), where=config or "filter"),
+                   "filtered/ is unchanged (it is replaced only when complete); judge answers are cached")
 
 
 @app.command()
@@ -154,6 +152,15 @@ def view(
     _put(flags, "port", port)
     _put(flags, "host", host)
     serve(build(ViewConfig, *_layers(config, flags, set_), where=config or "view"))
+
+
+def _interruptible(run: Any, cfg: Any, kept: str) -> Any:
+    """A stage's run(cfg); Ctrl-C or SIGTERM ends it with one line saying what was kept, and exit 130."""
+    try:
+        return run(cfg)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {kept}", err=True)
+        raise typer.Exit(130) from None
 
 
 def _launch(cfg: Any, command: str) -> None:
@@ -307,7 +314,8 @@ def eval_(
     if base_url and not engine:
         _put(flags, "teacher.engine", "openai")
     _put_executor(flags, executor, ray_address)
-    stage.run(build(EvalConfig, *_layers(config, flags, set_), where=config or "eval"))
+    _interruptible(stage.run, build(EvalConfig, *_layers(config, flags, set_), where=config or "eval"),
+                   "finished samples are cached; rerun the same command to resume")
 
 
 @app.command("run")
@@ -322,6 +330,7 @@ def run_pipeline(
     from . import pipeline as runner
 
     p = runner.load_pipeline(pipeline, set_)
+    runner.check_flags(p, from_, only)
     if dry_run:
         runner.dry_run(p)
         return
@@ -338,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rundir.COMMAND = rundir.redacted_command(["factory", *(sys.argv[1:] if argv is None else argv)])
     try:
-        app(args=argv, prog_name="factory")  # standalone: click prints usage errors itself and exits 2
+        with sigterm_interrupts():  # a SIGTERM unwinds like Ctrl-C: engines shut down, caches close
+            app(args=argv, prog_name="factory")  # standalone: click prints usage errors itself and exits 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except FactoryError as e:

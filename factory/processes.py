@@ -37,7 +37,7 @@ def call(cmd: list[str]) -> int:
     if section:
         env[SECTION_ENV] = section
     proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         try:
             return proc.wait()
         except BaseException:
@@ -51,13 +51,20 @@ def call(cmd: list[str]) -> int:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt while the block runs (main thread only: where Python delivers signals)."""
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while the block runs (main thread only: where Python delivers signals).
+    A process forked meanwhile (a worker) inherits the handler but not the meaning: there SIGTERM ends it as
+    usual."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    owner = os.getpid()
 
     def interrupt(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

@@ -37,6 +37,33 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path, what: str = "file") -> Any:
+    """A JSON artifact the tool wrote (manifest, stats, results); a damaged one is one error naming the file,
+    where and what, never a traceback."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise FactoryError(f"{path}:{e.lineno}:{e.colno}: the {what} is not valid JSON ({e.msg}): it was damaged "
+                           "after it was written; rerun the step that writes it") from None
+    except UnicodeDecodeError:
+        raise FactoryError(f"{path}: the {what} is not UTF-8 text: rerun the step that writes it") from None
+    except OSError as e:
+        raise FactoryError(f"{path}: cannot read the {what} ({e.strerror or type(e).__name__})") from None
+
+
+def read_json_object(path: Path, what: str, needs: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """read_json, and the fields a reader uses checked by type."""
+    obj = read_json(path, what)
+    if not isinstance(obj, dict):
+        raise FactoryError(f"{path}: the {what} should be a JSON object, not {type(obj).__name__}")
+    for key, kind in needs.items():
+        if not isinstance(obj.get(key), kind):
+            raise FactoryError(f"{path}: the {what}'s field {key!r} is {type(obj.get(key)).__name__}, not "
+                               f"{kind.__name__ if isinstance(kind, type) else ' or '.join(k.__name__ for k in kind)}")
+    return obj
+
+
 class ShardWriter:
     """Streams rows into Parquet shards of at most `rows_per_shard` rows, a row group at a time (memory stays
     flat in the number of rows); `close()` publishes them atomically."""
@@ -131,9 +158,19 @@ class ShardWriter:
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, exc_type, *_: Any) -> None:
-        if exc_type is not None:
-            self.abort()
+    def __exit__(self, exc_type, exc: BaseException | None, *_: Any) -> None:
+        if exc_type is None:
+            return
+        self.abort()
+        if isinstance(exc, (OSError, pa.ArrowException)):  # disk full, a file-size limit, a vanished directory
+            raise FactoryError(f"{self.out_dir}: cannot write the shards ({_os_reason(exc)}): nothing was published "
+                               "and earlier output is untouched; free space (or raise the limit) and rerun") from None
+
+
+def _os_reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -179,32 +216,68 @@ def read_manifest(shard_dir: Path) -> dict[str, Any]:
     path = Path(shard_dir) / MANIFEST
     if not path.exists():
         raise FactoryError(f"{shard_dir}: no {MANIFEST} (the shards are missing or were never finished)")
-    return json.loads(path.read_text())
+    manifest = read_json_object(path, "shards' manifest", {"files": list, "rows": int})
+    for i, entry in enumerate(manifest["files"]):
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or not isinstance(entry.get("rows"), int):
+            raise FactoryError(f"{path}: files[{i}] should be {{\"file\": NAME, \"rows\": N}} with NAME a file in "
+                               f"{Path(shard_dir).name}/, not {json.dumps(entry)[:100]}")
+    return manifest
 
 
-def _open_shards(shard_dir: Path, required: pa.Schema | None) -> Iterator[pq.ParquetFile]:
+def _unreadable(path: Path, e: BaseException) -> FactoryError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return FactoryError(f"{path}: not a readable Parquet shard ({first}): it was damaged after it was written; "
+                        "rerun the step that wrote it")
+
+
+def _open_shards(shard_dir: Path, required: pa.Schema | None) -> Iterator[tuple[Path, pq.ParquetFile]]:
     for entry in read_manifest(shard_dir)["files"]:
         path = Path(shard_dir) / entry["file"]
         if not path.exists():
             raise FactoryError(f"{path}: listed in {MANIFEST} but missing")
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as e:
+            raise _unreadable(path, e) from None
+        if pf.metadata.num_rows != entry["rows"]:
+            raise FactoryError(f"{path}: holds {pf.metadata.num_rows} rows where {MANIFEST} lists {entry['rows']}: "
+                               "the shard was replaced after it was written; rerun the step that wrote it")
         if required is not None:
             check_columns(pf.schema_arrow, required, str(path))
-        yield pf
+        yield path, pf
+
+
+def check_shards(shard_dir: Path, required: pa.Schema | None = None) -> int:
+    """Opens every shard's footer (no data read): the manifest, the files and their row counts agree, or one
+    FactoryError names what does not. Returns the rows."""
+    return sum(pf.metadata.num_rows for _, pf in _open_shards(shard_dir, required))
 
 
 def iter_shards(shard_dir: Path, required: pa.Schema | None = None, columns: list[str] | None = None
                 ) -> Iterator[pa.Table]:
     """Yields one table per shard, checked against `required` (by column name and type)."""
-    for pf in _open_shards(shard_dir, required):
-        yield pf.read(columns=columns)
+    for path, pf in _open_shards(shard_dir, required):
+        try:
+            table = pf.read(columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise _unreadable(path, e) from None
+        yield table
 
 
 def iter_batches(shard_dir: Path, required: pa.Schema | None = None, columns: list[str] | None = None,
                  batch_rows: int = 1024) -> Iterator[pa.RecordBatch]:
     """Streams record batches of at most `batch_rows` rows: memory stays flat whatever the shard size."""
-    for pf in _open_shards(shard_dir, required):
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+    for path, pf in _open_shards(shard_dir, required):
+        batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as e:
+                raise _unreadable(path, e) from None
+            if batch is None:
+                break
+            yield batch
 
 
 def read_table(shard_dir: Path, required: pa.Schema | None = None) -> pa.Table:

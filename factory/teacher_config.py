@@ -4,8 +4,9 @@ stage configs (factory/config.py) and the filters' settings (the judge's model) 
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .strict import Strict
 
@@ -50,6 +51,20 @@ class TeacherConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="openai: extra HTTP headers")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra JSON merged into requests")
     prices: Prices | None = Field(None, description="Token prices, to report the run's cost")
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - a port that is not a number raises here
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not a URL ({e})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1")
+        return v
 
 
 MAX_N = 65_536  # samples per prompt: far past any recipe (R1 used 4-64), and small enough to plan per prompt

@@ -13,7 +13,7 @@ import yaml
 from ..errors import FactoryError
 from ..redact import redact_text
 from ..rundir import RunDir, resolved_section
-from ..shards import iter_batches, read_manifest
+from ..shards import iter_batches, read_json, read_json_object, read_manifest
 from ..sources.spec import parse_source
 from . import plots
 
@@ -41,8 +41,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     if "generate" not in resolved or "filter" not in resolved:
         raise FactoryError(f"{resolved_path}: the generate and filter settings are missing; the card's lineage "
                            "would be empty (rerun the stages with this version)")
-    return {"stats": json.loads(rd.filter_stats.read_text()), "resolved": resolved,
-            "generation": json.loads(rd.generate_stats.read_text()) if rd.generate_stats.exists() else None,
+    return {"stats": read_json_object(rd.filter_stats, "filter statistics", {"funnel": dict}), "resolved": resolved,
+            "generation": read_json(rd.generate_stats, "generation statistics") if rd.generate_stats.exists() else None,
             "kept_rows": read_manifest(rd.kept)["rows"], "rejected_rows": read_manifest(rd.rejected)["rows"]}
 
 

@@ -4,7 +4,7 @@ stage kind is one module under factory/stages/ and one entry in registry.py."""
 
 from .load import Pipeline, StageInstance, load_pipeline, resolve_model_ref, resolve_refs
 from .plan import dry_run
-from .runner import plan_stages, run
+from .runner import check_flags, plan_stages, run
 
-__all__ = ["Pipeline", "StageInstance", "dry_run", "load_pipeline", "plan_stages", "resolve_model_ref", "resolve_refs",
-           "run"]
+__all__ = ["Pipeline", "StageInstance", "check_flags", "dry_run", "load_pipeline", "plan_stages", "resolve_model_ref",
+           "resolve_refs", "run"]

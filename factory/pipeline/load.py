@@ -87,8 +87,14 @@ def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
     doc = load_yaml(path)
     for key, value in parse_overrides(overrides or []).items():
         doc[key] = _merge(doc.get(key), value)
+    for key in ("name", "run_dir"):
+        if key in doc and not isinstance(doc[key], str):
+            raise FactoryError(f"{path}: {key}: expected a string, got {doc[key]!r}")
     run_dir = Path(doc.get("run_dir") or f"runs/{doc.get('name') or Path(path).stem}")
     entries = _entries(path, doc)
+    if not entries:
+        raise FactoryError(f"{path}: no stages: list them under `stages:` or give a stage's block "
+                           f"({', '.join(KINDS)})")
     unknown = set(doc) - {"name", "run_dir", "stages", "plan", *KINDS, *(n for n, _, _ in entries)}
     if unknown:
         raise FactoryError(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (expected name, run_dir, stages, "
@@ -146,6 +152,8 @@ def _entries(path: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None]
             raise FactoryError(f"{path}: stages[{i}]: expected a kind or {{name, kind, run_dir}}, got {entry!r}")
         kind = entry.get("kind") or entry.get("name")
         name = entry.get("name") or kind
+        if not isinstance(entry.get("run_dir", ""), str):
+            raise FactoryError(f"{path}: stages[{i}]: run_dir: expected a string, got {entry['run_dir']!r}")
         if kind not in KINDS:
             raise FactoryError(f"{path}: stages: unknown stage {kind!r} (expected {', '.join(KINDS)})")
         if name in (n for n, _, _ in out):

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from ..config import CardConfig, DistillConfig, EvalConfig, FilterConfig, GenerateConfig
 from ..grpo_config import GrpoConfig
 from ..rundir import RunDir
+from ..shards import read_json, read_json_object
 
 if TYPE_CHECKING:
     from .load import Pipeline, StageInstance
@@ -54,7 +55,6 @@ def _own_process(teacher) -> bool:
 
 
 def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
-    import json
 
     if _own_process(cfg.teacher) and not cfg.executor.kind == "ray":
         from ..processes import run_command
@@ -62,7 +62,7 @@ def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
         stats = RunDir(cfg.out).generate_stats
         stats.unlink(missing_ok=True)  # the child writes this run's
         run_command("generate", cfg, RunDir(cfg.out).root / "launch.generate.yaml")
-        r = json.loads(stats.read_text())
+        r = read_json(stats, "generation statistics")
     else:
         from ..stages import generate
 
@@ -152,14 +152,13 @@ def _run_evals(evals: list[tuple[str, EvalConfig]], ctx: Context) -> dict[str, A
 
 
 def _eval_in_process(cfg: EvalConfig) -> dict[str, Any]:
-    import json
 
     from ..processes import run_command
     from ..stages.eval import result_path
 
     path = result_path(cfg)
     run_command("eval", cfg, path.with_name(f".{path.stem}.launch.yaml"))
-    return json.loads(path.read_text())["metrics"]
+    return read_json_object(path, "eval result", {"metrics": dict})["metrics"]
 
 
 def _evals_done(evals: list[tuple[str, EvalConfig]]) -> bool:

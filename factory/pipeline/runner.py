@@ -7,7 +7,6 @@ change invalidates.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from rich.table import Table
 from ..config import fingerprint, public_dump
 from ..errors import FactoryError
 from ..rundir import RunDir, stage_section
-from ..shards import write_json_atomic
+from ..shards import read_json_object, write_json_atomic
 from .load import Pipeline, StageInstance, resolve_refs
 from .registry import STAGES, Context
 
@@ -59,13 +58,17 @@ def plan_stages(p: Pipeline, state: dict[str, Any], start: str | None, only: str
     return decided
 
 
-def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[str, Any]:
+def check_flags(p: Pipeline, start: str | None, only: str | None) -> None:
     for flag_name, flag in (("--from", start), ("--only", only)):
         if flag and flag not in p.stages:
             raise FactoryError(f"{flag_name} {flag}: not a stage of {p.path} ({', '.join(p.stages)})")
+
+
+def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[str, Any]:
+    check_flags(p, start, only)
     p.run_dir.mkdir(parents=True, exist_ok=True)
     state_path = RunDir(p.run_dir).state
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state = read_json_object(state_path, "pipeline state", {}) if state_path.exists() else {}
     fps = fingerprints(p)
     results: dict[str, Any] = {}
     for name, action in plan_stages(p, state, start, only).items():

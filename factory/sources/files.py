@@ -62,6 +62,23 @@ def _read_jsonl(path: Path, cfg: PromptsConfig):
             yield where, row_to_prompt(row, cfg, where, f"file:{path.name}")
 
 
+def _check_unicode(value: Any, where: str, field: str = "") -> None:
+    """JSON's `\\ud800` escapes decode to lone surrogates, which no UTF-8 writer (Parquet, HTTP) accepts: name the
+    field and the character here, before anything is sent or written."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(v, where, f"{field}.{k}" if field else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_unicode(v, where, f"{field}[{i}]")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise FactoryError(f"{where}: field '{field}' holds a lone surrogate (\\u{ord(value[e.start]):04x}) at "
+                               f"character {e.start + 1}: not valid Unicode text") from None
+
+
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
@@ -74,6 +91,7 @@ def _pick(row: dict[str, Any], preferred: str | None, keys: tuple[str, ...]) -> 
 
 
 def row_to_prompt(row: dict[str, Any], cfg: PromptsConfig, where: str, source: str) -> Prompt:
+    _check_unicode(row, where)
     key, problem = _pick(row, cfg.problem_field, PROBLEM_KEYS)
     if not isinstance(problem, str) or not problem.strip():
         wanted = cfg.problem_field or "problem (or question/prompt)"

@@ -68,6 +68,7 @@ def funnel_stats(filtered: Path, order: list[str], seconds: float) -> dict[str, 
     by = lambda key: {k: round(v, 4) for k, v in sorted(  # noqa: E731
         prompts.group_by(key).agg(pl.col("pass_rate").mean()).iter_rows())}
     return {
+        "order": order,  # the run's filter order (the JSON's keys are sorted: readers follow this list)
         "funnel": {"in": t["rows"], "rejected_by": {n: rejected.get(n, 0) for n in order}, "kept": t["kept"] or 0},
         "failed_any": {n: t[f"fail:{n}"] or 0 for n in order},
         "skipped": {n: t[f"skip:{n}"] for n in order if t[f"skip:{n}"]},  # not judged, or not applicable

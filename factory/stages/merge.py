@@ -8,7 +8,6 @@ unsharded run's) and generate_stats.json the shards' counts summed.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from ..config import GenerateConfig, MergeConfig, artifact_config, fingerprint
 from ..errors import FactoryError
 from ..records import TRACE_SCHEMA
 from ..rundir import RunDir, write_resolved_config
-from ..shards import ShardWriter, iter_batches, read_manifest, write_json_atomic
+from ..shards import ShardWriter, iter_batches, read_json_object, read_manifest, write_json_atomic
 
 console = Console(stderr=True)
 SUMMED = ("prompts", "samples", "cached", "requested", "rows", "ok", "failed", "truncated", "prompt_tokens",
@@ -96,7 +95,7 @@ def summed_stats(shards: list[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {k: 0 for k in SUMMED}
     for s in shards:
         path = RunDir(s).generate_stats
-        stats = json.loads(path.read_text()) if path.exists() else {}
+        stats = read_json_object(path, "generation statistics", {}) if path.exists() else {}
         for k in SUMMED:
             out[k] += stats.get(k) or 0
     return out

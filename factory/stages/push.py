@@ -20,6 +20,7 @@ from ..config import PushConfig
 from ..errors import FactoryError
 from ..hub import STAGING_MARK
 from ..rundir import RunDir
+from ..shards import check_shards
 
 console = Console(stderr=True)
 
@@ -44,14 +45,20 @@ def stage(cfg: PushConfig, staging: Path) -> list[Path]:
     """The exact folder that is uploaded: README.md, assets/*.png, data/kept/*.parquet (+ data/rejected/)."""
     rd = RunDir(cfg.run_dir)
     check_staging(rd.root, staging)
+    for shards in (rd.kept, rd.rejected) if cfg.include_rejected else (rd.kept,):
+        check_shards(shards)  # a damaged shard stops the push before anything is staged
     shutil.rmtree(staging, ignore_errors=True)  # factory's own staging (marked), or an empty folder
     staging.mkdir(parents=True)
     (staging / STAGING_MARK).write_text("staged by factory push; replaced whole by the next push\n")
-    render(rd.root, staging, cfg.include_rejected, cfg.repo, cfg.license, cfg.pretty_name, cfg.example_chars)
-    max_bytes = cfg.max_shard_mb * 1024 * 1024
-    hub.stage_shards(rd.kept, staging / "data" / "kept", max_bytes)
-    if cfg.include_rejected:
-        hub.stage_shards(rd.rejected, staging / "data" / "rejected", max_bytes)
+    try:
+        render(rd.root, staging, cfg.include_rejected, cfg.repo, cfg.license, cfg.pretty_name, cfg.example_chars)
+        max_bytes = cfg.max_shard_mb * 1024 * 1024
+        hub.stage_shards(rd.kept, staging / "data" / "kept", max_bytes)
+        if cfg.include_rejected:
+            hub.stage_shards(rd.rejected, staging / "data" / "rejected", max_bytes)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # never a half-staged folder that looks like a push
+        raise
     return sorted(p for p in staging.rglob("*") if p.is_file() and p.name != STAGING_MARK)
 
 

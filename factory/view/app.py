@@ -12,9 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from flask import Flask, abort, render_template, request, send_file, url_for
 
 from ..config import ViewConfig
+from ..errors import FactoryError
 from .data import Query, RunData
 
 PAGE = 50
@@ -26,6 +28,14 @@ def create_app(run_dir: str | Path) -> Flask:
     app.jinja_env.autoescape = True  # also for templates not named .html: every value is escaped
     app.config["RUN_DIR"] = str(run_dir)
 
+    @app.errorhandler(FactoryError)
+    @app.errorhandler(pl.exceptions.PolarsError)
+    @app.errorhandler(OSError)
+    def unreadable(e: Exception) -> tuple[str, int]:
+        """A shard or statistics file damaged after the viewer started: a page that says which and why."""
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        return render_template("error.html", run=str(run_dir), message=first), 500
+
     @app.get("/")
     def index() -> str:
         stats = data.stats()
@@ -35,7 +45,7 @@ def create_app(run_dir: str | Path) -> Flask:
     @app.get("/traces")
     def traces() -> str:
         query = Query.from_args(request.args)
-        rows, total = data.page(query, PAGE)
+        rows, total = data.page(query, PAGE)  # a page past the end (a hand-edited URL) is the last one
         pages = max(1, math.ceil(total / PAGE))
         return render_template("traces.html", run=str(run_dir), rows=rows, total=total, query=query,
                                pages=pages, choices=data.choices(), filtered=data.filtered,
@@ -77,7 +87,9 @@ def funnel_rows(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
     funnel = stats["funnel"]
     total, remaining = max(funnel["in"], 1), funnel["in"]
     rows = [{"name": "in", "rows": remaining, "rejected": 0, "width": 100.0}]
-    for name, rejected in funnel["rejected_by"].items():
+    order = stats.get("order") or list(funnel["rejected_by"])  # the run's order, as the card shows it
+    for name in order:
+        rejected = funnel["rejected_by"].get(name, 0)
         remaining -= rejected
         rows.append({"name": name, "rows": remaining, "rejected": rejected, "width": 100.0 * remaining / total})
     return rows
@@ -93,8 +105,6 @@ def reason_rows(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def run(cfg: ViewConfig) -> None:
     from werkzeug.serving import run_simple
-
-    from ..errors import FactoryError
 
     if not Path(cfg.run_dir).is_dir():
         raise FactoryError(f"{cfg.run_dir}: no such run directory")

@@ -11,9 +11,11 @@ from typing import Any
 
 import polars as pl
 
+from ..records import FILTERED_SCHEMA
 from ..rundir import RunDir
-from ..shards import read_manifest
+from ..shards import check_shards, read_json_object, read_manifest
 
+MAX_PAGE = 10**9  # a page number beyond any run; larger ones overflow the scan's offset
 LIST_COLUMNS = ["prompt_id", "sample_index", "task", "source", "problem", "kept", "reject_reason",
                 "completion_tokens", "pass_rate", "finish_reason"]
 
@@ -48,7 +50,7 @@ class Query:
                    reason=args.get("reason", ""), task=args.get("task", ""), source=args.get("source", ""),
                    q=args.get("q", "")[:200], min_tokens=num("min_tokens", int), max_tokens=num("max_tokens", int),
                    min_rate=num("min_rate", float), max_rate=num("max_rate", float),
-                   page=max(1, num("page", int) or 1))
+                   page=min(max(1, num("page", int) or 1), MAX_PAGE))
 
     def params(self, **change: Any) -> dict[str, Any]:
         """The query as URL parameters (empty ones left out), with some changed."""
@@ -66,9 +68,14 @@ class RunData:
         dirs = [self.rd.filtered / s for s in splits] if self.filtered else [self.rd.traces]
         self.files = [str(d / f["file"]) for d in dirs if (d / "manifest.json").exists()
                       for f in read_manifest(d)["files"]]
+        for d in dirs:  # every shard's footer, once: a damaged run is one line at startup, not a broken page
+            if (d / "manifest.json").exists():
+                check_shards(d)
         self._choices: dict[str, list[str]] | None = None
 
     def scan(self) -> pl.LazyFrame:
+        if not self.files:  # nothing generated yet: an empty table, not an error
+            return pl.from_arrow(FILTERED_SCHEMA.empty_table()).lazy()
         lf = pl.scan_parquet(self.files)
         if not self.filtered:  # generated but not filtered yet: everything is "not judged"
             lf = lf.with_columns(kept=pl.lit(None, pl.Boolean), reject_reason=pl.lit(None, pl.String),
@@ -77,7 +84,7 @@ class RunData:
 
     def stats(self) -> dict[str, Any] | None:
         path = self.rd.filter_stats
-        return json.loads(path.read_text()) if path.exists() else None
+        return read_json_object(path, "filter statistics", {"funnel": dict}) if path.exists() else None
 
     def choices(self) -> dict[str, list[str]]:
         """The tasks, sources and reject reasons there are, for the filter form (read once: a run directory
@@ -89,13 +96,16 @@ class RunData:
         return self._choices
 
     def page(self, query: Query, size: int) -> tuple[list[dict[str, Any]], int]:
-        """One page of the table, and how many rows match."""
+        """One page of the table, and how many rows match; a page past the end is the last one."""
         lf = self._filtered(query)
+        last = lambda total: max(1, -(-total // size))  # noqa: E731
         if not query.q:  # small columns only: counting and slicing are two cheap scans
             total = lf.select(pl.len()).collect().item()
+            query.page = min(query.page, last(total))
             page = lf.select(LIST_COLUMNS).slice((query.page - 1) * size, size)
         else:  # a search reads the text once, keeping row numbers; the page is then read by number
             matches = lf.select("_row").collect()["_row"]
+            query.page = min(query.page, last(len(matches)))
             total, wanted = len(matches), matches.slice((query.page - 1) * size, size)
             page = self.scan().with_row_index("_row").filter(pl.col("_row").is_in(wanted.implode())).select(
                 LIST_COLUMNS)

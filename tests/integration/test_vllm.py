@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -194,3 +195,40 @@ def test_a_pipeline_trains_a_base_model_student_that_vllm_stops_and_leaves_no_en
     assert state["sft"]["done"] and state["serve"]["summary"]["ok"] == 1
     assert main(["run", str(pipeline)]) == 0
     assert json.loads((run / "pipeline_state.json").read_text()) == state, "a rerun skips both stages"
+
+
+def _generate_until_cached(args: list[str], cache, more_than: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "generate", "--no-progress", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None and \
+            sum(f.stat().st_size for f in cache.glob("seg-*")) <= more_than:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"it finished before it could be stopped: {proc.communicate()[1][-2000:]}"
+    return proc
+
+
+def test_sigterm_shuts_the_engine_down_and_ends_generate_in_one_line(tmp_path, smollm2_dir):
+    """Issue 22, item 14: SIGTERM mid-generation shuts the engine down (vLLM's shutdown, then what is left of its
+    processes) and exits 130 with one line; the samples that finished are cached and a rerun starts from them.
+    (An engine that dies mid-run is tests/unit/test_vllm_settings.py's.)"""
+    import psutil
+
+    out = tmp_path / "run"
+    args = ["--prompts", "gym:chain_sum", "--size", "24", "--n", "2", "--max-tokens", "48", "--teacher",
+            "vllm:smollm2-135m", "--out", str(out), "--set", "teacher.gpu_memory_utilization=0.15",
+            "--set", "teacher.max_model_len=1024", "--set", "teacher.batch_size=1"]
+    proc = _generate_until_cached(args, out / "cache", 0)
+    engine = psutil.Process(proc.pid).children(recursive=True)
+    assert any(p.name().startswith("VLLM") for p in engine)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=180)[1]
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert "interrupted: finished samples are cached; rerun the same command to resume" in err, err[-3000:]
+    _, alive = psutil.wait_procs(engine, timeout=30)
+    assert not alive, f"left running: {[p.name() for p in alive]}"
+    from factory.cache import SampleCache
+
+    with SampleCache(out / "cache", ("text",)) as cache:
+        assert 0 < len(cache) < 48
