@@ -132,3 +132,30 @@ def test_a_run_not_yet_filtered_shows_its_traces(tmp_path):
     assert "12 traces match" in _text(client.get("/traces"))
     href = re.search(r'href="(/trace/[0-9a-f]+/\d+)"', _text(client.get("/traces"))).group(1)
     assert "not filtered yet" in _text(client.get(href))
+
+
+def test_the_funnel_follows_the_runs_filter_order_as_the_card_does(client, view_run):
+    """stats.json's keys are sorted on disk; the funnel reads the run's order from `order`, as the card does."""
+    stats = json.loads(RunDir(view_run).filter_stats.read_text())
+    assert stats["order"][:2] == ["format", "length"] and stats["order"] != sorted(stats["order"])
+    page = _text(client.get("/"))
+    positions = [page.index(f"/traces?split=rejected&amp;reason={name}") for name in stats["order"]
+                 if stats["funnel"]["rejected_by"][name]]
+    assert positions == sorted(positions)
+
+
+def test_pages_past_the_end_an_empty_run_and_a_damaged_stats_file_are_pages_not_500s(view_run, tmp_path):
+    client = create_app(view_run).test_client()
+    last = _text(client.get("/traces?page=4611686018427387904"))  # past the end: the last page, with its rows
+    assert "36 traces match" in last and last.count('href="/trace/') >= 36
+    empty = create_app(tmp_path / "nothing").test_client()
+    assert "0 traces match" in _text(empty.get("/traces")) and empty.get("/").status_code == 200
+    assert empty.get("/trace/abc/0").status_code == 404
+    import shutil
+
+    damaged = shutil.copytree(view_run, tmp_path / "damaged")
+    RunDir(damaged).filter_stats.write_text('{"funnel": ')
+    resp = create_app(damaged).test_client().get("/")
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 500 and "This run cannot be read" in page and "stats.json" in page
+    assert "Traceback" not in page
