@@ -20,12 +20,13 @@ from .sources.spec import is_file_spec, parse_source
 class HubBenchmark:
     hub_id: str
     split: str
-    to_prompt: Callable[[str, dict[str, Any], int], Prompt]
+    to_prompt: Callable[[str, dict[str, Any], int, EvalConfig], Prompt | None]  # None: outside the date window
     subset: str | None = None
     license: str = ""
+    data_files: str | None = None  # load these files of the repo (a dataset whose loading script is not run)
 
 
-def _math_row(name: str, row: dict[str, Any], i: int) -> Prompt:
+def _math_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt:
     problem, answer = row.get("problem"), row.get("answer")
     if not problem or answer is None:
         raise FactoryError(f"{name}: row {i} lacks 'problem' or 'answer' (columns: {', '.join(row)})")
@@ -37,19 +38,26 @@ def _math_row(name: str, row: dict[str, Any], i: int) -> Prompt:
 LETTERS = "ABCD"
 
 
-def _gpqa_row(name: str, row: dict[str, Any], i: int) -> Prompt:
+def _gpqa_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt:
+    """Multiple choice, as simple-evals asks it: the options shuffled (per seed and question: the right answer is
+    not always A, and another seed is another order), the order and the right letter recorded in the metadata."""
     try:
         question, right = row["Question"], row["Correct Answer"]
         wrong = [row[f"Incorrect Answer {k}"] for k in (1, 2, 3)]
     except KeyError as e:
         raise FactoryError(f"{name}: row {i} lacks column {e}") from None
     choices = [str(c).strip() for c in [right, *wrong]]
-    random.Random(question).shuffle(choices)  # a fixed order per question, the right answer not always A
+    random.Random(f"{cfg.seed}:{question}").shuffle(choices)
     letter = LETTERS[choices.index(str(right).strip())]
     body = "\n".join(f"{LETTERS[k]}) {c}" for k, c in enumerate(choices))
-    problem = f"{question.strip()}\n\n{body}\n\nAnswer with the letter of the correct choice."
-    return Prompt(source=name, task="math", problem=problem, reference_answer=letter,
-                  metadata=json.dumps({"record_id": row.get("Record ID"), "choices": choices}))
+    return Prompt(source=name, task="choice", problem=f"{question.strip()}\n\n{body}", reference_answer=letter,
+                  metadata=json.dumps({"record_id": row.get("Record ID"), "choices": choices, "seed": cfg.seed}))
+
+
+def _lcb_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt | None:
+    from .livecodebench import lcb_prompt
+
+    return lcb_prompt(name, row, i, cfg.date_from, cfg.date_to)
 
 
 HUB = {
@@ -58,6 +66,10 @@ HUB = {
     "aime25": HubBenchmark("yentinglin/aime_2025", "train", _math_row, license="MIT"),
     "gpqa-diamond": HubBenchmark("Idavidrein/gpqa", "train", _gpqa_row, subset="gpqa_diamond",
                                  license="CC-BY-4.0 (gated: accept the terms on the Hub first)"),
+    # Its loading script is not run (datasets 4 runs none): the release files are read as JSON Lines.
+    "livecodebench": HubBenchmark("livecodebench/code_generation_lite", "train", _lcb_row,
+                                  data_files="hf://datasets/livecodebench/code_generation_lite/test*.jsonl",
+                                  license="CC-BY-4.0"),
 }
 
 
@@ -68,7 +80,7 @@ def names() -> list[str]:
 def load_benchmark(cfg: EvalConfig) -> list[Prompt]:
     name, spec = cfg.benchmark, parse_source(cfg.benchmark)
     if name in HUB:
-        prompts = _load_hub(name, HUB[name], cfg.benchmark_path)
+        prompts = _load_hub(name, HUB[name], cfg)
     elif spec.kind == "humaneval":
         from .sources.humaneval import load_humaneval
         prompts = load_humaneval()
@@ -83,18 +95,26 @@ def load_benchmark(cfg: EvalConfig) -> list[Prompt]:
     return prompts[: cfg.limit] if cfg.limit else prompts
 
 
-def _load_hub(name: str, b: HubBenchmark, local: str | None) -> list[Prompt]:
-    if local:
-        rows = _local_rows(Path(local))
+def _load_hub(name: str, b: HubBenchmark, cfg: EvalConfig) -> list[Prompt]:
+    if cfg.benchmark_path:
+        rows = _local_rows(Path(cfg.benchmark_path))
     else:
         import datasets
 
         try:
-            rows = list(datasets.load_dataset(b.hub_id, b.subset, split=b.split))
+            if b.data_files:
+                rows = list(datasets.load_dataset("json", data_files=b.data_files, split=b.split))
+            else:
+                rows = list(datasets.load_dataset(b.hub_id, b.subset, split=b.split))
         except Exception as e:  # offline, gated or renamed: the user needs the id and the reason
             raise FactoryError(f"{name}: could not load {b.hub_id} ({type(e).__name__}: {e}); pass "
                                "benchmark_path=FILE for a local copy") from None
-    return [b.to_prompt(name, row, i) for i, row in enumerate(rows)]
+    prompts = [b.to_prompt(name, row, i, cfg) for i, row in enumerate(rows)]
+    kept = [p for p in prompts if p is not None]
+    if not kept:
+        raise FactoryError(f"{name}: none of its {len(rows)} problems is in the window {cfg.date_from} to "
+                           f"{cfg.date_to} (date_from, date_to)")
+    return kept
 
 
 def _local_rows(path: Path) -> list[dict[str, Any]]:

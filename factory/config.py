@@ -52,6 +52,11 @@ class TemplateConfig(Strict):
                       description="User message for math and gym tasks; {problem} is replaced")
     code: str = Field("{problem}\n\nPlease reason step by step, then give your complete solution in a single "
                       "```python code block at the end.", description="User message for code tasks")
+    choice: str = Field("Answer the following multiple choice question. The last line of your response should be "
+                        "of the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. "
+                        "Think step by step before answering.\n\n{problem}",
+                        description="User message for multiple-choice tasks (GPQA): simple-evals' prompt, which "
+                        "R1's GPQA numbers used")
     system: str | None = Field(None, description="System message (R1 recommends none)")
 
 
@@ -233,13 +238,19 @@ class EvalConfig(GenerationSettings):
     model: str = Field("qwen2.5-coder-0.5b", description="Checkpoint directory, bundled alias, Hub id, or the "
                        "model name an OpenAI-compatible server serves")
     label: str | None = Field(None, description="Name in file names and tables (default: from the model)")
-    benchmark: str = Field("math500", description="math500, aime24, aime25, gpqa-diamond, humaneval, gym:TASK, "
-                           "or FILE.jsonl/.parquet in the prompt input format (with answers)")
+    benchmark: str = Field("math500", description="math500, aime24, aime25, gpqa-diamond, livecodebench, humaneval, "
+                           "gym:TASK, or FILE.jsonl/.parquet in the prompt input format (with answers)")
     benchmark_path: str | None = Field(None, description="Hub benchmarks: read this local file (same columns) "
                                        "instead of downloading")
     limit: int | None = Field(None, ge=1, description="Evaluate the first N problems only")
     size: int = Field(50, ge=1, description="gym: number of problems")
-    seed: int = Field(1_000_003, description="gym: seed; keep it apart from the training seeds (default 42)")
+    seed: int = Field(1_000_003, description="gym: seed; keep it apart from the training seeds (default 42); "
+                      "gpqa-diamond: the order of each question's options")
+    date_from: str = Field("2024-08-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="livecodebench: the "
+                           "earliest contest date kept (R1's window: 2024-08-01 to 2025-01-31); problems published "
+                           "before a model's training cut-off may be in its training data")
+    date_to: str = Field("2025-01-31", pattern=r"^\d{4}-\d{2}-\d{2}$",
+                         description="livecodebench: the latest contest date kept")
     gym_args: dict[str, Any] = Field(default_factory=dict, description="gym: the task's own settings (as "
                                      "prompts.gym_args of generate; evaluate on the difficulty you trained on)")
     exclude_runs: list[str] = Field(default_factory=list, description="Run directories whose prompts are dropped "

@@ -36,7 +36,40 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         return gym_correct(trace, prompt, p)
     if prompt.task == "code":
         return code_correct(trace, prompt, p)
+    if prompt.task == "choice":
+        return choice_correct(trace, prompt, p)
     return math_correct(trace, prompt, p)
+
+
+# The chosen letter, as simple-evals reads it (`Answer: X`, its GPQA format), then as lighteval also accepts it
+# (a boxed letter, "the answer is (X)"); the last such mention in the final answer counts.
+_CHOICE_PATTERNS = [re.compile(r"(?i)answer[ \t]*:[ \t]*\**[ \t]*\$?\(?([A-Z])\)?\$?\**(?![A-Za-z])"),
+                    re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-Z])\)?\s*\}?\s*\}"),
+                    re.compile(r"(?i)answer is[ \t]*:?[ \t]*\**\(?([A-Z])\)?(?![A-Za-z])")]
+
+
+def chosen_letter(text: str, letters: str = "ABCD") -> str | None:
+    for pattern in _CHOICE_PATTERNS:
+        found = [m for m in pattern.findall(text or "") if m in letters]
+        if found:
+            return found[-1]
+    return None
+
+
+def choice_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
+    """Multiple choice (GPQA): the letter the answer chose against the reference letter; math-verify is not
+    asked (it would read "Answer: B" as the variable B)."""
+    if not prompt.reference_answer:
+        return Verdict.skipped("no_reference", reject=p.reject_unverified)
+    choices = json.loads(prompt.metadata or "{}").get("choices") or [None] * 4
+    letters = "ABCDEFGHIJ"[: len(choices)]
+    chosen = chosen_letter(trace.get("answer") or "", letters)
+    if chosen is None:
+        return Verdict.failed("no_choice", 0.0)
+    details = {"predicted": chosen, "reference": prompt.reference_answer}
+    if chosen == prompt.reference_answer.strip():
+        return Verdict.passed(score=1.0, details=details)
+    return Verdict.failed("wrong_answer", 0.0, details)
 
 
 def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
@@ -141,7 +174,7 @@ def final_code(text: str) -> str | None:
 
 def _header_imports(meta: dict[str, Any]) -> str:
     """HumanEval prompts import what their signatures use (`from typing import List`); answers often drop it."""
-    lines = (meta.get("prompt") or "").splitlines()
+    lines = (meta.get("prompt") or "").splitlines() + (meta.get("imports") or "").splitlines()
     return "\n".join(line for line in lines if line.startswith(("import ", "from ")))
 
 
@@ -163,9 +196,14 @@ def code_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         return _verdict(result.ok, result)
     for i, (stdin, expected) in enumerate(io_tests):
         result = sandbox.run_python(program, stdin=stdin, limits=limits)
-        if not result.ok or result.stdout.strip() != expected.strip():
+        if not result.ok or _lines(result.stdout) != _lines(expected):
             return _verdict(False, result, {"failed_case": i})
     return Verdict.passed(score=1.0, details={"cases": len(io_tests)})
+
+
+def _lines(output: str) -> list[str]:
+    """Output as judges compare it: line by line, trailing spaces and blank lines at the ends ignored."""
+    return [line.rstrip() for line in output.strip().splitlines()]
 
 
 def _io_tests(tests: str) -> list[tuple[str, str]] | None:

@@ -7,7 +7,7 @@ from ..records import Prompt
 
 
 def build_messages(prompt: Prompt, cfg: TemplateConfig) -> list[dict[str, str]]:
-    template = cfg.code if prompt.task == "code" else cfg.math
+    template = {"code": cfg.code, "choice": cfg.choice}.get(prompt.task, cfg.math)
     # str.replace, not format: problems are full of braces.
     messages = [{"role": "user", "content": template.replace("{problem}", prompt.problem)}]
     if cfg.system:

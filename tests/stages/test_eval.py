@@ -80,6 +80,85 @@ def test_hub_benchmarks_read_a_local_copy_with_the_same_columns(tmp_path):
     assert load_benchmark(EvalConfig(benchmark="gpqa-diamond", benchmark_path=str(gpqa)))[0].problem == p.problem
 
 
+def test_gpqa_is_scored_as_multiple_choice_with_options_shuffled_per_seed(tmp_path):
+    """Issue 22, item 12: the chosen letter, read as simple-evals and lighteval read it, against the reference;
+    the option order depends on the seed and is recorded."""
+    from factory.benchmarks import load_benchmark
+    from factory.config import TemplateConfig
+    from factory.teachers.template import build_messages
+
+    gpqa = tmp_path / "g.jsonl"
+    gpqa.write_text("".join(json.dumps({"Question": f"Which is a noble gas? ({i})", "Correct Answer": "Neon",
+                                        "Incorrect Answer 1": "Iron", "Incorrect Answer 2": "Carbon",
+                                        "Incorrect Answer 3": "Sodium"}) + "\n" for i in range(8)))
+    orders = {seed: [json.loads(p.metadata)["choices"] for p in load_benchmark(
+        EvalConfig(benchmark="gpqa-diamond", benchmark_path=str(gpqa), seed=seed))] for seed in (1, 2)}
+    assert orders[1] != orders[2], "another seed, another order"
+    (p, *_) = load_benchmark(EvalConfig(benchmark="gpqa-diamond", benchmark_path=str(gpqa), seed=1))
+    assert p.task == "choice" and json.loads(p.metadata)["choices"][ord(p.reference_answer) - 65] == "Neon"
+    assert "'Answer: $LETTER'" in build_messages(p, TemplateConfig())[0]["content"]
+    right, wrong = p.reference_answer, "ABCD"[("ABCD".index(p.reference_answer) + 1) % 4]
+    answers = [f"Neon is inert.\nAnswer: {right}", f"**Answer:** ({wrong})", f"So \\boxed{{{right}}}",
+               f"The answer is {right}.", "Probably neon.", f"Answer: {right}\n\nAnswer: {wrong}"]
+    rows = [{"sample_index": i, "answer": a, "reasoning": "", "error": None} for i, a in enumerate(answers)]
+    samples = score_problem(p, rows, CorrectnessParams())
+    assert [s["correct"] for s in samples] == [True, False, True, True, False, False]
+    assert samples[4]["reason"] == "no_choice"
+
+
+def _lcb_row(qid, date, cases, private=(), functional=None):
+    import base64
+    import pickle
+    import zlib
+
+    packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(list(private))))).decode()
+    return {"question_title": qid, "question_content": f"Problem {qid}.", "platform": "atcoder", "question_id": qid,
+            "contest_id": "abc1", "contest_date": f"{date}T00:00:00", "difficulty": "easy",
+            "starter_code": "class Solution:\n    def add(self, a: int, b: int) -> int:\n        " if functional else "",
+            "public_test_cases": json.dumps(list(cases)), "private_test_cases": packed,
+            "metadata": json.dumps({"func_name": functional} if functional else {})}
+
+
+def test_livecodebench_from_a_local_copy_in_its_format_scored_in_the_sandbox(tmp_path):
+    """Issue 22, item 12: stdin/stdout and functional problems from the public set's format (private tests
+    compressed and pickled), a date window against contamination, and answers run in our sandbox."""
+    import base64
+    import pickle
+    import zlib
+
+    from factory.benchmarks import load_benchmark
+
+    stdin = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
+    functional = [{"input": "1\n2", "output": "3", "testtype": "functional"}]
+    rows = [_lcb_row("sum", "2024-09-01", stdin, private=[{"input": "5 7\n", "output": "12", "testtype": "stdin"}]),
+            _lcb_row("add", "2024-10-01", functional, private=[{"input": "-1\n1", "output": "0",
+                                                                 "testtype": "functional"}], functional="add"),
+            _lcb_row("old", "2023-01-01", stdin)]
+    path = tmp_path / "lcb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = load_benchmark(EvalConfig(benchmark="livecodebench", benchmark_path=str(path)))
+    assert [json.loads(p.metadata)["question_id"] for p in prompts] == ["sum", "add"], "2023 is outside the window"
+    assert all(p.task == "code" and json.loads(p.metadata)["tests"] == 2 for p in prompts)
+    assert "class Solution" in prompts[1].problem and "stdin" in prompts[0].problem
+    programs = {"sum": ["a, b = map(int, input().split())\nprint(a + b)", "print(3)"],
+                "add": ["class Solution:\n    def add(self, a: int, b: int) -> int:\n        return a + b",
+                        "class Solution:\n    def add(self, a: int, b: int) -> int:\n        return 3"]}
+    for p in prompts:
+        answers = [f"```python\n{code}\n```" for code in programs[json.loads(p.metadata)["question_id"]]]
+        rows = [{"sample_index": i, "answer": a, "reasoning": "", "error": None} for i, a in enumerate(answers)]
+        samples = score_problem(p, rows, CorrectnessParams())
+        assert [s["correct"] for s in samples] == [True, False], "the private test catches the hard-coded answer"
+    evil = _lcb_row("evil", "2024-09-01", stdin)
+    evil["private_test_cases"] = base64.b64encode(zlib.compress(pickle.dumps(print))).decode()  # names a function
+    path.write_text(json.dumps(evil) + "\n")
+    with pytest.raises(FactoryError, match=r"livecodebench: row 0: private_test_cases cannot be read \(refusing "
+                                           r"builtins.print"):
+        load_benchmark(EvalConfig(benchmark="livecodebench", benchmark_path=str(path)))
+    with pytest.raises(FactoryError, match="none of its 1 problems is in the window 2025-02-01 to 2025-03-01"):
+        load_benchmark(EvalConfig(benchmark="livecodebench", benchmark_path=str(path), date_from="2025-02-01",
+                                  date_to="2025-03-01"))
+
+
 def test_summary_metrics_from_known_verdicts():
     problems = [{"metrics": {"pass@1": 1.0}, "samples": [{"completion_tokens": 10, "truncated": False,
                                                             "error": None}]},
