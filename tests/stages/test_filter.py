@@ -142,7 +142,9 @@ def test_stats_are_computed_without_the_reasoning_column(tmp_path):
         (tmp_path / split).mkdir()
         schema = pa.schema([FILTERED_SCHEMA.field(c) for c in STAT_COLUMNS])
         pq.write_table(pa.Table.from_pylist(part, schema=schema), tmp_path / split / "part-0.parquet")
-        (tmp_path / split / "manifest.json").write_text(json.dumps({"files": [{"file": "part-0.parquet"}]}))
+        (tmp_path / split / "manifest.json").write_text(json.dumps({"files": [{"file": "part-0.parquet",
+                                                                               "rows": len(part)}],
+                                                                    "rows": len(part)}))
     assert set(pq.read_schema(tmp_path / "kept" / "part-0.parquet").names) == set(STAT_COLUMNS)
     s = funnel_stats(tmp_path, ["length", "language", "correctness"], seconds=1.0)
     assert s["funnel"] == {"in": 3, "rejected_by": {"length": 1, "language": 0, "correctness": 1}, "kept": 1}

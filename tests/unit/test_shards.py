@@ -58,7 +58,7 @@ def test_missing_manifest_and_missing_column_are_named(tmp_path):
     bad = pa.table({"prompt_id": ["a"], "problem": ["p"]})
     pq.write_table(bad, tmp_path / "t" / "part-00000-of-00001.parquet")
     (tmp_path / "t" / "manifest.json").write_text(json.dumps({"files": [{"file": "part-00000-of-00001.parquet",
-                                                                         "rows": 1}]}))
+                                                                         "rows": 1}], "rows": 1}))
     with pytest.raises(FactoryError, match=r"part-00000-of-00001.parquet: missing required column 'source'"):
         list(iter_shards(tmp_path / "t", TRACE_SCHEMA))
 
@@ -69,7 +69,7 @@ def test_wrong_column_type_is_named(tmp_path):
         TRACE_SCHEMA.get_field_index("problem"), "problem", pa.array([1]))
     (tmp_path / "t").mkdir()
     pq.write_table(table, tmp_path / "t" / "p.parquet")
-    (tmp_path / "t" / "manifest.json").write_text(json.dumps({"files": [{"file": "p.parquet", "rows": 1}]}))
+    (tmp_path / "t" / "manifest.json").write_text(json.dumps({"files": [{"file": "p.parquet", "rows": 1}], "rows": 1}))
     with pytest.raises(FactoryError, match="column 'problem' has type int64, expected string"):
         list(iter_shards(tmp_path / "t", TRACE_SCHEMA))
 
