@@ -31,6 +31,7 @@ lint: setup
 bench: setup
 	$(PY) bench/generate_client.py
 	$(PY) bench/generate_engines.py
+	$(PY) bench/vllm_cpu.py
 	$(PY) bench/filters.py
 	$(PY) bench/sft.py
 	$(PY) bench/sandbox_output.py

@@ -45,7 +45,10 @@ class TeacherConfig(Strict):
     max_model_len: int | None = Field(None, ge=1, description="vllm: context length (default: from the model)")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one replica spans (with --executor ray, "
                                       "each actor asks Ray for this many GPUs)")
-    dtype: str = Field("auto", description="vllm/hf: weight dtype")
+    dtype: str = Field("auto", description="vllm/hf: weight dtype (vllm on a CPU: auto is bf16 where the CPU "
+                       "computes it natively, else float32)")
+    enforce_eager: bool = Field(False, description="vllm: skip torch.compile and CUDA graphs: the engine starts "
+                                "much faster and may decode slower (bench/vllm_cpu.py measures both on a CPU)")
     client: Literal["aiohttp", "openai-sdk"] = Field(
         "aiohttp", description="openai: HTTP client; openai-sdk uses the SDK's own (slower at high concurrency)")
     headers: dict[str, str] = Field(default_factory=dict, description="openai: extra HTTP headers")

@@ -77,7 +77,7 @@ class VLLMTeacher:
         dtype, util = engine_settings(cfg, gpu, not gpu and native_bf16())
         self._before = _children()  # what is not ours to end at close (a server a test started, say)
         self.llm = LLM(model=resolve_model(cfg.model), dtype=dtype, gpu_memory_utilization=util,
-                       max_model_len=cfg.max_model_len, enable_prefix_caching=True,
+                       max_model_len=cfg.max_model_len, enable_prefix_caching=True, enforce_eager=cfg.enforce_eager,
                        tensor_parallel_size=cfg.tensor_parallel_size)
         self.chat_template = prompt_template(self.llm.get_tokenizer())  # no hidden system prompt (R1 used none)
 

