@@ -12,8 +12,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import FactoryError
-from .filters import DEFAULT_ORDER
-from .filters.params import (  # noqa: F401  (re-exported: the filter section's models)
+from .filter_config import (  # noqa: F401  (re-exported: the filter section's models)
+    DEFAULT_ORDER,
     CodeBlockParams,
     CorrectnessParams,
     DecontamParams,
@@ -191,19 +191,12 @@ class MixSource(Strict):
     subset: str | None = Field(None, description="hf: dataset configuration name")
 
 
-class DistillConfig(Strict):
-    run_dir: str = Field("runs/default", description="Run directory holding filtered/kept/")
-    student: str = Field("smollm2-135m", description="Preset (qwen-7b, llama-8b, smollm2-135m, tiny...), path or Hub id")
-    output_dir: str | None = Field(None, description="Where checkpoints go (default RUN_DIR/student/PRESET)")
-    mix: list[MixSource] = Field(default_factory=list, description="The data mixture (R1: 600k reasoning + 200k "
-                                 "non-reasoning samples); empty: the run's own kept traces")
-    lr: float | None = Field(None, gt=0, description="Learning rate (default: the preset's)")
-    epochs: float | None = Field(None, gt=0, description="Epochs (default: the preset's; R1 used 2)")
+class TrainingSettings(Strict):
+    """What every training stage (distill, grpo) is set with, declared once; each stage adds its own."""
+
+    output_dir: str | None = Field(None, description="Where checkpoints go (default: under the run directory)")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
-    max_length: int | None = Field(None, ge=8, description="Longest sample in tokens; longer ones are dropped")
-    batch_size: int | None = Field(None, ge=1, description="Per-device batch size (default: the preset's)")
-    grad_accum: int | None = Field(None, ge=1, description="Gradient accumulation steps (default: the preset's)")
-    max_position_embeddings: int | None = Field(None, ge=1, description="Extend the student's context to this "
+    max_position_embeddings: int | None = Field(None, ge=1, description="Extend the model's context to this "
                                                 "many positions before training (default: the preset's; qwen-1.5b "
                                                 "and qwen-7b: 131072, as the R1-Distill configs)")
     rope_theta: float | None = Field(None, gt=0, description="RoPE base for the extended context (default: the "
@@ -212,21 +205,33 @@ class DistillConfig(Strict):
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
-    packing: bool | Literal["auto"] = Field(
-        "auto", description="true: pack samples best-fit-decreasing into max_length rows with per-sample position ids "
-        "(padding-free; samples never attend to each other); false: length-bucketed batches; auto: true with "
-        "flash-attention, false elsewhere")
-    warmup_ratio: float = Field(0.03, ge=0, le=1, description="Share of steps spent warming up the learning rate")
     save_steps: int = Field(50, ge=1, description="Save a checkpoint every this many steps")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk")
     resume: bool = Field(False, description="Continue from the last complete checkpoint")
-    seed: int = Field(42, description="Seed for weights init, data order and dropout")
+    seed: int = Field(42, description="Seed for weights init, data order, dropout and sampling")
     progress: bool = Field(True, description="Show the progress bar")
     launch: str | None = Field(None, description="Train in processes of their own under accelerate launch: "
                                "single_gpu, fsdp, deepspeed_zero3, multi_node, cpu_gloo, or a path to an accelerate "
                                "YAML (`factory run` always trains in processes of its own; this says how many)")
     num_processes: int | None = Field(None, ge=1, description="With launch: processes (GPUs) in all (default: "
                                       "the launch config's)")
+
+
+class DistillConfig(TrainingSettings):
+    run_dir: str = Field("runs/default", description="Run directory holding filtered/kept/")
+    student: str = Field("smollm2-135m", description="Preset (qwen-7b, llama-8b, smollm2-135m, tiny...), path or Hub id")
+    mix: list[MixSource] = Field(default_factory=list, description="The data mixture (R1: 600k reasoning + 200k "
+                                 "non-reasoning samples); empty: the run's own kept traces")
+    lr: float | None = Field(None, gt=0, description="Learning rate (default: the preset's)")
+    epochs: float | None = Field(None, gt=0, description="Epochs (default: the preset's; R1 used 2)")
+    max_length: int | None = Field(None, ge=8, description="Longest sample in tokens; longer ones are dropped")
+    batch_size: int | None = Field(None, ge=1, description="Per-device batch size (default: the preset's)")
+    grad_accum: int | None = Field(None, ge=1, description="Gradient accumulation steps (default: the preset's)")
+    packing: bool | Literal["auto"] = Field(
+        "auto", description="true: pack samples best-fit-decreasing into max_length rows with per-sample position ids "
+        "(padding-free; samples never attend to each other); false: length-bucketed batches; auto: true with "
+        "flash-attention, false elsewhere")
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="Share of steps spent warming up the learning rate")
 
 
 class EvalSampling(SamplingConfig):

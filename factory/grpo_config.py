@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .config import PromptsConfig, TemplateConfig, check_path_name
-from .filters.params import CorrectnessParams, FormatParams, LanguageParams
+from .config import PromptsConfig, TemplateConfig, TrainingSettings, check_path_name
+from .filter_config import CorrectnessParams, FormatParams, LanguageParams
 from .strict import Strict
 
 
@@ -58,11 +58,10 @@ class RewardsConfig(Strict):
                 if getattr(self, name).weight > 0}
 
 
-class GrpoConfig(Strict):
+class GrpoConfig(TrainingSettings):
     run_dir: str = Field("runs/default", description="Run directory (outputs go to RUN_DIR/rl/NAME)")
     model: str = Field("qwen2.5-coder-0.5b", description="The policy: preset, bundled alias, path or Hub id")
     name: str | None = Field(None, description="Output name under RUN_DIR/rl (default: from the model)")
-    output_dir: str | None = Field(None, description="Where checkpoints go (default RUN_DIR/rl/NAME)")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     template: Literal["auto", "r1-zero", "chat"] = Field(
         "auto", description="r1-zero: R1-Zero's plain-text template ('A conversation between User and Assistant...') "
@@ -90,31 +89,13 @@ class GrpoConfig(Strict):
     num_iterations: int = Field(1, ge=1, description="Optimisation passes per generated batch (GRPO's mu)")
     mask_truncated_completions: bool = Field(True, description="Leave completions cut off at the limit out of "
                                              "the loss (DAPO)")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
     epochs: float = Field(1.0, gt=0, description="Passes over the prompts when max_steps is unset")
-    max_position_embeddings: int | None = Field(None, ge=1, description="Extend the policy's context first "
-                                                "(default: the preset's, as distill: qwen-7b 131072)")
-    rope_theta: float | None = Field(None, gt=0, description="RoPE base for the extended context (default: the "
-                                     "preset's)")
-    lora: bool = Field(False, description="Train LoRA adapters (merged into the final model)")
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
     use_vllm: bool = Field(False, description="Generate rollouts with vLLM (GPU)")
     vllm_mode: Literal["colocate", "server"] = Field(
         "colocate", description="colocate: vLLM in the training processes, asleep while they train; server: "
         "`trl vllm-serve` on other GPUs (multi-node)")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="colocate: vLLM's share of the GPU")
     vllm_server_base_url: str | None = Field(None, description="server: the URL of `trl vllm-serve`")
-    save_steps: int = Field(50, ge=1, description="Save a checkpoint every this many steps")
-    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk")
-    resume: bool = Field(False, description="Continue from the last complete checkpoint")
-    seed: int = Field(42, description="Seed for weights init, data order and sampling")
-    progress: bool = Field(True, description="Show the progress bar")
-    launch: str | None = Field(None, description="Train in processes of their own under accelerate launch (as "
-                               "distill.launch: single_gpu, fsdp, deepspeed_zero3, multi_node, cpu_gloo, or a YAML)")
-    num_processes: int | None = Field(None, ge=1, description="With launch: processes (GPUs) in all (default: "
-                                      "the launch config's)")
 
     @field_validator("name")
     @classmethod
