@@ -20,6 +20,7 @@ demo-grpo: setup
 
 test: setup
 	$(PY) -m ruff check factory train tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -27,6 +28,7 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m ruff check factory train tests bench
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) bench/generate_client.py

@@ -13,19 +13,23 @@ neither is simpler than an append-only log for a write-once, read-at-end workloa
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import json
 import os
 import queue
 import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .errors import FactoryError
+from .redact import redact
 
 COMPACT_AFTER = 16  # segments; merged into one on open so resumes don't accumulate files
 
@@ -265,3 +269,22 @@ def _take_lock(root: Path):
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def cache_record(same: dict[str, Any], c: Any) -> dict[str, Any]:
+    """What the cache keeps of a finished sample (a teachers.Completion), with what is the same for every sample."""
+    return {"text": c.text, "reasoning_content": c.reasoning_content, "finish_reason": c.finish_reason,
+            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
+            **same,
+            "created_at": datetime.now(timezone.utc).isoformat()}
+
+
+@functools.lru_cache(maxsize=64)
+def _redacted_json(raw: bytes) -> str:
+    return json.dumps(redact(orjson.loads(raw)))
+
+
+def sampling_column(sampling: dict[str, Any]) -> str:
+    """The trace's `sampling` column: redacted JSON, computed once per distinct setting rather than once per
+    sample (redaction walks the environment for secrets, which cost more than the rest of the sample's work)."""
+    return _redacted_json(orjson.dumps(sampling))

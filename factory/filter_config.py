@@ -1,4 +1,5 @@
-"""Each filter's settings (the `filter:` section's sub-sections, one model per filter)."""
+"""Each filter's settings (the `filter:` section's sub-sections, one model per filter), and R1's filter order:
+configuration, below the filters themselves, so the stage configs name them without importing any filter."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..strict import Strict
-from ..teacher_config import TeacherConfig
+from .strict import Strict
+from .teacher_config import TeacherConfig
 
+# R1's order, the filter section's default: a row's reject_reason is the first filter in the order that fails it.
+# factory/filters/__init__.py registers a function for each name, in this order.
+DEFAULT_ORDER = ["format", "length", "correctness", "language", "code_block", "repetition", "identity", "decontam",
+                 "judge", "dedup", "selection"]
 
 class FormatParams(Strict):
     enabled: bool = Field(True, description="Reject traces with a generation error, no reasoning or no answer")

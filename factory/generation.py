@@ -1,26 +1,21 @@
-"""Generation as a library: the plan (each prompt's messages and the cache key of each sample), the samples the
-cache lacks (bought from a teacher, cached one by one as they finish), and the trace each sample becomes.
-`factory generate` and `factory eval` both call it with their `GenerationSettings`.
+"""Generation as a library: the plan (each prompt's messages and the cache key of each sample), the requests for
+the samples the cache lacks, and the trace each sample becomes. `factory generate` and `factory eval` both use it
+with their `GenerationSettings`; an executor (factory/executors) buys the missing samples.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-import orjson
-
-from .cache import SampleCache, sample_key
+from .cache import cache_record, sample_key, sampling_column  # noqa: F401  (cache_record: callers' name)
 from .config import GenerationSettings
 from .model_content import model_content
-from .progress import GenerationProgress
 from .records import Prompt, Trace
-from .redact import redact, redact_text
-from .teachers import Completion, Request, make_teacher
+from .redact import redact_text
+from .teachers import Completion, Request
 from .teachers.reasoning import split_reasoning
 from .teachers.template import build_messages
 
@@ -64,65 +59,6 @@ def plan(cfg: GenerationSettings, prompts: list[Prompt]) -> Plan:
     return Plan(cfg, prompts)
 
 
-def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) -> dict[str, Any]:
-    """Requests every sample of the plan the cache lacks; each finished one is cached at once (failures are not:
-    a rerun tries them again). Two streaming passes over the plan (one counts, one feeds the teacher as it has
-    room), so memory holds the requests in flight, never a list of the plan. Returns the counts, usage and the
-    failures by key (`errors`)."""
-    total = len(work) * cfg.sampling.n
-    todo = sum(k not in cache for _, _, keys in work for k in keys) if len(cache) else total
-    report: dict[str, Any] = {"prompts": len(work), "samples": total, "cached": total - todo, "requested": todo,
-                              "errors": {}}
-    if not todo:
-        return report
-    if cfg.executor.kind == "ray":
-        return _generate_on_ray(cfg, work, cache, report)
-    teacher = make_teacher(cfg.teacher, cfg.sampling)
-    errors: dict[str, Completion] = report["errors"]
-    same = {"teacher_model": teacher.model, "engine": teacher.engine,
-            "sampling": json.loads(sampling_column(sampling_key(cfg)))}  # the same for every sample
-    gen_started = time.perf_counter()
-    try:
-        with GenerationProgress(report["requested"], teacher.usage, enabled=cfg.progress) as advance:
-            def sink(req: Request, c: Completion) -> None:
-                key = req.keys[c.sample_index]
-                if c.error:
-                    errors[key] = c  # not cached: a rerun tries it again
-                else:
-                    cache.put(key, cache_record(same, c))
-                advance()
-            teacher.generate(missing_requests(work, cache), sink)
-    finally:
-        teacher.close()
-    report.update(_usage_report(cfg, teacher.usage, time.perf_counter() - gen_started))
-    return report
-
-
-def _generate_on_ray(cfg: GenerationSettings, work: Plan, cache: SampleCache, report: dict[str, Any]
-                     ) -> dict[str, Any]:
-    """The same, on a Ray cluster: actors write their own cache segments, which the driver then indexes."""
-    from .ray_executor import generate_on_ray
-    from .teachers import Usage
-
-    if cfg.teacher.engine == "openai":
-        from .teachers.openai_compat import preflight
-
-        preflight(cfg.teacher)  # one line here, not one per actor
-    usage, errors = Usage(), report["errors"]
-    gen_started = time.perf_counter()
-    with GenerationProgress(report["requested"], usage, enabled=cfg.progress) as advance:
-        def on_result(key: str, error: str | None, error_class: str | None) -> None:
-            if error:
-                errors[key] = Completion(0, error=error, error_class=error_class)
-            advance()
-        try:
-            generate_on_ray(cfg, missing_requests(work, cache), cache.root, usage, on_result)
-        finally:
-            cache.refresh()  # what the actors wrote, also when the run was cut short
-    report.update(_usage_report(cfg, usage, time.perf_counter() - gen_started))
-    return report
-
-
 def missing_requests(work: Plan, cache) -> Iterator[Request]:
     """One request per prompt with samples the cache lacks, made as the teacher asks for it."""
     for prompt, messages, keys in work:
@@ -131,25 +67,7 @@ def missing_requests(work: Plan, cache) -> Iterator[Request]:
             yield Request(prompt=prompt, messages=messages, sample_indices=missing, keys=keys)
 
 
-def cache_record(same: dict[str, Any], c: Completion) -> dict[str, Any]:
-    return {"text": c.text, "reasoning_content": c.reasoning_content, "finish_reason": c.finish_reason,
-            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
-            **same,
-            "created_at": datetime.now(timezone.utc).isoformat()}
-
-
-@functools.lru_cache(maxsize=64)
-def _redacted_json(raw: bytes) -> str:
-    return json.dumps(redact(orjson.loads(raw)))
-
-
-def sampling_column(sampling: dict[str, Any]) -> str:
-    """The trace's `sampling` column: redacted JSON, computed once per distinct setting rather than once per
-    sample (redaction walks the environment for secrets, which cost more than the rest of the sample's work)."""
-    return _redacted_json(orjson.dumps(sampling))
-
-
-def _usage_report(cfg: GenerationSettings, usage, seconds: float) -> dict[str, Any]:
+def usage_report(cfg: GenerationSettings, usage, seconds: float) -> dict[str, Any]:
     out = {"http_requests": usage.requests, "retries": usage.retries, "failures_by_class": dict(usage.failures),
            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
            "generation_seconds": round(seconds, 2),

@@ -199,7 +199,7 @@ def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
     """From the shards' small columns only (polars, lazily): the reasoning is never read."""
     import polars as pl
 
-    from ..stages.filter_stats import scan_filtered, with_tokens
+    from ..filter_stats import scan_filtered, with_tokens
 
     rows = with_tokens(scan_filtered(RunDir(run_dir).filtered).select(
         "prompt_id", "kept", "verdicts", "completion_tokens", "pass_rate")).select("kept", "tokens").collect()

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import ExecutorConfig, FilterConfig, GenerationSettings
-from .errors import FactoryError
+from ..config import ExecutorConfig, FilterConfig, GenerationSettings
+from ..errors import FactoryError
 
 
 def connect(ex: ExecutorConfig) -> Any:
@@ -85,7 +85,7 @@ class GenerateActor:
     (threads, each with its share of the concurrency), so one batch's last requests never leave it idle."""
 
     def __init__(self, cfg_json: dict[str, Any], cache_dir: str, share: int):
-        from .cache import SegmentWriter, new_segment
+        from ..cache import SegmentWriter, new_segment
 
         cfg = GenerationSettings.model_validate(cfg_json)
         t = cfg.teacher
@@ -99,7 +99,7 @@ class GenerateActor:
 
     def teacher(self) -> Any:
         if not hasattr(self.local, "teacher"):
-            from .teachers import make_teacher
+            from ..teachers import make_teacher
 
             self.local.teacher = make_teacher(self.cfg.teacher, self.cfg.sampling, check=False)
         return self.local.teacher
@@ -107,9 +107,10 @@ class GenerateActor:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        from .generation import cache_record, sampling_column, sampling_key
-        from .records import Prompt
-        from .teachers import Request
+        from ..cache import cache_record, sampling_column
+        from ..generation import sampling_key
+        from ..records import Prompt
+        from ..teachers import Request
 
         teacher = self.teacher()
         same = {"teacher_model": teacher.model, "engine": teacher.engine,
@@ -159,8 +160,35 @@ def _usage_delta(before: Any, after: Any) -> str:
                                     if v - before.failures.get(k, 0)}})
 
 
-def generate_on_ray(cfg: GenerationSettings, requests: Iterator[Any], cache_dir: Path, usage: Any,
-                    on_result: Any) -> None:
+def generate_on_ray(cfg: GenerationSettings, work: Any, cache: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """The plan's missing samples on the cluster: actors write their own cache segments, which the driver then
+    indexes; failures land in report["errors"] as they do locally."""
+    import time
+
+    from ..generation import missing_requests, usage_report
+    from ..progress import GenerationProgress
+    from ..teachers import Completion, Usage
+
+    if cfg.teacher.engine == "openai":
+        from ..teachers.openai_compat import preflight
+
+        preflight(cfg.teacher)  # one line here, not one per actor
+    usage, errors = Usage(), report["errors"]
+    gen_started = time.perf_counter()
+    with GenerationProgress(report["requested"], usage, enabled=cfg.progress) as advance:
+        def on_result(key: str, error: str | None, error_class: str | None) -> None:
+            if error:
+                errors[key] = Completion(0, error=error, error_class=error_class)
+            advance()
+        try:
+            _serve(cfg, missing_requests(work, cache), cache.root, usage, on_result)
+        finally:
+            cache.refresh()  # what the actors wrote, also when the run was cut short
+    report.update(usage_report(cfg, usage, time.perf_counter() - gen_started))
+    return report
+
+
+def _serve(cfg: GenerationSettings, requests: Iterator[Any], cache_dir: Path, usage: Any, on_result: Any) -> None:
     """Serves `requests` (the plan's missing samples) on the cluster. `on_result(key, error, error_class)` is
     called for every sample in plan order; `usage` (a teachers.Usage) is updated from the actors' reports.
 
@@ -237,7 +265,7 @@ def judge_on_ray(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: A
     def judge(batch: Any) -> Any:
         import pyarrow as pa
 
-        from .stages.filter import judge_row_group
+        from ..filters.rows import judge_row_group
 
         idx = ray.get(index_ref)  # the decontamination index, shipped once through the object store
         conf = FilterConfig.model_validate(cfg_json)

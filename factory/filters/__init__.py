@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from .. import filter_config as P
 from ..records import Prompt, prompt_from_row
-from . import params as P
 
 Status = Literal["pass", "fail", "skip"]
 
@@ -109,6 +109,8 @@ FILTERS: dict[str, FilterSpec] = {spec.name: spec for spec in (
     FilterSpec("selection", P.SelectionParams, "set", "setwise"),
 )}
 DEFAULT_ORDER = list(FILTERS)  # the R1 order: reject_reason is the first filter in it that fails
+if DEFAULT_ORDER != P.DEFAULT_ORDER:
+    raise RuntimeError("filter_config.DEFAULT_ORDER must name the registered filters, in their order")
 ROW_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "row")
 SET_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "set")
 MODEL_FILTERS = tuple(n for n, s in FILTERS.items() if s.kind == "model")

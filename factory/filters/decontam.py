@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import PromptsConfig
+from ..filter_config import DecontamParams
 from ..records import Prompt
 from . import Verdict
-from .params import DecontamParams
 
 _WORD = re.compile(r"\w+")
 

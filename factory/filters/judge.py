@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..cache import SampleCache, sample_key
+from ..filter_config import JudgeParams
 from ..model_content import model_content
 from ..records import prompt_from_row
 from ..teacher_config import SamplingConfig
 from . import Verdict
-from .params import JudgeParams
 
 # The trace is untrusted text: each field sits between markers the judge is told to treat as data, and a field
 # that contains a marker has it defused (see `_field`), so a trace cannot close its box and speak as the prompt.
@@ -125,7 +125,7 @@ def run_judge(p: JudgeParams, rows: Iterable[tuple[int, dict[str, Any]]], cache:
               progress: bool = True) -> tuple[dict[int, Verdict], dict[str, Any]]:
     """Verdicts for (index, row) pairs: from the cache where the judge answered before, else from the judge.
     Returns them by index, with what it cost."""
-    from ..generation import cache_record, sampling_column
+    from ..cache import cache_record, sampling_column
     from ..progress import GenerationProgress
     from ..teachers import Completion, Request, make_teacher
 

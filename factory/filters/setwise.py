@@ -14,7 +14,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .params import DedupParams, SelectionParams
+from ..filter_config import DedupParams, SelectionParams
 
 _SPACE = re.compile(r"\s+")
 

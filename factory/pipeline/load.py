@@ -26,6 +26,8 @@ nearest such stage before. Gym evals exclude every prompt this run generated fro
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,3 +247,8 @@ def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None, prepare: boo
         student = resolve_student(distill.student)
         return model_path(student) if prepare else student.model
     return str(final_dir(distill))
+
+
+def model_refs(p: Pipeline, at: str, prepare: bool = True) -> Callable[[str], str]:
+    """resolve_model_ref for one instance, as the stage table's Context carries it."""
+    return functools.partial(resolve_model_ref, p=p, at=at, prepare=prepare)

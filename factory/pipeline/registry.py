@@ -31,6 +31,8 @@ class Context:
     pipeline: Pipeline
     instance: StageInstance
     resume: bool = False
+    model_ref: Callable[[str], str] = str  # `stage:NAME`, `student`, ... -> a model path (given by the caller,
+    # which knows the pipeline's loader; this table sits below it)
 
 
 @dataclass(frozen=True)
@@ -134,9 +136,7 @@ def _describe_distill(s: dict[str, Any]) -> str:
 
 
 def _eval_cfg(cfg: EvalConfig, ctx: Context) -> EvalConfig:
-    from .load import resolve_model_ref
-
-    return cfg.model_copy(update={"model": resolve_model_ref(cfg.model, ctx.pipeline, ctx.instance.name)})
+    return cfg.model_copy(update={"model": ctx.model_ref(cfg.model)})
 
 
 def _run_evals(evals: list[tuple[str, EvalConfig]], ctx: Context) -> dict[str, Any]:
@@ -203,7 +203,7 @@ def _plan_grpo(g, ctx: Context) -> str:
     """Two lines: the run (devices, steps, rollouts, tokens) and the recipe (rewards, loss, template)."""
     from train.students import resolve_student
 
-    from .plan import prompt_count
+    from .estimates import prompt_count
 
     gpus = int(ctx.pipeline.plan.get("gpus", 1))
     per_step = (g.batch_size or g.num_generations) * g.grad_accum // g.num_generations * gpus
@@ -231,7 +231,7 @@ def _describe_grpo(s: dict[str, Any]) -> str:
 
 
 def _plan_generate(g: GenerateConfig, ctx: Context) -> str:
-    from .plan import generation_estimate
+    from .estimates import generation_estimate
 
     return generation_estimate(g, ctx.pipeline.plan)[1]
 

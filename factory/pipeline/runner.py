@@ -18,7 +18,7 @@ from ..config import fingerprint, public_dump
 from ..errors import FactoryError
 from ..rundir import RunDir, stage_section
 from ..shards import read_json_object, write_json_atomic
-from .load import Pipeline, StageInstance, resolve_refs
+from .load import Pipeline, StageInstance, model_refs, resolve_refs
 from .registry import STAGES, Context
 
 console = Console(stderr=True)
@@ -82,7 +82,8 @@ def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[
         began = time.perf_counter()
         inst = p.instance(name)
         with stage_section(name if name != inst.kind else None):
-            summary = STAGES[inst.kind].run(resolve_refs(inst, p), Context(p, inst, resume=action == "resume"))
+            summary = STAGES[inst.kind].run(resolve_refs(inst, p), Context(p, inst, resume=action == "resume",
+                                                                           model_ref=model_refs(p, inst.name)))
         state[name] = {"fingerprint": fps[name], "done": True, "seconds": round(time.perf_counter() - began, 1),
                        "summary": summary}
         write_json_atomic(state_path, state)

@@ -10,14 +10,7 @@ from ..config import PromptsConfig
 from ..errors import FactoryError
 from ..records import Prompt
 from .spec import parse_source
-
-KNOWN_TASKS = ("math", "code", "choice")
-
-
-def check_task(task: str, where: str) -> str:
-    if task in KNOWN_TASKS or (task.startswith("gym:") and len(task) > 4):
-        return task
-    raise FactoryError(f"{where}: unknown task {task!r} (expected math, code, choice or gym:NAME)")
+from .tasks import KNOWN_TASKS, check_task  # noqa: F401  (the package's names)
 
 
 def load_prompts(cfg: PromptsConfig) -> list[Prompt]:

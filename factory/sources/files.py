@@ -13,7 +13,7 @@ from ..config import PromptsConfig
 from ..errors import FactoryError
 from ..records import Prompt
 from ..textutil import last_boxed
-from . import check_task
+from .tasks import check_task
 
 PROBLEM_KEYS = ("problem", "question", "prompt")
 ANSWER_KEYS = ("answer", "reference_answer", "solution")

@@ -21,8 +21,9 @@ from ..cache import SampleCache
 from ..config import EvalConfig, fingerprint, public_dump
 from ..errors import FactoryError
 from ..eval_metrics import mean_ci, problem_metrics
+from ..executors import generate_missing
 from ..filters.correctness import correctness_filter, final_answer
-from ..generation import CACHE_FIELDS, generate_missing, make_trace, plan
+from ..generation import CACHE_FIELDS, make_trace, plan
 from ..records import Prompt, Trace
 from ..rundir import package_versions
 from ..shards import write_json_atomic

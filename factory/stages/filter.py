@@ -10,14 +10,11 @@ Everything is written under a temporary directory swapped in at the end: a rerun
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +22,11 @@ import pyarrow as pa
 
 from ..config import FilterConfig
 from ..errors import FactoryError
-from ..filters import FILTERS, ROW_FILTERS, SET_FILTERS, Verdict, run_row_filters
-from ..filters.basic import count_tokens
-from ..filters.decontam import DecontamIndex, build_index
-from ..filters.setwise import RowSummary, dedup, exact_key, lsh_bands, pass_rates, select
+from ..executors import judge_row_groups, shared_band_keys
+from ..filter_stats import funnel_stats, print_stats
+from ..filters import SET_FILTERS, Verdict
+from ..filters.decontam import build_index
+from ..filters.setwise import RowSummary, dedup, pass_rates, select
 from ..records import FILTERED_SCHEMA, TRACE_SCHEMA
 from ..rundir import RunDir, write_resolved_config
 from ..shards import (
@@ -40,75 +38,6 @@ from ..shards import (
     swap_into_place,
     write_json_atomic,
 )
-from ..workpool import ordered_map
-from .filter_stats import funnel_stats, print_stats
-
-
-@dataclass
-class RowJudgement:
-    """What a worker sends back for one row: small, the trace text stays in the worker."""
-
-    verdicts: dict[str, dict[str, Any]]  # filter -> Verdict.to_json()
-    first_failure: str | None  # the row's reject_reason, as far as the row filters go
-    correct: bool | None  # for the pass rate; None when correctness could not judge it
-    tokens: int
-    dedup_key: str | None = None
-    bands: bytes | None = None  # LSH band keys, for near-dedup
-
-
-_worker_cfg: FilterConfig | None = None
-_worker_index: DecontamIndex | None = None
-_running: Any = None  # shared bytes: the filter (1 + its position in FILTERS) each row group is running
-
-
-def _init_worker(cfg_json: dict[str, Any], index: DecontamIndex, running: Any) -> None:
-    global _worker_cfg, _worker_index, _running
-    _worker_cfg, _worker_index, _running = FilterConfig.model_validate(cfg_json), index, running
-
-
-def judge_batch(rows: list[dict[str, Any]], cfg: FilterConfig | None = None, index: DecontamIndex | None = None,
-                on_start: Callable[[str], None] | None = None) -> list[RowJudgement]:
-    """Row filters over a batch of rows."""
-    cfg, index = cfg or _worker_cfg, index or _worker_index
-    names = [n for n in cfg.active() if n in ROW_FILTERS]
-    params = {n: index if n == "decontam" else getattr(cfg, n) for n in names}
-    out = []
-    for row in rows:
-        verdicts = run_row_filters(row, names, params, cfg.all_verdicts, on_start)
-        first = next((n for n in names if not verdicts[n].ok), None)
-        j = RowJudgement({n: v.to_json() for n, v in verdicts.items()}, first, _graded(verdicts.get("correctness")),
-                         int(verdicts["length"].score or 0) if "length" in verdicts else count_tokens(row)[0])
-        if first is None and cfg.dedup.enabled and "dedup" in cfg.order:
-            j.dedup_key = exact_key(row["reasoning"], row["answer"])
-            if cfg.dedup.near:
-                j.bands = lsh_bands(f"{row['reasoning']}\n{row['answer']}", cfg.dedup)
-        out.append(j)
-    return out
-
-
-WORKER_COLUMNS = [f.name for f in TRACE_SCHEMA if f.name not in ("created_at", "messages")]
-FILTER_NAMES = list(FILTERS)
-_FILTER_CODE = {name: 1 + i for i, name in enumerate(FILTER_NAMES)}  # 0: no filter begun yet
-
-
-def judge_row_group(path: str, group: int, task: int = 0, cfg: FilterConfig | None = None,
-                    index: DecontamIndex | None = None) -> tuple[list[str], list[RowJudgement]]:
-    """A worker reads its row group itself: only small results cross the process boundary, not trace text."""
-    import pyarrow.parquet as pq
-
-    def running(name: str) -> None:
-        if _running is not None:
-            _running[task] = _FILTER_CODE[name]
-
-    rows = pq.ParquetFile(path).read_row_group(group, columns=WORKER_COLUMNS).to_pylist()
-    return [r["prompt_id"] for r in rows], judge_batch(rows, cfg, index, running)
-
-
-def _graded(v: Verdict | None) -> bool | None:
-    """Correct or not; None when the trace could not be checked (it must not count in the pass rate)."""
-    if v is None or v.status == "skip":
-        return None
-    return v.status == "pass"
 
 
 def run(cfg: FilterConfig) -> dict[str, Any]:
@@ -184,49 +113,20 @@ def _row_groups(traces: Path) -> list[tuple[str, int]]:
 
 
 def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int) -> list[RowSummary]:
-    from multiprocessing.sharedctypes import RawArray
-
     from ..progress import StageProgress
 
     summaries: list[RowSummary] = []
     workers = cfg.workers or os.cpu_count() or 1
     index = build_index(cfg.decontam)
     groups = [(path, group, task) for task, (path, group) in enumerate(_row_groups(traces))]
-    running = RawArray("b", max(len(groups), 1))  # written by workers without a lock: one byte, one writer each
     with open(verdict_file, "w") as vf, StageProgress("filter", total, cfg.progress) as advance:
-        def take(result: tuple[list[str], list[RowJudgement]]) -> None:
-            for pid, j in zip(*result):
+        for pids, judgements in judge_row_groups(cfg, groups, index, workers):
+            for pid, j in zip(pids, judgements):
                 vf.write(json.dumps([j.verdicts, j.first_failure]) + "\n")
                 summaries.append(RowSummary(pid, j.tokens, j.first_failure is None, j.correct, j.dedup_key,
                                             j.bands))
-            advance(len(result[0]))
-
-        if cfg.executor.kind == "ray":
-            from ..ray_executor import judge_on_ray
-
-            for result in judge_on_ray(cfg, groups, index):
-                take(result)
-        elif workers == 1:
-            for path, group, task in groups:
-                take(judge_row_group(path, group, task, cfg, index))
-        else:
-            hung = functools.partial(_hung, running)
-            for result in ordered_map(judge_row_group, groups, workers, cfg.task_timeout_s, hung,
-                                      _init_worker, (cfg.model_dump(mode="json"), index, running)):
-                take(result)
+            advance(len(pids))
     return summaries
-
-
-def _hung(running, task: tuple[str, int, int]) -> tuple[list[str], list[RowJudgement]]:
-    """A row group whose worker hung or died: its rows are rejected, not lost, and charged to the filter that
-    was running (or to the first one, when the worker died before it began)."""
-    import pyarrow.parquet as pq
-
-    path, group, index = task
-    name = FILTER_NAMES[running[index] - 1] if running[index] else "format"
-    pids = pq.ParquetFile(path).read_row_group(group, columns=["prompt_id"]).column(0).to_pylist()
-    verdict = {name: Verdict.failed("worker_timeout").to_json()}
-    return pids, [RowJudgement(verdict, name, None, 0) for _ in pids]
 
 
 def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[str, str]]:
@@ -234,12 +134,8 @@ def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[s
     active = cfg.active()
     final: dict[int, tuple[str, str]] = {}
     if "dedup" in active:
-        shared = None
         signatures = [r.signature for r in rows if r.passed_rows and r.signature is not None]
-        if cfg.executor.kind == "ray" and cfg.dedup.near and len(signatures) >= cfg.executor.shuffle_from:
-            from ..ray_executor import shared_band_keys
-
-            shared = shared_band_keys(signatures)
+        shared = shared_band_keys(cfg, signatures)
         final.update({i: ("dedup", why) for i, why in dedup(rows, cfg.dedup, shared).items()})
     if "selection" in active:
         alive = [i for i, r in enumerate(rows) if r.passed_rows and i not in final]

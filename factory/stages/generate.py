@@ -18,7 +18,8 @@ from rich.table import Table
 from ..cache import SampleCache
 from ..config import GenerateConfig, artifact_config, fingerprint
 from ..errors import FactoryError
-from ..generation import CACHE_FIELDS, generate_missing, make_trace, plan
+from ..executors import generate_missing
+from ..generation import CACHE_FIELDS, make_trace, plan
 from ..records import TRACE_SCHEMA, Prompt
 from ..rundir import RunDir, write_resolved_config
 from ..shards import ShardWriter, write_json_atomic

@@ -65,7 +65,7 @@ class FakeOpenAI:
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
         self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # (host, port) of the socket the site bound
         self._ready.set()
         self._loop.run_forever()
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from factory.cli import main
+from factory.filter_config import JudgeParams
 from factory.filters.judge import judge_prompt, parse_verdict
-from factory.filters.params import JudgeParams
 from factory.rundir import RunDir
 from factory.shards import read_table
 from tests.conftest import write_jsonl

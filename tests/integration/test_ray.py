@@ -205,9 +205,9 @@ def test_hf_engine_on_ray_matches_local_and_loads_its_model_once(tmp_path, tiny_
     """The bundled-model path: our hf engine inside a Ray actor, greedy so both runs write the same text. The
     plan is cut into parts (as a million prompts are), and one actor serves them all: a local engine (a 671B
     teacher on vLLM) is loaded once per run, not once per part."""
-    import factory.ray_executor
+    import factory.executors.ray
 
-    monkeypatch.setattr(factory.ray_executor, "PLAN_PART_ROWS", 2)
+    monkeypatch.setattr(factory.executors.ray, "PLAN_PART_ROWS", 2)
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"What is {i} + 1?", "answer": str(i + 1)}
                                                  for i in range(6)])
     common = ["generate", "--prompts", str(prompts), "--teacher", f"hf:{tiny_model_dir}", "--n", "1",

@@ -125,8 +125,8 @@ def test_the_length_limit_defaults_to_the_generation_limit(run_dir):
 
 def test_stats_are_computed_without_the_reasoning_column(tmp_path):
     """stats.json comes from a polars scan of the small columns: shards that hold only those give the same."""
+    from factory.filter_stats import STAT_COLUMNS, funnel_stats
     from factory.records import FILTERED_SCHEMA
-    from factory.stages.filter_stats import STAT_COLUMNS, funnel_stats
 
     rows = [{"prompt_id": "p1", "task": "math", "source": "s", "kept": True, "reject_reason": None,
              "verdicts": '{"length": {"ok": true, "score": 120}, "correctness": {"ok": true}}', "pass_rate": 0.5,

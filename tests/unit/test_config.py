@@ -80,7 +80,7 @@ def test_the_executor_changes_no_fingerprint_and_no_manifest():
 
 def test_ray_batches_keep_an_api_actor_busy_and_replicas_follow_the_gpus():
     from factory.config import ExecutorConfig, GenerateConfig, TeacherConfig
-    from factory.ray_executor import batch_size, replicas
+    from factory.executors.ray import batch_size, replicas
 
     class FakeRay:  # only cluster_resources() is read
         def __init__(self, **resources):

@@ -5,6 +5,7 @@ import json
 from factory import generation
 from factory.cache import SampleCache
 from factory.config import GenerateConfig, PromptsConfig, SamplingConfig
+from factory.executors import generate_missing, local
 from factory.sources import load_prompts
 from factory.teachers import Completion, Usage
 
@@ -40,10 +41,10 @@ def test_the_teacher_draws_requests_lazily_and_every_sample_is_cached(tmp_path, 
         def close(self):
             pass
 
-    monkeypatch.setattr(generation, "make_teacher", lambda *a: Teacher())
+    monkeypatch.setattr(local, "make_teacher", lambda *a: Teacher())
     prompts = CountingPrompts(load_prompts(cfg.prompts))
     with SampleCache(tmp_path / "cache") as cache:
         cache.put("unrelated", {"text": "x"})  # a non-empty cache: the count pass runs
-        report = generation.generate_missing(cfg, generation.plan(cfg, prompts), cache)
+        report = generate_missing(cfg, generation.plan(cfg, prompts), cache)
         assert report["requested"] == 100 and not report["errors"] and len(cache) == 101
     assert seen == [51]

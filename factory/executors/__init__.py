@@ -1,0 +1,58 @@
+"""Where a stage's work runs: this machine (`local`) or a Ray cluster (`ray`), behind one small interface the
+stages call with plain functions and data. An executor never imports a stage; what both run (a teacher's
+requests into the cache, the row filters over a row group) lives below them, in `generation` and `filters`.
+
+- `generate_missing(cfg, plan, cache)`: every sample of the plan the cache lacks, bought and cached.
+- `judge_row_groups(cfg, groups, index)`: the row filters' results for each (path, row group, task), in order.
+- `shared_band_keys(cfg, signatures)`: near-dedup's band keys that two rows share (None: the stage finds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..cache import SampleCache
+from ..config import FilterConfig, GenerationSettings
+from ..filters.decontam import DecontamIndex
+from ..generation import Plan
+
+
+def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) -> dict[str, Any]:
+    """Requests every sample of the plan the cache lacks; each finished one is cached at once (failures are not:
+    a rerun tries them again). Returns the counts, usage and the failures by key (`errors`)."""
+    total = len(work) * cfg.sampling.n
+    todo = sum(k not in cache for _, _, keys in work for k in keys) if len(cache) else total
+    report: dict[str, Any] = {"prompts": len(work), "samples": total, "cached": total - todo, "requested": todo,
+                              "errors": {}}
+    if not todo:
+        return report
+    if cfg.executor.kind == "ray":
+        from .ray import generate_on_ray
+
+        return generate_on_ray(cfg, work, cache, report)
+    from .local import generate_here
+
+    return generate_here(cfg, work, cache, report)
+
+
+def judge_row_groups(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: DecontamIndex | None,
+                     workers: int) -> Iterator[tuple[list[str], list[Any]]]:
+    """(prompt ids, RowJudgements) per row group, in the order of `groups`."""
+    if cfg.executor.kind == "ray":
+        from .ray import judge_on_ray
+
+        return judge_on_ray(cfg, groups, index)
+    from .local import judge_here
+
+    return judge_here(cfg, groups, index, workers)
+
+
+def shared_band_keys(cfg: FilterConfig, signatures: list[bytes]) -> set[tuple[int, int]] | None:
+    """On a cluster with enough rows, a distributed shuffle finds the band keys two rows share; else None, and
+    the dedup filter finds them itself."""
+    if cfg.executor.kind != "ray" or not cfg.dedup.near or len(signatures) < cfg.executor.shuffle_from:
+        return None
+    from .ray import shared_band_keys as on_ray
+
+    return on_ray(signatures)
