@@ -8,6 +8,7 @@ epoch into buckets and shuffling the buckets leaves well under 1%.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -47,6 +48,18 @@ class LengthBucketSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         for batch in self.batches():
             yield from batch
+
+
+def bucket_order(lengths: list[int], batch_size: int, seed: int, epochs: float) -> list[int]:
+    """Every epoch's bucket order, one after the other: the whole run as one sequential pass (ceil(epochs) of them;
+    the trainer stops at the fractional end). Given to the trainer as the dataset's order with transformers'
+    public `train_sampling_strategy="sequential"`, it needs no private hook into the trainer's sampler."""
+    sampler = LengthBucketSampler(lengths, batch_size, seed)
+    order: list[int] = []
+    for epoch in range(math.ceil(epochs)):
+        sampler.set_epoch(epoch)
+        order.extend(sampler)
+    return order
 
 
 def nonpad_share(lengths: list[int], batches: list[list[int]]) -> float:

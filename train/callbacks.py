@@ -18,8 +18,10 @@ class MetricsAndGuard(TrainerCallback):
     """Appends every log to a metrics JSONL (train_metrics.jsonl, rl_metrics.jsonl) with tokens/s; stops the run on
     a NaN/inf loss."""
 
-    def __init__(self, path: Path, progress: bool, tally: dict | None = None, label: str = "distill"):
+    def __init__(self, path: Path, progress: bool, tally: dict | None = None, label: str = "distill",
+                 epochs: int = 1):
         self.path, self.progress_enabled, self.label = path, progress, label
+        self.epochs = epochs  # epochs laid out in the dataset's order: the trainer counts them as one
         self.tally = tally if tally is not None else {}  # filled by FactorySFTTrainer.compute_loss
         self.started = time.perf_counter()
         self.bar = self.task = None
@@ -45,7 +47,8 @@ class MetricsAndGuard(TrainerCallback):
                                "on garbage (lower the learning rate, check the data, or resume from a checkpoint)")
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         tokens = state.num_input_tokens_seen or 0
-        row = {"step": state.global_step, "epoch": state.epoch, **logs, "elapsed_s": round(elapsed, 2),
+        epoch = None if state.epoch is None else round(state.epoch * self.epochs, 4)
+        row = {"step": state.global_step, **logs, "epoch": epoch, "elapsed_s": round(elapsed, 2),
                "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1)}
         if self.tally:  # SFT's batches count their real and padded tokens
             row["trainable_tokens_per_s"] = round(self.tally.get("trainable", 0) / elapsed, 1)

@@ -19,7 +19,7 @@ from factory.rundir import write_resolved_config
 from factory.shards import write_json_atomic
 
 from . import context
-from .batching import use_packing
+from .batching import bucket_order, use_packing
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .devices import Devices, detect, device_arguments, model_init_kwargs
 from .mixture import stream_items
@@ -104,8 +104,12 @@ def student_tokenizer(path: str, preset) -> tuple[Any, list[int]]:
 def sft_arguments(cfg: DistillConfig, s: Settings, out: Path, dev: Devices) -> dict[str, Any]:
     """TRL's SFTConfig fields for this run on these devices."""
     packing = use_packing(cfg.packing, dev.flash_attn)
+    # Without packing the dataset comes in length-bucket order, every epoch laid out (bucket_order): one
+    # sequential pass over it is the run, so the trainer's epoch count is the share of it to train.
+    epochs = s.epochs if packing else s.epochs / math.ceil(s.epochs)
     return dict(
-        output_dir=str(out), learning_rate=s.lr, num_train_epochs=s.epochs, max_steps=cfg.max_steps or -1,
+        output_dir=str(out), learning_rate=s.lr, num_train_epochs=epochs, max_steps=cfg.max_steps or -1,
+        train_sampling_strategy="random" if packing else "sequential",
         per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type="cosine", logging_steps=1, save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
@@ -140,10 +144,15 @@ def build_trainer(cfg: DistillConfig, s: Settings, path: str, tokenizer, data, o
         from datasets import Dataset
 
         data = Dataset.from_dict(data)
+    laps = 1
+    if not args.packing:  # one global batch per bucket: accelerate deals its per-device slices to the processes
+        global_batch = args.per_device_train_batch_size * args.world_size
+        data = data.select(bucket_order(report.lengths, global_batch, cfg.seed, s.epochs), keep_in_memory=True)
+        laps = math.ceil(s.epochs)
     trainer = FactorySFTTrainer(
-        model=path, args=args, train_dataset=data, processing_class=tokenizer,
-        peft_config=peft_config, bucket_lengths=None if args.packing else report.lengths, tally=tally,
-        callbacks=[MetricsAndGuard(out / "train_metrics.jsonl", cfg.progress, tally), CompleteMarker(cfg)])
+        model=path, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
+        tally=tally, callbacks=[MetricsAndGuard(out / "train_metrics.jsonl", cfg.progress, tally, epochs=laps),
+                                CompleteMarker(cfg)])
     trainer.remove_callback(PrinterCallback)  # our bar and train_metrics.jsonl say it, without a dict per step
     return trainer
 
