@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from .cache import cache_record, sample_key, sampling_column  # noqa: F401  (cache_record: callers' name)
+from .cache import sample_key, sampling_column
 from .config import GenerationSettings
 from .model_content import model_content
 from .records import Prompt, Trace

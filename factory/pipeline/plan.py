@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .estimates import generation_estimate, prompt_count  # noqa: F401  (the plan's own names)
+from .estimates import generation_estimate
 from .load import Pipeline, model_refs, resolve_refs
 from .registry import STAGES, Context
 

@@ -10,7 +10,6 @@ from ..config import PromptsConfig
 from ..errors import FactoryError
 from ..records import Prompt
 from .spec import parse_source
-from .tasks import KNOWN_TASKS, check_task  # noqa: F401  (the package's names)
 
 
 def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
