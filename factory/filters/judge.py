@@ -169,11 +169,15 @@ def run_judge(p: JudgeParams, rows: Iterable[tuple[int, dict[str, Any]]], cache:
             teacher.generate(iter(requests), sink)
     finally:
         teacher.close()
-    u = teacher.usage
     report["unparsed"] = sum(v.reason is not None and v.reason.endswith("judge_unparsed") for v in verdicts.values())
-    report.update(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, http_requests=u.requests,
-                  retries=u.retries, seconds=round(time.perf_counter() - started, 2))
-    if p.teacher.prices:
-        report["cost_usd"] = round((u.prompt_tokens * p.teacher.prices.input_per_mtok
-                                    + u.completion_tokens * p.teacher.prices.output_per_mtok) / 1e6, 6)
+    report.update(_usage(p, teacher.usage), seconds=round(time.perf_counter() - started, 2))
     return verdicts, report
+
+
+def _usage(p: JudgeParams, u: Any) -> dict[str, Any]:
+    out = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "http_requests": u.requests,
+           "retries": u.retries}
+    if p.teacher.prices:
+        out["cost_usd"] = round((u.prompt_tokens * p.teacher.prices.input_per_mtok
+                                 + u.completion_tokens * p.teacher.prices.output_per_mtok) / 1e6, 6)
+    return out

@@ -28,13 +28,7 @@ def create_app(run_dir: str | Path) -> Flask:
     app.jinja_env.autoescape = True  # also for templates not named .html: every value is escaped
     app.config["RUN_DIR"] = str(run_dir)
 
-    @app.errorhandler(FactoryError)
-    @app.errorhandler(pl.exceptions.PolarsError)
-    @app.errorhandler(OSError)
-    def unreadable(e: Exception) -> tuple[str, int]:
-        """A shard or statistics file damaged after the viewer started: a page that says which and why."""
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        return render_template("error.html", run=str(run_dir), message=first), 500
+    _show_unreadable_files(app, str(run_dir))
 
     @app.get("/")
     def index() -> str:
@@ -78,6 +72,16 @@ def create_app(run_dir: str | Path) -> Flask:
         return send_file(path, mimetype="image/png")
 
     return app
+
+
+def _show_unreadable_files(app: Flask, run: str) -> None:
+    """A shard or statistics file damaged after the viewer started: a page that says which and why."""
+    def unreadable(e: Exception) -> tuple[str, int]:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        return render_template("error.html", run=run, message=first), 500
+
+    for kind in (FactoryError, pl.exceptions.PolarsError, OSError):
+        app.register_error_handler(kind, unreadable)
 
 
 def funnel_rows(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
