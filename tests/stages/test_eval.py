@@ -123,8 +123,8 @@ def test_livecodebench_from_a_local_copy_in_its_format_scored_in_the_sandbox(tmp
     """Issue 22, item 12: stdin/stdout and functional problems from the public set's format (private tests
     compressed and pickled), a date window against contamination, and answers run in our sandbox."""
     import base64
-    import pickle
     import zlib
+    from pathlib import Path
 
     from factory.benchmarks import load_benchmark
 
@@ -149,13 +149,18 @@ def test_livecodebench_from_a_local_copy_in_its_format_scored_in_the_sandbox(tmp
         samples = score_problem(p, rows, CorrectnessParams())
         assert [s["correct"] for s in samples] == [True, False], "the private test catches the hard-coded answer"
     evil = _lcb_row("evil", "2024-09-01", stdin)
-    evil["private_test_cases"] = base64.b64encode(zlib.compress(pickle.dumps(print))).decode()  # names a function
+    attack = b"cos\nsystem\n(S'touch pwned'\ntR."  # the classic pickle that calls os.system when loaded
+    evil["private_test_cases"] = base64.b64encode(zlib.compress(attack)).decode()
+    path = tmp_path / "evil.jsonl"  # a file of its own: datasets caches what it read from the first one
     path.write_text(json.dumps(evil) + "\n")
     with pytest.raises(FactoryError, match=r"livecodebench: row 0: private_test_cases cannot be read \(refusing "
-                                           r"builtins.print"):
+                                           r"os.system"):
         load_benchmark(EvalConfig(benchmark="livecodebench", benchmark_path=str(path)))
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps(_lcb_row("old", "2023-01-01", stdin)) + "\n")
     with pytest.raises(FactoryError, match="none of its 1 problems is in the window 2025-02-01 to 2025-03-01"):
-        load_benchmark(EvalConfig(benchmark="livecodebench", benchmark_path=str(path), date_from="2025-02-01",
+        load_benchmark(EvalConfig(benchmark="livecodebench", benchmark_path=str(old), date_from="2025-02-01",
                                   date_to="2025-03-01"))
 
 
