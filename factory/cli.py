@@ -167,12 +167,8 @@ def _launch(cfg: Any, command: str) -> None:
     """Runs the training command in the processes of its `launch` config; exits with their code."""
     from train.launch import relaunch
 
-    try:
-        code = relaunch(cfg, command)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: the training processes were stopped; --resume continues from the last "
-                   "complete checkpoint", err=True)
-        raise typer.Exit(130) from None
+    code = _interruptible(lambda c: relaunch(c, command), cfg,
+                          "the training processes were stopped; --resume continues from the last complete checkpoint")
     raise typer.Exit(code)
 
 

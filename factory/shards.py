@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import FactoryError
+from .errors import FactoryError, first_line
 from .records import check_columns, schema_hash
 
 MANIFEST = "manifest.json"
@@ -168,9 +168,7 @@ class ShardWriter:
 
 
 def _os_reason(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -226,8 +224,7 @@ def read_manifest(shard_dir: Path) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, e: BaseException) -> FactoryError:
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    return FactoryError(f"{path}: not a readable Parquet shard ({first}): it was damaged after it was written; "
+    return FactoryError(f"{path}: not a readable Parquet shard ({first_line(e)}): it was damaged after it was written; "
                         "rerun the step that wrote it")
 
 

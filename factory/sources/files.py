@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import PromptsConfig
-from ..errors import FactoryError
+from ..errors import FactoryError, first_line
 from ..records import Prompt
 from ..textutil import last_boxed
 from .tasks import check_task
@@ -34,7 +34,7 @@ def located_file(path_str: str, cfg: PromptsConfig) -> list[tuple[str, Prompt]]:
         try:
             rows = pq.read_table(path).to_pylist()
         except (pa.ArrowException, OSError) as e:
-            raise FactoryError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+            raise FactoryError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
         return [(f"{path}: row {i}", row_to_prompt(r, cfg, f"{path}: row {i}", f"file:{path.name}"))
                 for i, r in enumerate(rows)]
     if path.suffix in (".jsonl", ".json", ".ndjson"):
@@ -77,10 +77,6 @@ def _check_unicode(value: Any, where: str, field: str = "") -> None:
         except UnicodeEncodeError as e:
             raise FactoryError(f"{where}: field '{field}' holds a lone surrogate (\\u{ord(value[e.start]):04x}) at "
                                f"character {e.start + 1}: not valid Unicode text") from None
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _pick(row: dict[str, Any], preferred: str | None, keys: tuple[str, ...]) -> tuple[str | None, Any]:

@@ -96,9 +96,10 @@ def _dry_run(cfg: PushConfig, staging: Path) -> dict[str, Any]:
     files = stage(cfg, staging)
     _show(staging, files)
     report: dict[str, Any] = {"dry_run": True, "staging": str(staging), "files": len(files), "deleted": None}
-    if get_token():
+    token = get_token()
+    if token:
         try:
-            report["deleted"] = hub.stale(hub.remote_files(HfApi(token=get_token()), cfg.repo), staging)
+            report["deleted"] = hub.stale(hub.remote_files(HfApi(token=token), cfg.repo), staging)
         except (HfHubHTTPError, OSError) as e:
             console.print(f"could not list {cfg.repo} on the Hub ({type(e).__name__}): stale files not checked")
     if report["deleted"] is None:

@@ -16,7 +16,7 @@ import polars as pl
 from flask import Flask, abort, render_template, request, send_file, url_for
 
 from ..config import ViewConfig
-from ..errors import FactoryError
+from ..errors import FactoryError, first_line
 from .data import Query, RunData
 
 PAGE = 50
@@ -77,8 +77,7 @@ def create_app(run_dir: str | Path) -> Flask:
 def _show_unreadable_files(app: Flask, run: str) -> None:
     """A shard or statistics file damaged after the viewer started: a page that says which and why."""
     def unreadable(e: Exception) -> tuple[str, int]:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        return render_template("error.html", run=run, message=first), 500
+        return render_template("error.html", run=run, message=first_line(e, 300)), 500
 
     for kind in (FactoryError, pl.exceptions.PolarsError, OSError):
         app.register_error_handler(kind, unreadable)
