@@ -275,7 +275,7 @@ def cache_record(same: dict[str, Any], c: Any) -> dict[str, Any]:
     """What the cache keeps of a finished sample (a teachers.Completion), with what is the same for every sample."""
     return {"text": c.text, "reasoning_content": c.reasoning_content, "finish_reason": c.finish_reason,
             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
-            **same,
+            **({"billed": c.billed} if c.billed else {}), **same,
             "created_at": datetime.now(timezone.utc).isoformat()}
 
 

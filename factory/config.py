@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .errors import FactoryError
 from .filter_config import (  # noqa: F401  (re-exported: the filter section's models)
@@ -26,6 +26,7 @@ from .filter_config import (  # noqa: F401  (re-exported: the filter section's m
     RepetitionParams,
     SelectionParams,
 )
+from .sampling_config import BudgetConfig, GenerateSampling
 from .strict import Strict
 from .teacher_config import MAX_N, Prices, SamplingConfig, TeacherConfig  # noqa: F401  (re-exported)
 
@@ -117,6 +118,9 @@ class GenerationSettings(Strict):
 class GenerateConfig(GenerationSettings):
     out: str = Field("runs/default", description="Run directory")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    sampling: GenerateSampling = Field(default_factory=GenerateSampling)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits that stop the run (a rerun "
+                                 "with a larger one goes on from there)")
     shard_rows: int = Field(10_000, ge=1, description="Rows per Parquet shard")
     shard: str | None = Field(None, pattern=r"^\d+/\d+$", description="I/N: generate only the prompts whose "
                               "prompt_id hash falls in shard I of N (Slurm job arrays), into OUT/shards/I-of-N; "
@@ -137,6 +141,18 @@ class GenerateConfig(GenerationSettings):
         if not v.strip():
             raise ValueError("must name a directory")
         return v
+
+    @model_validator(mode="after")
+    def _budget_and_rounds_can_run(self) -> GenerateConfig:
+        if self.budget.max_usd is not None and self.teacher.prices is None:
+            raise ValueError("budget.max_usd needs teacher.prices (USD per million input and output tokens)")
+        if self.executor.kind == "ray" and (self.sampling.adaptive.enabled or self.budget.any()):
+            raise ValueError("sampling.adaptive and budget run on the local executor (--executor local) for now")
+        return self
+
+    def samples_per_prompt(self) -> int:
+        """The most samples a prompt may get: n, or adaptive sampling's max_n."""
+        return self.sampling.adaptive.max_n if self.sampling.adaptive.enabled else self.sampling.n
 
 
 class FilterConfig(Strict):

@@ -38,25 +38,39 @@ def model_key(model: str) -> dict[str, str]:
 
 class Plan:
     """For each prompt: its messages and the cache key of each sample index, computed as it is iterated (a
-    million-sample plan is never held as a list of keys)."""
+    million-sample plan is never held as a list of keys). `n` samples per prompt, or `counts[prompt_id]` where
+    set (adaptive sampling decides each prompt's count round by round)."""
 
-    def __init__(self, cfg: GenerationSettings, prompts: list[Prompt]):
+    def __init__(self, cfg: GenerationSettings, prompts: list[Prompt], n: int | None = None):
         self.cfg, self.prompts, self.sampling = cfg, prompts, sampling_key(cfg)
         self.model = model_key(cfg.teacher.model)
+        self.n = n or cfg.sampling.n
+        self.counts: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def count(self, prompt: Prompt) -> int:
+        return self.counts.get(prompt.prompt_id, self.n)
+
+    def samples(self) -> int:
+        return sum(self.count(p) for p in self.prompts)
+
+    def messages(self, prompt: Prompt) -> list[dict]:
+        return build_messages(prompt, self.cfg.template)
+
+    def keys(self, prompt: Prompt, messages: list[dict], count: int) -> list[str]:
+        return [sample_key({"prompt_id": prompt.prompt_id, "messages": messages, **self.model,
+                            "sampling": self.sampling, "sample_index": i}) for i in range(count)]
+
     def __iter__(self) -> Iterator[tuple[Prompt, list[dict], list[str]]]:
         for p in self.prompts:
-            messages = build_messages(p, self.cfg.template)
-            keys = [sample_key({"prompt_id": p.prompt_id, "messages": messages, **self.model,
-                                "sampling": self.sampling, "sample_index": i}) for i in range(self.cfg.sampling.n)]
-            yield p, messages, keys
+            messages = self.messages(p)
+            yield p, messages, self.keys(p, messages, self.count(p))
 
 
-def plan(cfg: GenerationSettings, prompts: list[Prompt]) -> Plan:
-    return Plan(cfg, prompts)
+def plan(cfg: GenerationSettings, prompts: list[Prompt], n: int | None = None) -> Plan:
+    return Plan(cfg, prompts, n)
 
 
 def missing_requests(work: Plan, cache) -> Iterator[Request]:

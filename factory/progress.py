@@ -21,14 +21,15 @@ from .teachers.base import Usage
 
 
 class GenerationProgress:
-    def __init__(self, total: int, usage: Usage, enabled: bool = True, console: Console | None = None):
+    def __init__(self, total: int, usage: Usage, enabled: bool = True, console: Console | None = None,
+                 label: str = "generate"):
         self.usage = usage
         self.started = time.perf_counter()
         self.done = 0
         self.total = total
         self._shown = 0.0
         self.progress = Progress(
-            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[fails]}"),
             console=console or Console(stderr=True), disable=not enabled, transient=False, refresh_per_second=4)
         self.task = self.progress.add_task("generate", total=total, rate="", fails="")

@@ -29,6 +29,7 @@ class Student:
     on_cpu: bool = False
     max_position_embeddings: int | None = None  # context extension before training (train/context.py)
     rope_theta: float | None = None
+    params_b: float | None = None  # parameters, in billions (the dry run's training FLOPs); None: unknown
 
 
 # The R1-Distill-Qwen configs ship 131,072 positions; open-r1 trained on Qwen2.5-Math-7B with rope_theta 300k.
@@ -36,15 +37,16 @@ R1_QWEN_MATH_CONTEXT = {"max_position_embeddings": 131072, "rope_theta": 300000.
 
 
 PRESETS = {s.name: s for s in [
-    Student("qwen-1.5b", "Qwen/Qwen2.5-Math-1.5B", lr=5e-5, max_length=16384, **R1_QWEN_MATH_CONTEXT),
-    Student("qwen-7b", "Qwen/Qwen2.5-Math-7B", lr=5e-5, max_length=16384, **R1_QWEN_MATH_CONTEXT),
-    Student("qwen-14b", "Qwen/Qwen2.5-14B", lr=2e-5, max_length=16384),
-    Student("qwen-32b", "Qwen/Qwen2.5-32B", lr=1e-5, max_length=16384),
-    Student("llama-8b", "meta-llama/Llama-3.1-8B", lr=2e-5, max_length=16384),
-    Student("llama-70b", "meta-llama/Llama-3.3-70B-Instruct", lr=1e-5, max_length=16384),
-    Student("smollm2-135m", "smollm2-135m", lr=5e-5, max_length=2048, batch_size=4, grad_accum=1, on_cpu=True),
+    Student("qwen-1.5b", "Qwen/Qwen2.5-Math-1.5B", lr=5e-5, max_length=16384, params_b=1.54, **R1_QWEN_MATH_CONTEXT),
+    Student("qwen-7b", "Qwen/Qwen2.5-Math-7B", lr=5e-5, max_length=16384, params_b=7.62, **R1_QWEN_MATH_CONTEXT),
+    Student("qwen-14b", "Qwen/Qwen2.5-14B", lr=2e-5, max_length=16384, params_b=14.77),
+    Student("qwen-32b", "Qwen/Qwen2.5-32B", lr=1e-5, max_length=16384, params_b=32.76),
+    Student("llama-8b", "meta-llama/Llama-3.1-8B", lr=2e-5, max_length=16384, params_b=8.03),
+    Student("llama-70b", "meta-llama/Llama-3.3-70B-Instruct", lr=1e-5, max_length=16384, params_b=70.55),
+    Student("smollm2-135m", "smollm2-135m", lr=5e-5, max_length=2048, batch_size=4, grad_accum=1, on_cpu=True,
+            params_b=0.1345),
     Student("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b", lr=2e-5, max_length=2048, batch_size=2, grad_accum=2,
-            on_cpu=True),
+            on_cpu=True, params_b=0.494),
     Student("tiny", "tiny", lr=1e-3, max_length=512, batch_size=8, grad_accum=1, on_cpu=True),
 ]}
 
@@ -55,6 +57,7 @@ def resolve_student(spec: str) -> Student:
         return PRESETS[spec]
     if Path(spec).exists() or "/" in spec:
         return replace(PRESETS["qwen-7b"], name=Path(spec).name or spec, model=spec, max_position_embeddings=None,
+                       params_b=None,
                        rope_theta=None)
     raise FactoryError(f"--student {spec!r}: unknown preset (presets: {', '.join(PRESETS)}; "
                        "or give a local path or a Hub id)")

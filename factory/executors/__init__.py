@@ -12,20 +12,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..budget import Budget
 from ..cache import SampleCache
 from ..config import FilterConfig, GenerationSettings
 from ..filters.decontam import DecontamIndex
 from ..generation import Plan
 
 
-def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) -> dict[str, Any]:
+def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, budget: Budget | None = None,
+                     adaptive: bool = False) -> dict[str, Any]:
     """Requests every sample of the plan the cache lacks; each finished one is cached at once (failures are not:
-    a rerun tries them again). Returns the counts, usage and the failures by key (`errors`)."""
-    total = len(work) * cfg.sampling.n
+    a rerun tries them again). Returns the counts, usage and the failures by key (`errors`). With `adaptive`
+    (a GenerateConfig's sampling.adaptive), the plan's counts are decided round by round (`work.counts`), and the
+    report holds the rounds' stats under `adaptive`; with a budget, `stopped_by` says which budget ended it."""
+    total = work.samples()
     todo = sum(k not in cache for _, _, keys in work for k in keys) if len(cache) else total
     report: dict[str, Any] = {"prompts": len(work), "samples": total, "cached": total - todo, "requested": todo,
                               "errors": {}}
-    if not todo:
+    if budget is not None:
+        _count_cached(work, cache, budget)
+    if not todo and not adaptive:
         return report
     if cfg.executor.kind == "ray":
         from .ray import generate_on_ray
@@ -33,7 +39,15 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache) ->
         return generate_on_ray(cfg, work, cache, report)
     from .local import generate_here
 
-    return generate_here(cfg, work, cache, report)
+    return generate_here(cfg, work, cache, report, budget, adaptive)
+
+
+def _count_cached(work: Plan, cache: SampleCache, budget: Budget) -> None:
+    """What the run already holds counts against its budget (reading each record only for a token budget)."""
+    for _, _, keys in work:
+        for k in keys:
+            if k in cache:
+                budget.add_cached(cache.get(k) if budget.counts_tokens else None)
 
 
 def judge_row_groups(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: DecontamIndex | None,

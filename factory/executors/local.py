@@ -6,9 +6,10 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..budget import Budget
 from ..cache import SampleCache, cache_record, sampling_column
 from ..config import FilterConfig, GenerationSettings
 from ..filters.decontam import DecontamIndex
@@ -19,28 +20,63 @@ from ..teachers import Completion, Request, make_teacher
 from ..workpool import ordered_map
 
 
-def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, report: dict[str, Any]) -> dict[str, Any]:
-    """Two streaming passes over the plan (one counted, one feeds the teacher as it has room), so memory holds the
-    requests in flight, never a list of the plan."""
-    teacher = make_teacher(cfg.teacher, cfg.sampling)
-    errors: dict[str, Completion] = report["errors"]
-    same = {"teacher_model": teacher.model, "engine": teacher.engine,
-            "sampling": json.loads(sampling_column(sampling_key(cfg)))}  # the same for every sample
-    gen_started = time.perf_counter()
+def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, report: dict[str, Any],
+                  budget: Budget | None = None, adaptive: bool = False) -> dict[str, Any]:
+    """Streams the plan to one teacher (made when the first sample is wanted, kept for every round), so memory
+    holds the requests in flight, never a list of the plan."""
+    buyer = Buyer(cfg, cache, report["errors"], budget)
     try:
-        with GenerationProgress(report["requested"], teacher.usage, enabled=cfg.progress) as advance:
+        if adaptive:
+            from .adaptive import Rounds
+
+            report["adaptive"] = Rounds(cfg, work, cache, budget).run(buyer.buy)
+            report.update(samples=work.samples(), requested=buyer.requested,
+                          cached=max(0, work.samples() - buyer.requested))
+        else:
+            buyer.buy(work, report["requested"], "generate")
+    finally:
+        buyer.close()
+    if buyer.teacher is not None:
+        report.update(usage_report(cfg, buyer.teacher.usage, buyer.seconds))
+    if budget is not None and budget.stopped:
+        report["stopped_by"] = budget.stopped
+    return report
+
+
+class Buyer:
+    """One teacher for a stage's requests, round after round; each finished sample is cached at once."""
+
+    def __init__(self, cfg: GenerationSettings, cache: SampleCache, errors: dict[str, Completion],
+                 budget: Budget | None):
+        self.cfg, self.cache, self.errors, self.budget = cfg, cache, errors, budget
+        self.teacher = None
+        self.requested, self.seconds = 0, 0.0
+
+    def buy(self, work: Iterable[tuple], todo: int, label: str) -> None:
+        if self.teacher is None:
+            self.teacher = make_teacher(self.cfg.teacher, self.cfg.sampling)
+            self.same = {"teacher_model": self.teacher.model, "engine": self.teacher.engine,
+                         "sampling": json.loads(sampling_column(sampling_key(self.cfg)))}  # alike for every sample
+        started = time.perf_counter()
+        with GenerationProgress(todo, self.teacher.usage, enabled=self.cfg.progress, label=label) as advance:
             def sink(req: Request, c: Completion) -> None:
                 key = req.keys[c.sample_index]
                 if c.error:
-                    errors[key] = c  # not cached: a rerun tries it again
+                    self.errors[key] = c  # not cached: a rerun (or the next round) tries it again
                 else:
-                    cache.put(key, cache_record(same, c))
+                    self.cache.put(key, cache_record(self.same, c))
+                    self.errors.pop(key, None)
+                if self.budget is not None:
+                    self.budget.record(c)
                 advance()
-            teacher.generate(missing_requests(work, cache), sink)
-    finally:
-        teacher.close()
-    report.update(usage_report(cfg, teacher.usage, time.perf_counter() - gen_started))
-    return report
+            requests = missing_requests(work, self.cache)
+            self.teacher.generate(self.budget.admit(requests) if self.budget else requests, sink)
+        self.requested += todo
+        self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        if self.teacher is not None:
+            self.teacher.close()
 
 
 def judge_here(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: DecontamIndex | None,

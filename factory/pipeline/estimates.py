@@ -1,12 +1,52 @@
-"""What a stage will cost, known before it runs: prompts, samples, tokens and dollars. Below the stage table
-(registry) and the plan, which both show it."""
+"""What a stage will cost, known before it runs: prompts, samples, tokens, dollars and GPU-hours. Below the stage
+table (registry) and the plan, which both show it.
+
+Every figure rests on assumptions the pipeline's `plan:` section states (typed below, each with its default and
+printed in the dry run): tokens per sample, the GPU and its peak, the MFU training reaches, and the throughput of
+a local engine. Training compute is the usual dense-transformer estimate, 6 × parameters FLOPs per token
+(Kaplan et al. 2020; gradient checkpointing adds about a third more, not counted)."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import re
+from typing import Any, Literal
 
-from ..config import GenerateConfig
+from pydantic import Field
+
+from ..config import DistillConfig, EvalConfig, GenerateConfig
 from ..sources.spec import parse_source
+from ..strict import Strict
+
+# Dense BF16 tensor-core peaks (no sparsity), from NVIDIA's data sheets (SXM parts).
+GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "B200": 2250.0, "L40S": 362.0, "A10G": 70.0}
+# Problems per benchmark (livecodebench's depend on its date window: unknown before it is read).
+BENCHMARK_SIZES = {"math500": 500, "aime24": 30, "aime25": 30, "gpqa-diamond": 198, "humaneval": 164}
+
+
+class PlanAssumptions(Strict):
+    """The pipeline's `plan:` section: what the dry run assumes where nothing has run yet."""
+
+    mean_prompt_tokens: int = Field(200, ge=1, description="Tokens of a prompt, as the teacher sees it")
+    mean_completion_tokens: int | None = Field(None, ge=1, description="Tokens of a completion (default: half of "
+                                               "the stage's generation limit)")
+    gpus: int = Field(1, ge=1, description="GPUs a training or local generation stage runs on")
+    gpu: Literal["A100", "H100", "H200", "B200", "L40S", "A10G"] = Field(
+        "H100", description="The GPU the GPU-hours are for (its dense BF16 peak is in GPU_PEAK_TFLOPS)")
+    gpu_peak_tflops: float | None = Field(None, gt=0, description="The GPU's peak, to override the table's")
+    mfu: float = Field(0.35, gt=0, le=1, description="Model FLOPs utilisation training reaches (0.3-0.4 is "
+                       "typical of FSDP SFT at long context)")
+    generation_tokens_per_s: float = Field(2500.0, gt=0, description="Completion tokens per second per GPU of "
+                                           "a local vLLM engine (a 7B model at high batch on an H100)")
+    kept_share: float = Field(0.6, gt=0, le=1, description="Share of generated samples the filters keep (what "
+                              "distillation trains on)")
+    gpu_hour_usd: float | None = Field(None, gt=0, description="Price of a GPU-hour, to put GPU stages in the total")
+
+    def peak_flops(self) -> float:
+        return (self.gpu_peak_tflops or GPU_PEAK_TFLOPS[self.gpu]) * 1e12
+
+    def completion_tokens(self, max_tokens: int) -> int:
+        return min(self.mean_completion_tokens or max_tokens // 2, max_tokens)
 
 
 def prompt_count(cfg) -> int | None:
@@ -15,24 +55,32 @@ def prompt_count(cfg) -> int | None:
     return min(n, cfg.prompts.limit) if n is not None and cfg.prompts.limit else (n or cfg.prompts.limit)
 
 
-def generation_estimate(g: GenerateConfig, plan: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """(prompts, samples, tokens and cost as numbers; the same as one line)."""
+def _round(hours: float) -> float:
+    return round(hours, 1) if hours >= 10 else float(f"{hours:.3g}")
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:,.1f}" if h >= 1 else f"{h:.2g}"
+
+
+def _tokens(t: int | None) -> str:
+    return "?" if t is None else f"{t / 1e9:,.2f}B" if t >= 1e9 else f"{t / 1e6:,.1f}M" if t >= 1e6 else f"{t / 1e3:,.0f}k"
+
+
+def generation_estimate(g: GenerateConfig, plan: PlanAssumptions) -> tuple[dict[str, Any], str]:
+    """(prompts, samples, tokens and cost as numbers; the same as one line). Adaptive sampling: at most max_n."""
     prompts = prompt_count(g)
-    per_sample = int(plan.get("mean_completion_tokens", g.sampling.max_tokens // 2))
-    prompt_tokens = int(plan.get("mean_prompt_tokens", 200))
-    est: dict[str, Any] = {"prompts": prompts, "samples": prompts * g.sampling.n if prompts else None}
+    per_sample, n = plan.completion_tokens(g.sampling.max_tokens), g.samples_per_prompt()
+    est: dict[str, Any] = {"prompts": prompts, "samples": prompts * n if prompts else None}
     if prompts:
         est["completion_tokens"] = est["samples"] * per_sample
-        est["prompt_tokens"] = est["samples"] * prompt_tokens
-        if g.teacher.prices:
-            est["cost_usd"] = round((est["prompt_tokens"] * g.teacher.prices.input_per_mtok
-                                     + est["completion_tokens"] * g.teacher.prices.output_per_mtok) / 1e6, 2)
+        est["prompt_tokens"] = est["samples"] * plan.mean_prompt_tokens
+        est.update(_inference_cost(g.teacher, est["prompt_tokens"], est["completion_tokens"], plan))
+    bound = "at most " if g.sampling.adaptive.enabled else ""
     what = (f"{g.teacher.engine}:{g.teacher.model} on {g.prompts.source}: {prompts or '?'} prompts × "
-            f"{g.sampling.n} = {est['samples'] or '?'} samples, ~{per_sample} completion tokens each")
+            f"{bound}{n} = {est['samples'] or '?'} samples, ~{per_sample} completion tokens each")
     if "completion_tokens" in est:
-        tokens = est["completion_tokens"]
-        what += f" (~{tokens / 1e6:.1f}M tokens" if tokens >= 1e6 else f" (~{tokens / 1e3:.0f}k tokens"
-        what += f", ~${est['cost_usd']:,.2f})" if "cost_usd" in est else ")"
+        what += f" (~{_tokens(est['completion_tokens'])} tokens)"
     if g.executor.kind == "ray":
         where = g.executor.address or "a Ray instance started here"
         if g.teacher.engine == "vllm":
@@ -41,3 +89,112 @@ def generation_estimate(g: GenerateConfig, plan: dict[str, Any]) -> tuple[dict[s
         else:
             what += f"; on Ray ({where}): {g.executor.actors or 'one per CPU'} client actors"
     return est, what
+
+
+def _inference_cost(teacher, prompt_tokens: int, completion_tokens: int, plan: PlanAssumptions) -> dict[str, Any]:
+    """An API teacher: dollars at its prices (none without them). A local engine: GPU-hours at the assumed
+    throughput."""
+    if teacher.engine == "openai":
+        if not teacher.prices:
+            return {}
+        p = teacher.prices
+        return {"cost_usd": round((prompt_tokens * p.input_per_mtok + completion_tokens * p.output_per_mtok) / 1e6, 2)}
+    return {"gpu_hours": _round(completion_tokens / plan.generation_tokens_per_s / 3600)}
+
+
+def training_cost(tokens: int, params_b: float | None, plan: PlanAssumptions) -> dict[str, Any]:
+    """GPU-hours for `tokens` trained tokens on a model of `params_b` billion parameters: 6·N·D FLOPs at the
+    assumed MFU of the assumed GPU."""
+    out: dict[str, Any] = {"train_tokens": tokens}
+    if params_b:
+        flops = 6 * params_b * 1e9 * tokens
+        out.update(flops=flops, gpu_hours=_round(flops / (plan.mfu * plan.peak_flops()) / 3600))
+    return out
+
+
+def params_of(model: str, preset_params: float | None) -> float | None:
+    """A preset's parameter count, or one read from the model's name ("...-7B...")."""
+    if preset_params:
+        return preset_params
+    m = re.search(r"(\d+(?:\.\d+)?)\s*[bB]\b", model.replace("-", " ").replace("_", " "))
+    return float(m.group(1)) if m else None
+
+
+def distill_estimate(d: DistillConfig, plan: PlanAssumptions, generated: int | None, epochs: float,
+                     params_b: float | None, max_length: int) -> dict[str, Any]:
+    """Samples: each mixture source's count (a run directory: the samples generated × kept_share), × epochs."""
+    per_sample = min(plan.mean_prompt_tokens + plan.completion_tokens(max_length), max_length)
+    samples = 0
+    for m in d.mix or [None]:
+        count = m.count if m is not None and m.count else (
+            int(generated * plan.kept_share) if generated else None)
+        if count is None:
+            return {"samples": None}
+        samples += math.ceil(count * (m.weight if m is not None and m.weight else 1.0))
+    return {"samples": samples, **training_cost(int(samples * per_sample * epochs), params_b, plan)}
+
+
+def grpo_rollouts(g, plan: PlanAssumptions) -> tuple[int | None, int, int | None]:
+    """(optimizer steps, prompts per step over every GPU, rollouts) of a GRPO config."""
+    per_step = (g.batch_size or g.num_generations) * g.grad_accum // g.num_generations * plan.gpus
+    prompts = prompt_count(g)
+    steps = g.max_steps or (int(g.epochs * prompts / per_step) if prompts else None)
+    return steps, per_step, steps * per_step * g.num_generations if steps else None
+
+
+def grpo_estimate(rollouts: int | None, prompt_tokens: int, completion_tokens: int, params_b: float | None,
+                  plan: PlanAssumptions) -> dict[str, Any]:
+    """Training (6·N·D over prompt and completion tokens) plus sampling the rollouts at the local engine's
+    throughput."""
+    if not rollouts:
+        return {}
+    out = {"rollouts": rollouts, **training_cost(rollouts * (prompt_tokens + completion_tokens), params_b, plan)}
+    sampling = _round(rollouts * completion_tokens / plan.generation_tokens_per_s / 3600)
+    if "gpu_hours" in out:
+        out.update(rollout_gpu_hours=sampling, gpu_hours=_round(out["gpu_hours"] + sampling))
+    return out
+
+
+def eval_estimate(e: EvalConfig, plan: PlanAssumptions) -> dict[str, Any]:
+    name = e.benchmark
+    problems = e.size if name.startswith("gym:") else BENCHMARK_SIZES.get(name)
+    if problems and e.limit:
+        problems = min(problems, e.limit)
+    if not problems:
+        return {}
+    samples = problems * e.sampling.n
+    completion = samples * plan.completion_tokens(e.sampling.max_tokens)
+    return {"samples": samples, "completion_tokens": completion,
+            **_inference_cost(e.teacher, samples * plan.mean_prompt_tokens, completion, plan)}
+
+
+def cost_line(est: dict[str, Any], plan: PlanAssumptions) -> str:
+    """A stage's figures in one cell: dollars (API), GPU-hours (and their price), tokens."""
+    parts = []
+    if est.get("cost_usd") is not None:
+        parts.append(f"${est['cost_usd']:,.2f}")
+    if est.get("gpu_hours") is not None:
+        hours = est["gpu_hours"]
+        parts.append(f"{_hours(hours)} GPU-h ({_hours(hours / plan.gpus)} h on {plan.gpus}×{plan.gpu})"
+                     + (f" ≈ ${hours * plan.gpu_hour_usd:,.0f}" if plan.gpu_hour_usd else ""))
+    tokens = est.get("completion_tokens") or est.get("train_tokens")
+    if tokens:
+        parts.append(f"{_tokens(tokens)} tokens" + (" trained" if "train_tokens" in est else ""))
+    return "; ".join(parts) or "-"
+
+
+def total(estimates: list[dict[str, Any]], plan: PlanAssumptions) -> dict[str, Any]:
+    usd = sum(e.get("cost_usd") or 0 for e in estimates)
+    hours = sum(e.get("gpu_hours") or 0 for e in estimates)
+    out = {"cost_usd": round(usd, 2), "gpu_hours": _round(hours)}
+    if plan.gpu_hour_usd:
+        out["all_in_usd"] = round(usd + hours * plan.gpu_hour_usd, 2)
+    return out
+
+
+def assumptions_line(plan: PlanAssumptions) -> str:
+    return (f"assumed (plan: section): {plan.gpu} at {plan.peak_flops() / 1e12:,.0f} TFLOP/s dense BF16, MFU "
+            f"{plan.mfu:.0%}, training 6·N FLOPs per token; local generation {plan.generation_tokens_per_s:,.0f} "
+            f"tokens/s per GPU; {plan.mean_prompt_tokens} prompt tokens, "
+            f"{plan.mean_completion_tokens or 'half the limit'} completion tokens; filters keep "
+            f"{plan.kept_share:.0%}" + (f"; ${plan.gpu_hour_usd}/GPU-hour" if plan.gpu_hour_usd else ""))

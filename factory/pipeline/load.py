@@ -35,6 +35,7 @@ from typing import Any
 from ..config import build, load_yaml, parse_overrides
 from ..errors import FactoryError
 from ..rundir import RunDir
+from .estimates import PlanAssumptions
 from .registry import KINDS, STAGES
 
 MODEL_REFS = ("teacher", "student", "student-base")
@@ -56,7 +57,7 @@ class Pipeline:
     run_dir: Path
     instances: list[StageInstance]
     raw: dict[str, Any] = field(default_factory=dict)
-    plan: dict[str, Any] = field(default_factory=dict)
+    plan: PlanAssumptions = field(default_factory=PlanAssumptions)
 
     @property
     def stages(self) -> list[str]:
@@ -102,7 +103,7 @@ def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
         raise FactoryError(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (expected name, run_dir, stages, "
                            f"plan, {', '.join(KINDS)} or a stage's name)")
     p = Pipeline(path=str(path), name=doc.get("name") or Path(path).stem, run_dir=run_dir, instances=[], raw=doc,
-                 plan=doc.get("plan") or {})
+                 plan=build(PlanAssumptions, doc.get("plan") or {}, where=f"{path} plan"))
     for name, kind, own_dir in entries:
         where = f"{path} {name}" if name == kind else f"{path} {name} ({kind})"
         inst_dir = Path(own_dir) if own_dir else run_dir
@@ -115,7 +116,21 @@ def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
     for inst in p.instances:
         for name, e in inst.config if inst.kind == "eval" else ():
             _check_stage_ref(p, inst.name, f"{name}: model", e.model)
+    _verify_as_the_filter_does(p)
     return p
+
+
+def _verify_as_the_filter_does(p: Pipeline) -> None:
+    """Adaptive sampling verifies samples with the filter stage's own settings, unless it names its own."""
+    filt = next((i.config for i in p.instances if i.kind == "filter"), None)
+    for inst in p.instances:
+        if inst.kind != "generate" or filt is None:
+            continue
+        a = inst.config.sampling.adaptive
+        if a.enabled and not a.settings:
+            settings = {n: getattr(filt, n).model_dump(mode="json") for n in a.filters}
+            sampling = inst.config.sampling.model_copy(update={"adaptive": a.model_copy(update={"settings": settings})})
+            inst.config = inst.config.model_copy(update={"sampling": sampling})
 
 
 def _get(cfg: Any, dotted: str) -> Any:

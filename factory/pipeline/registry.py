@@ -203,14 +203,12 @@ def _plan_grpo(g, ctx: Context) -> str:
     """Two lines: the run (devices, steps, rollouts, tokens) and the recipe (rewards, loss, template)."""
     from train.students import resolve_student
 
-    from .estimates import prompt_count
+    from .estimates import grpo_rollouts
 
-    gpus = int(ctx.pipeline.plan.get("gpus", 1))
-    per_step = (g.batch_size or g.num_generations) * g.grad_accum // g.num_generations * gpus
-    prompts = prompt_count(g)
-    steps = g.max_steps or (int(g.epochs * prompts / per_step) if prompts else None)
-    rollouts = steps * per_step * g.num_generations if steps else None
-    mean = int(ctx.pipeline.plan.get("mean_completion_tokens", g.max_completion_length // 2))
+    plan = ctx.pipeline.plan
+    gpus = plan.gpus
+    steps, per_step, rollouts = grpo_rollouts(g, plan)
+    mean = plan.completion_tokens(g.max_completion_length)
     device = f"{gpus} GPU{'s' if gpus > 1 else ''}, vLLM {g.vllm_mode}" if g.use_vllm else "transformers generation"
     tokens = rollouts * mean if rollouts else None
     shown = "?" if tokens is None else f"{tokens / 1e6:,.1f}M" if tokens >= 1e6 else f"{tokens / 1e3:,.0f}k"

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..budget import Budget
 from ..cache import SampleCache
 from ..config import GenerateConfig, artifact_config, fingerprint
 from ..errors import FactoryError
@@ -37,11 +38,12 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
         prompts, cfg = in_shard(prompts, cfg)
     run_dir = check_out_dir(Path(cfg.out))
     created = not run_dir.exists()
-    work = plan(cfg, prompts)
+    work = plan(cfg, prompts, cfg.samples_per_prompt())
+    budget = Budget(cfg.budget, cfg.teacher.prices) if cfg.budget.any() else None
     with SampleCache(RunDir(run_dir).cache, CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
         try:
-            report = generate_missing(cfg, work, cache)
-            report.update(_write_traces(cfg, work, cache, report.pop("errors")))
+            report = generate_missing(cfg, work, cache, budget, cfg.sampling.adaptive.enabled)
+            report.update(_write_traces(cfg, work, cache, report.pop("errors"), bool(report.get("stopped_by"))))
         except BaseException:
             if created and len(cache) == 0:
                 _remove_empty_run(run_dir)  # nothing was bought: leave no empty run behind
@@ -51,6 +53,9 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     report["fingerprint"] = fp
     write_json_atomic(RunDir(run_dir).generate_stats, report)
     _print_report(cfg, report)
+    if report.get("stopped_by"):
+        console.print(f"[yellow]{report['stopped_by']}[/]: stopped; the traces hold the {report['ok']:,} samples "
+                      "bought; rerun with a larger budget to go on")
     if report["ok"] == 0 and report["rows"]:
         first = next(iter(report["failed_by_class"]), "unknown")
         raise FactoryError(f"{cfg.out}: no sample succeeded ({report['failed']} failed, mostly {first}); "
@@ -96,7 +101,10 @@ def _remove_empty_run(run_dir: Path) -> None:
             return
 
 
-def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[str, Completion]) -> dict[str, Any]:
+def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[str, Completion],
+                  bought_only: bool = False) -> dict[str, Any]:
+    """One row per sample of the plan (a failed or missing one as an error row); `bought_only` (a budget stopped
+    the run): only the samples bought or tried, none for those the budget left unasked."""
     engine, model = cfg.teacher.engine, cfg.teacher.model
     counts: Counter[str] = Counter()
     with ShardWriter(RunDir(cfg.out).traces, TRACE_SCHEMA, cfg.shard_rows,
@@ -105,6 +113,8 @@ def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[st
         for prompt, messages, keys in work:
             rows = []
             for index, key in enumerate(keys):
+                if bought_only and key not in cache and key not in errors:
+                    continue
                 rec = cache.get(key)
                 trace = make_trace(cfg, prompt, messages, index, rec, errors.get(key))
                 counts["failed" if trace.error else "ok"] += 1
@@ -128,4 +138,10 @@ def _print_report(cfg: GenerateConfig, r: dict[str, Any]) -> None:
             table.add_row(label, str(r[key]))
     if r.get("failed_by_class"):
         table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in r["failed_by_class"].items()))
+    a = r.get("adaptive")
+    if a:
+        table.add_row("adaptive rounds", " → ".join(str(x["prompts"]) for x in a["rounds"]) + " prompts")
+        table.add_row("samples bought", f"{a['samples_bought']:,} of {a['samples_fixed_max_n']:,} for a fixed "
+                      f"n={a['max_n']} ({a['saved_share']:.0%} saved)")
+        table.add_row("prompts", ", ".join(f"{k}: {v}" for k, v in sorted(a["prompts_by_status"].items())))
     console.print(table)

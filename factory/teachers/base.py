@@ -28,6 +28,14 @@ class Completion:
     latency_s: float | None = None
     error: str | None = None
     error_class: str | None = None  # e.g. rate_limit, server_error, timeout, connection, bad_response, client_error
+    billed: tuple[float, float] | None = None  # (prompt, completion) tokens this sample is billed for, where the
+    # counts above cannot say (n choices in one request: the request's usage split evenly among them)
+
+
+def billed_tokens(x: Completion | dict) -> tuple[float, float]:
+    """(prompt, completion) tokens a sample (a Completion or its cache record) was billed for."""
+    get = x.get if isinstance(x, dict) else lambda k: getattr(x, k)
+    return tuple(get("billed") or (get("prompt_tokens") or 0, get("completion_tokens") or 0))
 
 
 @dataclass

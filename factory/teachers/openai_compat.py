@@ -192,6 +192,8 @@ class OpenAITeacher:
 
     def _completions(self, choices: list[dict], usage: dict, latency: float, indices: list[int]) -> list[Completion]:
         single = len(choices) == 1  # with n > 1 the server reports only the total of completion tokens
+        share = None if single else ((usage.get("prompt_tokens") or 0) / len(choices),
+                                     (usage.get("completion_tokens") or 0) / len(choices))
         out = []
         for index, choice in zip(indices, choices):
             msg = choice.get("message") or {}
@@ -199,7 +201,8 @@ class OpenAITeacher:
                 sample_index=index, text=msg.get("content") or "", finish_reason=choice.get("finish_reason"),
                 reasoning_content=msg.get("reasoning_content") or msg.get("reasoning"),
                 prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens") if single else None, latency_s=latency))
+                completion_tokens=usage.get("completion_tokens") if single else None, latency_s=latency,
+                billed=share))
         return out
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

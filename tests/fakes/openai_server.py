@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ class FakeOpenAI:
     basic_auth: str | None = None  # "user:password": require HTTP Basic auth instead of a Bearer key
     models_html: bool = False  # answer /models with an HTML page, as a web server in front of nothing does
     no_models: bool = False  # no /models route (404), as some providers
+    correct: dict[str, tuple[str, float]] = field(default_factory=dict)  # a problem's first line -> (its answer,
+    # the chance each sample gives it; else a wrong one): a teacher of known pass rates, for adaptive sampling
+    seed: int = 0
     log: list[Logged] = field(default_factory=list)
     queries: list[dict[str, str]] = field(default_factory=list)  # each request's URL query, in arrival order
 
@@ -47,6 +51,7 @@ class FakeOpenAI:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._canned: dict[int, bytes] = {}
+        self._rng = random.Random(self.seed)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> str:
@@ -157,7 +162,7 @@ class FakeOpenAI:
                                 "finish_reason": "stop"})
                 continue
             reasoning = f"Let me think about: {content[:40]} (choice {i})" + " step" * (self.body_chars // 5)
-            answer = "The answer is \\boxed{42}."
+            answer = self._answer(content)
             if self.reasoning_field:
                 message = {"role": "assistant", "content": answer, "reasoning_content": reasoning}
             else:
@@ -168,6 +173,15 @@ class FakeOpenAI:
                 "model": self.model, "choices": choices,
                 "usage": {"prompt_tokens": len(content) // 4, "completion_tokens": self.completion_tokens * n,
                           "total_tokens": len(content) // 4 + self.completion_tokens * n}}
+
+    def _answer(self, content: str) -> str:
+        known = self.correct.get(content.split("\n", 1)[0])
+        if known is None:
+            return "The answer is \\boxed{42}."
+        right, rate = known
+        with self._lock:
+            hit = self._rng.random() < rate
+        return f"The answer is \\boxed{{{right if hit else right + '1'}}}."
 
     # --- what the tests read -----------------------------------------------------------------------------------
     def served(self, ok_only: bool = True) -> int:

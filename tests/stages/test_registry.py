@@ -41,7 +41,7 @@ def test_named_instances_get_their_own_blocks_outputs_and_references(tmp_path):
     assert resolve_model_ref("student", p, "evals") == str(run / "student" / "sft2" / "final")
     assert dict(p.evals)["after"].out == str(run / "eval" / "evals")
     rows = dry_run(p)["plan"]
-    assert [r[0] for r in rows] == ["sft1", "sft2", "evals"] and "lr 0.0001" in rows[1][1]
+    assert [r[0] for r in rows] == ["sft1", "sft2", "evals", "total"] and "lr 0.0001" in rows[1][1]
 
 
 def test_bad_instances_are_named(tmp_path):
@@ -98,13 +98,13 @@ def test_the_rl_recipes_plan_their_chain(capsys):
     from tests.conftest import REPO
 
     zero = load_pipeline(str(REPO / "pipelines" / "r1-zero-grpo.yaml"))
-    plan = " | ".join(what for _, what in dry_run(zero)["plan"])
+    plan = " | ".join(row[1] for row in dry_run(zero)["plan"])
     for needle in ["2000 steps × 32 prompts × G=16 = 1,024,000 rollouts", "8 GPUs, vLLM colocate",
                    "rewards accuracy ×1, format ×1", "template r1-zero", "context 131,072 positions"]:
         assert needle in plan, needle
     chain = load_pipeline(str(REPO / "pipelines" / "r1-multistage.yaml"))
     rows: dict[str, str] = {}
-    for name, what in dry_run(chain)["plan"]:
+    for name, what, _ in dry_run(chain)["plan"]:
         rows.setdefault(name, what)  # a grpo has two lines: the run, then the recipe
     assert rows["rejection"].startswith("vllm:runs/r1-multistage/rl/rl-reasoning/final")
     assert rows["rl-all"].startswith("runs/r1-multistage/rejection/student/sft/final")

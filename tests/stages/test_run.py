@@ -67,9 +67,9 @@ def test_the_cluster_recipe_plans_replicas_on_ray(capsys):
     p = load_pipeline(str(path))
     g = p.configs["generate"]
     assert (g.executor.kind, g.executor.actors, g.teacher.tensor_parallel_size) == ("ray", 2, 8)
-    assert dry_run(p)["generate"]["samples"] == 100_000 * 4
-    err = " ".join(capsys.readouterr().err.split())
-    assert "on Ray (auto): 2 replicas" in err
+    out = dry_run(p)
+    assert out["generate"]["samples"] == 100_000 * 4
+    assert "on Ray (auto): 2 replicas" in " ".join(row[1] for row in out["plan"])
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
@@ -91,7 +91,7 @@ def test_the_r1_recipe_is_the_papers():
     assert aime.sampling.n == 64 and 64 in aime.ks
     from factory.pipeline import dry_run
 
-    plan = " | ".join(what for _, what in dry_run(p)["plan"])
+    plan = " | ".join(row[1] for row in dry_run(p)["plan"])
     for needle in ["decontaminated against math500, aime24", "context extended to 131,072 positions",
                    "rope_theta 300,000", "mixture: runs/r1-distill-qwen7b (reasoning)", "(non-reasoning, 60,000)",
                    "n=64 (pass@1 over 64; pass@64, maj@64), T=0.6, top_p=0.95, max_tokens=32768"]:
@@ -172,3 +172,39 @@ def test_bad_pipelines_are_named(tmp_path):
     with pytest.raises(FactoryError, match="unknown top-level key 'evl'"):
         load_pipeline(str(bad))
     assert main(["run", str(Path(_write(tmp_path))), "--from", "push"]) == 1
+
+
+def test_the_r1_recipe_prices_every_stage_and_the_gpu_changes_the_hours(capsys):
+    from factory.pipeline import dry_run
+
+    path = str(REPO / "pipelines" / "r1-distill-qwen7b.yaml")
+    h100 = dry_run(load_pipeline(path))
+    costs = h100["costs"]
+    assert costs["generate"]["cost_usd"] == pytest.approx(4413.0)
+    # distill: 400k generated x 60% kept + 60k smoltalk = 300k samples of 150 + 5,000 tokens, 2 epochs, 7.62B
+    d = costs["distill"]
+    assert d["samples"] == 300_000 and d["train_tokens"] == 300_000 * 5150 * 2
+    assert d["gpu_hours"] == pytest.approx(6 * 7.62e9 * d["train_tokens"] / (0.35 * 989e12) / 3600, abs=0.1)
+    # evals on vLLM: MATH-500 x 4 twice and AIME 2024 x 64, 5,000 tokens each, at 2,500 tokens/s per GPU
+    e = costs["eval"]
+    assert e["samples"] == 500 * 4 * 2 + 30 * 64
+    assert e["gpu_hours"] == pytest.approx(e["samples"] * 5000 / 2500 / 3600, abs=0.2)
+    assert h100["total"] == {"cost_usd": pytest.approx(4413.0), "gpu_hours": pytest.approx(d["gpu_hours"] + e["gpu_hours"], abs=0.1)}
+    shown = " ".join(" ".join(row) for row in h100["plan"])
+    for needle in ["$4,413.00", "GPU-h", "H100 at 989 TFLOP/s", "MFU 35%", "2,500 tokens/s per GPU", "total"]:
+        assert needle in shown, needle
+    assert "plan:" in capsys.readouterr().err
+    a100 = dry_run(load_pipeline(path, ["plan.gpu=A100", "plan.gpu_hour_usd=2"]))
+    assert a100["costs"]["distill"]["gpu_hours"] == pytest.approx(d["gpu_hours"] * 989 / 312, rel=0.01)
+    assert a100["costs"]["generate"]["cost_usd"] == pytest.approx(4413.0), "an API teacher's cost is the GPU's"
+    assert a100["total"]["all_in_usd"] == pytest.approx(4413.0 + 2 * a100["total"]["gpu_hours"], abs=0.5)
+
+
+def test_grpo_and_local_generation_are_priced_in_gpu_hours():
+    from factory.pipeline import dry_run
+
+    zero = dry_run(load_pipeline(str(REPO / "pipelines" / "r1-zero-grpo.yaml")))["costs"]["grpo"]
+    assert zero["rollouts"] == 1_024_000 and zero["train_tokens"] == 1_024_000 * (200 + 4000)
+    assert zero["gpu_hours"] > zero["rollout_gpu_hours"] > 0
+    quick = dry_run(load_pipeline(str(REPO / "pipelines" / "quickstart.yaml")))["costs"]["generate"]
+    assert quick["gpu_hours"] == pytest.approx(96 * 4 * 96 / 2500 / 3600, abs=0.05) and "cost_usd" not in quick

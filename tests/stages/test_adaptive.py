@@ -1,0 +1,157 @@
+"""Adaptive rejection sampling and budgets, against a local teacher of known pass rates (the fake server answers a
+prompt right with the chance it is given): what is bought, what is written, what a rerun buys."""
+
+import json
+
+import pytest
+
+from factory.cli import main
+from factory.config import GenerateConfig
+from factory.shards import read_table
+from tests.conftest import write_jsonl
+
+EASY, HARD, HALF = "Problem 0: what is 1 + 1?", "Problem 1: what is 2 + 2?", "Problem 2: what is 3 + 3?"
+
+
+def _server(fake_server, rates: dict[str, float]):
+    answers = {EASY: "2", HARD: "4", HALF: "6"}
+    return fake_server(correct={p: (answers[p], r) for p, r in rates.items()})
+
+
+def _generate(tmp_path, url, rates, *sets, out="run") -> int:
+    answers = {EASY: "2", HARD: "4", HALF: "6"}
+    write_jsonl(tmp_path / "p.jsonl", [{"problem": p, "answer": answers[p]} for p in rates])
+    args = ["generate", "--prompts", str(tmp_path / "p.jsonl"), "--teacher", "openai:fake-teacher",
+            "--base-url", url, "--out", str(tmp_path / out), "--no-progress",
+            "--set", "sampling.adaptive.workers=1"]
+    for s in sets:
+        args += ["--set", s]
+    return main(args)
+
+
+def _samples(tmp_path, out="run") -> dict[str, int]:
+    rows = read_table(tmp_path / out / "traces").to_pylist()
+    return {p: sum(r["problem"] == p for r in rows) for p in {r["problem"] for r in rows}}
+
+
+def _stats(tmp_path, out="run") -> dict:
+    return json.loads((tmp_path / out / "generate_stats.json").read_text())
+
+
+ADAPTIVE = ["sampling.adaptive.enabled=true", "sampling.adaptive.first_n=2", "sampling.adaptive.until_kept=2",
+            "sampling.adaptive.max_n=8"]
+
+
+def test_easy_prompts_stop_early_and_hard_ones_get_max_n(tmp_path, fake_server):
+    rates = {EASY: 1.0, HARD: 0.0}
+    server, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE) == 0
+    assert _samples(tmp_path) == {EASY: 2, HARD: 8}
+    a = _stats(tmp_path)["adaptive"]
+    assert a["samples_bought"] == 10 and a["samples_fixed_max_n"] == 16 and a["saved_share"] == 0.375
+    assert a["prompts_by_status"] == {"reached": 1, "too_hard": 1}
+    assert a["samples_per_prompt"] == {"2": 1, "8": 1} and a["verified_per_prompt"] == {"0": 1, "2": 1}
+    assert [r["prompts"] for r in a["rounds"]][0] == 2 and a["rounds"][-1]["prompts"] == 1
+    assert a["completion_tokens_saved"] == 6 * 20
+    assert server.served() == 10
+
+
+def test_a_rerun_buys_nothing_and_a_larger_max_n_buys_only_the_difference(tmp_path, fake_server):
+    rates = {EASY: 1.0, HARD: 0.0}
+    server, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE) == 0
+    first = _stats(tmp_path)["adaptive"]
+    assert _generate(tmp_path, url, rates, *ADAPTIVE) == 0
+    assert server.served() == 10, "the rounds replay from the cache"
+    again = _stats(tmp_path)
+    assert again["adaptive"]["samples_per_prompt"] == first["samples_per_prompt"] and again["requested"] == 0
+    assert _generate(tmp_path, url, rates, *ADAPTIVE, "sampling.adaptive.max_n=12") == 0
+    assert server.served() == 14 and _samples(tmp_path) == {EASY: 2, HARD: 12}
+    # the samples are the ones a fixed n uses: n=12 buys only the easy prompt's other 10
+    assert _generate(tmp_path, url, rates, "sampling.n=12") == 0
+    assert server.served() == 24 and _samples(tmp_path) == {EASY: 12, HARD: 12}
+
+
+def test_prop_to_difficulty_asks_more_of_harder_prompts(tmp_path, fake_server):
+    rates = {EASY: 1.0, HARD: 0.0}
+    _, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE, "sampling.adaptive.policy=prop_to_difficulty") == 0
+    a = _stats(tmp_path)["adaptive"]
+    # hardness 0 and 1 (mean 0.5): targets 1 and 4 verified traces
+    assert a["target_per_prompt"] == {"1": 1, "4": 1}
+    assert _samples(tmp_path) == {EASY: 2, HARD: 8}
+
+
+def test_stop_easy_gives_up_prompts_that_pass_every_first_sample(tmp_path, fake_server):
+    rates = {EASY: 1.0, HALF: 0.5}
+    _, url = _server(fake_server, rates)
+    sets = [*ADAPTIVE, "sampling.adaptive.until_kept=3"]
+    assert _generate(tmp_path, url, rates, *sets, out="plain") == 0
+    assert _samples(tmp_path, "plain")[EASY] > 2, "without stop_easy it goes on to 3 verified"
+    assert _generate(tmp_path, url, rates, *sets, "sampling.adaptive.stop_easy=true", out="easy") == 0
+    assert _samples(tmp_path, "easy")[EASY] == 2
+    assert _stats(tmp_path, "easy")["adaptive"]["prompts_by_status"]["too_easy"] == 1
+
+
+def test_the_filter_stage_sees_the_same_verdicts(tmp_path, fake_server):
+    rates = {EASY: 1.0, HARD: 0.0, HALF: 0.5}
+    _, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE) == 0
+    assert main(["filter", str(tmp_path / "run"), "--no-progress"]) == 0
+    kept = read_table(tmp_path / "run" / "filtered" / "kept").to_pylist()
+    verified = _stats(tmp_path)["adaptive"]["verified_per_prompt"]
+    assert len(kept) == sum(int(k) * v for k, v in verified.items())
+
+
+def test_a_budget_stops_the_run_and_a_larger_one_goes_on(tmp_path, fake_server, capsys):
+    rates = {EASY: 1.0, HARD: 0.0, HALF: 0.5}
+    server, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, "sampling.n=4", "budget.max_samples=5") == 0
+    assert "budget.max_samples reached: 5 samples of 5" in capsys.readouterr().err
+    assert sum(_samples(tmp_path).values()) == 5 and server.served() == 5
+    assert _stats(tmp_path)["stopped_by"].startswith("budget.max_samples")
+    assert _generate(tmp_path, url, rates, "sampling.n=4", "budget.max_samples=20") == 0
+    assert sum(_samples(tmp_path).values()) == 12 and server.served() == 12
+    assert "stopped_by" not in _stats(tmp_path)
+
+
+@pytest.mark.parametrize("budget", ["budget.max_output_tokens=50", "budget.max_usd=50"])
+def test_token_and_dollar_budgets_stop_the_requests_after_they_are_reached(tmp_path, fake_server, capsys, budget):
+    rates = {EASY: 1.0, HARD: 0.0, HALF: 0.5}
+    server, url = _server(fake_server, rates)
+    sets = ["sampling.n=2", "teacher.concurrency=1", budget,
+            "teacher.prices.output_per_mtok=1000000"]  # $1 a token: 20 tokens, $20 a sample
+    assert _generate(tmp_path, url, rates, *sets) == 0
+    # checked before each request (a prompt's 2 samples): 40 tokens ($40) leave room, 80 ($80) do not
+    assert sum(_samples(tmp_path).values()) == 4 == server.served()
+    assert budget.split("=")[0] + " reached" in capsys.readouterr().err
+    assert _generate(tmp_path, url, rates, *sets[:-2], "teacher.prices.output_per_mtok=1000000",
+                     budget.replace("=50", "=1000")) == 0
+    assert sum(_samples(tmp_path).values()) == 6 == server.served(), "a larger budget buys only the rest"
+
+
+def test_a_budget_ends_adaptive_rounds(tmp_path, fake_server):
+    rates = {EASY: 1.0, HARD: 0.0}
+    server, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE, "budget.max_samples=6") == 0
+    assert server.served() == 6 and _stats(tmp_path)["adaptive"]["prompts_by_status"] == {"reached": 1,
+                                                                                           "budget": 1}
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"sampling": {"adaptive": {"first_n": 8, "max_n": 4}}}, "first_n (8) is more than max_n (4)"),
+    ({"sampling": {"adaptive": {"filters": ["format"]}}}, "filters must include correctness"),
+    ({"sampling": {"adaptive": {"filters": ["correctness", "judge"]}}}, "'judge' cannot verify a sample"),
+    ({"budget": {"max_usd": 5}}, "budget.max_usd needs teacher.prices"),
+    ({"executor": {"kind": "ray"}, "budget": {"max_samples": 5}}, "run on the local executor"),
+])
+def test_settings_that_cannot_work_are_refused(sets, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GenerateConfig.model_validate(sets)
+
+
+def test_bad_verification_settings_name_the_field(tmp_path, fake_server, capsys):
+    rates = {EASY: 1.0}
+    server, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE, "sampling.adaptive.settings.length.max_tokens=-3") == 1
+    assert "sampling.adaptive.settings" in capsys.readouterr().err and server.served() == 0
