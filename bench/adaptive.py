@@ -59,7 +59,7 @@ def verified(run: Path, max_tokens: int) -> dict[str, list[bool]]:
     rows = []
     for part in ("kept", "rejected"):
         if (run / "filtered" / part / "manifest.json").exists():
-            rows += read_table(run / "filtered" / part, columns=["prompt_id", "sample_index", "kept"]).to_pylist()
+            rows += read_table(run / "filtered" / part).select(["prompt_id", "sample_index", "kept"]).to_pylist()
     for r in sorted(rows, key=lambda r: (r["prompt_id"], r["sample_index"])):
         out[r["prompt_id"]].append(bool(r["kept"]))
     return out
@@ -81,7 +81,7 @@ def score(bought: dict[str, int], verdicts: dict[str, list[bool]], rates: dict[s
 def per_prompt_counts(run: Path) -> dict[str, int]:
     from factory.shards import read_table
 
-    return dict(Counter(read_table(run / "traces", columns=["prompt_id"]).column(0).to_pylist()))
+    return dict(Counter(read_table(run / "traces").column("prompt_id").to_pylist()))
 
 
 def real(n_prompts: int, work: Path) -> dict:
@@ -141,7 +141,7 @@ def simulated(pass_rates: list[float], n_prompts: int, work: Path) -> dict:
 def _true_rates(run: Path, problems: dict[str, tuple[str, float]]) -> dict[str, float]:
     from factory.shards import read_table
 
-    t = read_table(run / "traces", columns=["prompt_id", "problem"]).to_pylist()
+    t = read_table(run / "traces").select(["prompt_id", "problem"]).to_pylist()
     return {r["prompt_id"]: problems[r["problem"]][1] for r in t}
 
 

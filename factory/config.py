@@ -146,8 +146,16 @@ class GenerateConfig(GenerationSettings):
     def _budget_and_rounds_can_run(self) -> GenerateConfig:
         if self.budget.max_usd is not None and self.teacher.prices is None:
             raise ValueError("budget.max_usd needs teacher.prices (USD per million input and output tokens)")
-        if self.executor.kind == "ray" and (self.sampling.adaptive.enabled or self.budget.any()):
-            raise ValueError("sampling.adaptive and budget run on the local executor (--executor local) for now")
+        if self.executor.kind == "ray" and (self.sampling.adaptive.enabled or self.budget.any() or self.teacher.batch):
+            raise ValueError("sampling.adaptive, budget and teacher.batch run on the local executor (--executor "
+                             "local) for now")
+        if self.teacher.batch:
+            if self.teacher.engine not in ("openai", "auto"):
+                raise ValueError(f"teacher.batch is for the openai engine (a provider's Batch API), not "
+                                 f"{self.teacher.engine}")
+            if self.sampling.adaptive.enabled or self.budget.max_output_tokens or self.budget.max_usd:
+                raise ValueError("teacher.batch buys a batch whole: it takes budget.max_samples, not adaptive "
+                                 "rounds or a token or dollar budget")
         return self
 
     def samples_per_prompt(self) -> int:

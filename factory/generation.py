@@ -88,8 +88,9 @@ def usage_report(cfg: GenerationSettings, usage, seconds: float) -> dict[str, An
            "completion_tokens_per_s": round(usage.completion_tokens / max(seconds, 1e-9), 1)}
     prices = cfg.teacher.prices
     if prices:
-        out["cost_usd"] = round((usage.prompt_tokens * prices.input_per_mtok
-                                 + usage.completion_tokens * prices.output_per_mtok) / 1e6, 6)
+        discount = prices.batch_discount if cfg.teacher.batch else 1.0  # the batch API's price
+        out["cost_usd"] = round(discount * (usage.prompt_tokens * prices.input_per_mtok
+                                            + usage.completion_tokens * prices.output_per_mtok) / 1e6, 6)
     return out
 
 

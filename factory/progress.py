@@ -74,3 +74,28 @@ class StageProgress:
 
     def __exit__(self, *_: object) -> None:
         self.progress.stop()
+
+
+class BatchProgress:
+    """A batch API's progress: requests done of those asked for, and the batches submitted, in progress, done."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.progress = Progress(TextColumn("[bold]batches"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[batches]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), disable=not enabled)
+        self.task = self.progress.add_task("batches", total=total, batches="")
+
+    def __enter__(self) -> BatchProgress:
+        self.progress.start()
+        return self
+
+    def show(self, entries: list[dict], usage: Usage) -> None:
+        done = sum(1 for e in entries if e.get("collected"))
+        running = sum(1 for e in entries if not e.get("collected") and e.get("batch_id"))
+        fails = " ".join(f"{k}:{v}" for k, v in sorted(usage.failures.items()))
+        self.progress.update(self.task, completed=sum(e.get("done", 0) for e in entries),
+                             batches=f"{len(entries)} submitted, {running} in progress, {done} done"
+                             + (f" [red]{fails}" if fails else ""))
+
+    def __exit__(self, *_: object) -> None:
+        self.progress.stop()

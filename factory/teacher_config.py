@@ -14,6 +14,8 @@ from .strict import Strict
 class Prices(Strict):
     input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
     output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    batch_discount: float = Field(0.5, gt=0, le=1, description="Share of these prices a batch API charges "
+                                  "(OpenAI's and Anthropic's batch prices are half)")
 
 
 class TeacherConfig(Strict):
@@ -54,6 +56,13 @@ class TeacherConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="openai: extra HTTP headers")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra JSON merged into requests")
     prices: Prices | None = Field(None, description="Token prices, to report the run's cost")
+    batch: bool = Field(False, description="openai: buy through the provider's Batch API (half price, results "
+                        "within 24 h); the batches are tracked in RUN/batches/, so a rerun picks them up by id")
+    batch_max_requests: int = Field(50_000, ge=1, description="batch: most requests in one batch (OpenAI: 50,000)")
+    batch_max_mb: float = Field(190.0, gt=0, description="batch: largest input file in MB (OpenAI: 200)")
+    batch_poll_s: float = Field(60.0, gt=0, description="batch: seconds between two looks at the batches")
+    batch_resubmits: int = Field(3, ge=0, description="batch: times the failed and expired requests are submitted "
+                                 "again before they are reported as failed")
 
     @field_validator("base_url")
     @classmethod

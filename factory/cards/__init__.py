@@ -115,6 +115,7 @@ def _context(run_dir: Path, run: dict[str, Any], include_rejected: bool, repo_id
     return {
         "teacher": gen["config"]["teacher"], "sampling": gen["config"]["sampling"],
         "template": gen["config"]["template"], "generation": run["generation"], "funnel": stats["funnel"],
+        "adaptive": (run["generation"] or {}).get("adaptive"),
         "judge": stats.get("judge"), "judge_model": ((filt["config"].get("judge") or {}).get("teacher") or {}).get("model"),
         "sources": _sources(stats, gen["config"]["prompts"]["source"]),
         "filters": _filter_rows(stats, filt["config"]),
@@ -213,3 +214,6 @@ def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
     stages += [(f["name"], f["remaining"]) for f in _filter_rows(stats, run["resolved"]["filter"]["config"])]
     plots.funnel(stages, assets / "funnel.png")
     plots.pass_rates(rates["pass_rate"].to_list(), assets / "pass_rate.png")
+    adaptive = (run["generation"] or {}).get("adaptive")
+    if adaptive:
+        plots.adaptive(adaptive["samples_per_prompt"], adaptive["verified_per_prompt"], assets / "adaptive.png")

@@ -58,3 +58,17 @@ def pass_rates(rates: list[float], path: Path) -> None:
     ax.set_ylabel("prompts")
     _save(fig, path)
     plt.close(fig)
+
+
+def adaptive(samples: dict[str, int], verified: dict[str, int], path: Path) -> None:
+    """Adaptive sampling's histograms: samples bought per prompt, verified traces per prompt."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, hist, label, color in ((axes[0], samples, "samples bought per prompt", "#4c72b0"),
+                                   (axes[1], verified, "verified traces per prompt", "#55a868")):
+        xs = sorted(int(k) for k in hist)
+        ax.bar(xs, [hist[str(x)] for x in xs], color=color, edgecolor="white")
+        ax.set_xlabel(label)
+        ax.set_ylabel("prompts")
+    _save(fig, path)
+    plt.close(fig)

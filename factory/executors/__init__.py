@@ -37,6 +37,13 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, bu
         from .ray import generate_on_ray
 
         return generate_on_ray(cfg, work, cache, report)
+    if cfg.teacher.batch:
+        from .batch import generate_in_batches
+
+        report = generate_in_batches(cfg, work, cache, report, budget)
+        if budget is not None and budget.stopped:
+            report["stopped_by"] = budget.stopped
+        return report
     from .local import generate_here
 
     return generate_here(cfg, work, cache, report, budget, adaptive)

@@ -69,12 +69,42 @@ def url_query(cfg: TeacherConfig) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(cfg.base_url or "").query))
 
 
+def sync_client(cfg: TeacherConfig, max_retries: int = 1, timeout_s: float = 30) -> openai.OpenAI:
+    """The SDK's sync client for the teacher's server: its URL, key or Basic auth, headers and query."""
+    url, auth = endpoint(cfg)
+    return openai.OpenAI(base_url=url, api_key=api_key(cfg), max_retries=max_retries,
+                         timeout=openai.Timeout(timeout_s, connect=cfg.connect_timeout_s),
+                         default_headers={**auth, **cfg.headers}, default_query=url_query(cfg) or None)
+
+
+def chat_body(cfg: TeacherConfig, sampling: SamplingConfig, messages: list[dict], n: int = 1) -> dict[str, Any]:
+    """The /chat/completions request body for one prompt and n samples."""
+    return {"model": cfg.model, "messages": messages, "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, **({"n": n} if n > 1 else {}),
+            **cfg.extra_body}
+
+
+def completions_from(choices: list[dict], usage: dict, latency: float | None, indices: list[int]) -> list[Completion]:
+    """A response's choices as one Completion per sample index, in order."""
+    single = len(choices) == 1  # with n > 1 the server reports only the total of completion tokens
+    share = None if single else ((usage.get("prompt_tokens") or 0) / len(choices),
+                                 (usage.get("completion_tokens") or 0) / len(choices))
+    out = []
+    for index, choice in zip(indices, choices):
+        msg = choice.get("message") or {}
+        out.append(Completion(
+            sample_index=index, text=msg.get("content") or "", finish_reason=choice.get("finish_reason"),
+            reasoning_content=msg.get("reasoning_content") or msg.get("reasoning"),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens") if single else None, latency_s=latency,
+            billed=share))
+    return out
+
+
 def preflight(cfg: TeacherConfig) -> None:
     """Fail fast, in one line, when the server is unreachable, the key is wrong or the model is not served."""
-    url, auth = endpoint(cfg)
-    client = openai.OpenAI(base_url=url, api_key=api_key(cfg), max_retries=1,
-                           timeout=openai.Timeout(30, connect=cfg.connect_timeout_s),
-                           default_headers={**auth, **cfg.headers}, default_query=url_query(cfg) or None)
+    url = endpoint(cfg)[0]
+    client = sync_client(cfg, max_retries=1)
     try:
         served = [m.id for m in client.models.list()]
     except openai.AuthenticationError as e:
@@ -171,7 +201,7 @@ class OpenAITeacher:
                 await asyncio.sleep(self._backoff(attempt, f.retry_after))
         if len(choices) < len(indices):  # a server that ignores n: ask again for the rest, one by one
             self._fall_back_to_single(req, indices[len(choices):])
-        return self._completions(choices, usage, latency, indices)
+        return completions_from(choices, usage, latency, indices)
 
     def _note_refusal(self, f: SampleFailure) -> None:
         """Stops the run when the first `fail_fast_after` requests were all refused alike (a wrong key, a model
@@ -190,21 +220,6 @@ class OpenAITeacher:
             self._native_n = False
         self._again.extend((req, [i]) for i in indices)
 
-    def _completions(self, choices: list[dict], usage: dict, latency: float, indices: list[int]) -> list[Completion]:
-        single = len(choices) == 1  # with n > 1 the server reports only the total of completion tokens
-        share = None if single else ((usage.get("prompt_tokens") or 0) / len(choices),
-                                     (usage.get("completion_tokens") or 0) / len(choices))
-        out = []
-        for index, choice in zip(indices, choices):
-            msg = choice.get("message") or {}
-            out.append(Completion(
-                sample_index=index, text=msg.get("content") or "", finish_reason=choice.get("finish_reason"),
-                reasoning_content=msg.get("reasoning_content") or msg.get("reasoning"),
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens") if single else None, latency_s=latency,
-                billed=share))
-        return out
-
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.cfg.backoff_max_s * 4) + random.uniform(0, 0.1)
@@ -218,9 +233,7 @@ class OpenAITeacher:
         if self._tpm:
             charged = sum(len(m["content"]) for m in req.messages) / 4 + self.sampling.max_tokens * n
             await self._tpm.take(charged)
-        body: dict[str, Any] = {"model": self.cfg.model, "messages": req.messages, "max_tokens": self.sampling.max_tokens,
-                                "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
-                                **({"n": n} if n > 1 else {}), **self.cfg.extra_body}
+        body = chat_body(self.cfg, self.sampling, req.messages, n)
         start = time.perf_counter()
         try:
             data = await client.post(body, n)

@@ -33,8 +33,11 @@ def create_app(run_dir: str | Path) -> Flask:
     @app.get("/")
     def index() -> str:
         stats = data.stats()
+        adaptive = data.adaptive()
         return render_template("index.html", run=str(run_dir), stats=stats, funnel=funnel_rows(stats),
-                               reasons=reason_rows(stats), evals=data.evals())
+                               reasons=reason_rows(stats), evals=data.evals(), adaptive=adaptive,
+                               bought=histogram_rows(adaptive, "samples_per_prompt"),
+                               verified=histogram_rows(adaptive, "verified_per_prompt"))
 
     @app.get("/traces")
     def traces() -> str:
@@ -96,6 +99,15 @@ def funnel_rows(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
         remaining -= rejected
         rows.append({"name": name, "rows": remaining, "rejected": rejected, "width": 100.0 * remaining / total})
     return rows
+
+
+def histogram_rows(adaptive: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    """An adaptive histogram (value -> prompts) as bar rows, in value order."""
+    if not adaptive or not adaptive.get(key):
+        return []
+    hist = {int(k): v for k, v in adaptive[key].items()}
+    top = max(hist.values())
+    return [{"value": k, "prompts": v, "width": 100 * v / top} for k, v in sorted(hist.items())]
 
 
 def reason_rows(stats: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -86,6 +86,14 @@ class RunData:
         path = self.rd.filter_stats
         return read_json_object(path, "filter statistics", {"funnel": dict}) if path.exists() else None
 
+    def adaptive(self) -> dict[str, Any] | None:
+        """Adaptive sampling's stats from the generate stage, when the run sampled adaptively."""
+        path = self.rd.generate_stats
+        if not path.exists():
+            return None
+        stats = read_json_object(path, "generation statistics", {})
+        return stats.get("adaptive") if isinstance(stats.get("adaptive"), dict) else None
+
     def choices(self) -> dict[str, list[str]]:
         """The tasks, sources and reject reasons there are, for the filter form (read once: a run directory
         does not change under a read-only viewer, and the scan would cost every page)."""

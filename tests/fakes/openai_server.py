@@ -66,6 +66,7 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
+        self._routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
@@ -73,6 +74,9 @@ class FakeOpenAI:
         self.port = self._runner.addresses[0][1]  # (host, port) of the socket the site bound
         self._ready.set()
         self._loop.run_forever()
+
+    def _routes(self, app: web.Application) -> None:
+        """More routes, for a subclass (the Batch API stand-in)."""
 
     def stop(self) -> None:
         if self._loop:

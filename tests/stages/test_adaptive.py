@@ -155,3 +155,22 @@ def test_bad_verification_settings_name_the_field(tmp_path, fake_server, capsys)
     server, url = _server(fake_server, rates)
     assert _generate(tmp_path, url, rates, *ADAPTIVE, "sampling.adaptive.settings.length.max_tokens=-3") == 1
     assert "sampling.adaptive.settings" in capsys.readouterr().err and server.served() == 0
+
+
+def test_the_card_and_the_viewer_show_what_adaptive_sampling_bought(tmp_path, fake_server):
+    from factory.view import create_app
+
+    rates = {EASY: 1.0, HARD: 0.0, HALF: 0.5}
+    _, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE, "teacher.prices.output_per_mtok=2") == 0
+    run = tmp_path / "run"
+    assert main(["filter", str(run), "--no-progress"]) == 0 and main(["card", str(run)]) == 0
+    a = _stats(tmp_path)["adaptive"]
+    card = (run / "card" / "README.md").read_text()
+    assert "## Adaptive rejection sampling" in card and (run / "card" / "assets" / "adaptive.png").stat().st_size
+    assert f"| samples bought | {a['samples_bought']} |" in card
+    assert f"| a fixed n = 8 would buy | 24 ({100 * a['saved_share']:.0f}% saved) |" in card
+    assert "| prompts too hard | 1 |" in card and "cost saved (USD)" in card
+    page = create_app(run).test_client().get("/").get_data(as_text=True)
+    assert "Adaptive sampling" in page and "samples bought per prompt" in page
+    assert f'aria-label="8: {a["samples_per_prompt"]["8"]} prompts"' in page

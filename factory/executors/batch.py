@@ -1,0 +1,192 @@
+"""A provider's Batch API (OpenAI's, through the `openai` SDK): the samples the cache lacks are written as batch
+JSONL (one line per sample, its cache key as `custom_id`), split under the provider's request and byte limits,
+uploaded and submitted; the batches are polled and their results read into the same per-sample cache.
+
+Nothing is paid twice: every id is written to RUN/batches/state.json the moment the provider returns it, before
+the next call, and a rerun (after a crash, a kill, a closed laptop) takes up the batches it finds there, never
+submitting a sample that a batch not yet read still holds. A batch created whose id was never written (a kill
+between the two) is found again by its input file's id. Failed and expired requests are counted by class and
+submitted again (only those, `batch_resubmits` times); what still fails is reported as failed, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from ..cache import SampleCache, cache_record, sampling_column
+from ..config import GenerateConfig
+from ..errors import FactoryError
+from ..generation import Plan, sampling_key, usage_report
+from ..progress import BatchProgress
+from ..shards import read_json, write_json_atomic
+from ..teachers import Completion, Usage
+from ..teachers.openai_compat import chat_body, completions_from, sync_client
+
+DONE = {"completed", "failed", "expired", "cancelled"}
+
+
+class BatchState:
+    """RUN/batches/: the input files, and state.json (one entry per input file: its upload's id, its batch's id,
+    whether its results are in the cache)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.path = root / "state.json"
+        self.entries: list[dict[str, Any]] = read_json(self.path, "batch state")["batches"] if self.path.exists() else []
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"batches": self.entries})
+
+    def open(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries if not e.get("collected")]
+
+    def pending_keys(self) -> set[str]:
+        """The samples a batch not yet read holds: they are not submitted again."""
+        keys: set[str] = set()
+        for e in self.open():
+            with open(self.root / e["file"], "rb") as f:
+                keys.update(json.loads(line)["custom_id"] for line in f)
+        return keys
+
+
+def generate_in_batches(cfg: GenerateConfig, work: Plan, cache: SampleCache, report: dict[str, Any],
+                        budget=None) -> dict[str, Any]:
+    state = BatchState(cache.root.parent / "batches")
+    client = sync_client(cfg.teacher, max_retries=3, timeout_s=cfg.teacher.timeout_s)
+    usage, started = Usage(), time.perf_counter()
+    same = {"teacher_model": cfg.teacher.model, "engine": "openai",
+            "sampling": json.loads(sampling_column(sampling_key(cfg)))}
+    try:
+        with BatchProgress(report["requested"], enabled=cfg.progress) as progress:
+            for _ in range(cfg.teacher.batch_resubmits + 1):
+                _submit(cfg, work, cache, state, client, budget)
+                _wait(cfg, cache, state, client, usage, same, progress)
+                if not any(k not in cache for _, _, keys in work for k in keys):
+                    break
+    except openai.APIError as e:
+        raise FactoryError(f"{cfg.teacher.base_url or 'the OpenAI API'}: batch API: {type(e).__name__}: "
+                           f"{str(e)[:200]} (the batches so far are in {state.path}; rerun to go on)") from None
+    finally:
+        client.close()
+    errors: dict[str, Completion] = report["errors"]
+    for _, _, keys in work:
+        for i, k in enumerate(keys):
+            if k not in cache:
+                errors[k] = Completion(sample_index=i, error="batch: failed in every submission "
+                                       f"({cfg.teacher.batch_resubmits + 1}); rerun to submit it again",
+                                       error_class="batch_failed")
+    report.update(usage_report(cfg, usage, time.perf_counter() - started))
+    report["batches"] = len(state.entries)
+    return report
+
+
+def _submit(cfg: GenerateConfig, work: Plan, cache: SampleCache, state: BatchState, client, budget) -> None:
+    """Writes, uploads and creates batches for the samples neither cached nor held by a batch not yet read;
+    first finishes what a killed run left half-done (a file not uploaded, an upload with no batch)."""
+    pending = state.pending_keys()
+    lines = []
+    for _, messages, keys in work:
+        body = None
+        for k in keys:
+            if k in cache or k in pending:
+                continue
+            body = body or chat_body(cfg.teacher, cfg.sampling, messages)
+            lines.append(json.dumps({"custom_id": k, "method": "POST", "url": "/v1/chat/completions",
+                                     "body": body}, ensure_ascii=False).encode() + b"\n")
+    if budget is not None and budget.cfg.max_samples is not None:
+        room = max(0, budget.cfg.max_samples - budget.spent.samples)
+        if room < len(lines):
+            budget.stopped = f"budget.max_samples reached: {budget.cfg.max_samples:,} samples submitted"
+        lines = lines[:room]
+        budget.spent.samples += len(lines)
+    for chunk in _split(lines, cfg.teacher.batch_max_requests, int(cfg.teacher.batch_max_mb * 1e6)):
+        name = f"input-{len(state.entries):05d}.jsonl"
+        state.root.mkdir(parents=True, exist_ok=True)
+        tmp = state.root / f".{name}.tmp"
+        tmp.write_bytes(b"".join(chunk))
+        tmp.replace(state.root / name)
+        state.entries.append({"file": name, "requests": len(chunk)})
+        state.save()  # the file is ours before anything is sent
+    for entry in state.open():
+        _upload_and_create(entry, state, client)
+
+
+def _upload_and_create(entry: dict[str, Any], state: BatchState, client) -> None:
+    if "input_file_id" not in entry:
+        with open(state.root / entry["file"], "rb") as f:
+            entry["input_file_id"] = client.files.create(file=(entry["file"], f), purpose="batch").id
+        state.save()
+    if "batch_id" not in entry:
+        found = next((b.id for b in client.batches.list(limit=100) if b.input_file_id == entry["input_file_id"]),
+                     None)  # created before a kill that kept its id from being written
+        entry["batch_id"] = found or client.batches.create(
+            input_file_id=entry["input_file_id"], endpoint="/v1/chat/completions", completion_window="24h",
+            metadata={"factory_file": entry["file"]}).id
+        state.save()
+
+
+def _wait(cfg: GenerateConfig, cache: SampleCache, state: BatchState, client, usage: Usage, same: dict,
+          progress: BatchProgress) -> None:
+    """Polls every open batch until each is done, reading each one's results as soon as it is."""
+    while True:
+        for entry in state.open():
+            batch = client.batches.retrieve(entry["batch_id"])
+            entry["status"] = batch.status
+            counts = batch.request_counts
+            entry["done"] = (counts.completed + counts.failed) if counts else 0
+            if batch.status in DONE:
+                _collect(entry, batch, cache, client, usage, same)
+                entry["collected"] = True
+                state.save()
+        progress.show(state.entries, usage)
+        if not state.open():
+            return
+        time.sleep(cfg.teacher.batch_poll_s)
+
+
+def _collect(entry: dict[str, Any], batch, cache: SampleCache, client, usage: Usage, same: dict) -> None:
+    """A finished batch's successes into the cache; its failures counted by class (the samples stay missing, so
+    the next submission asks for them again)."""
+    ok = failed = 0
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        for line in client.files.content(file_id).text.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            response = item.get("response") or {}
+            body = response.get("body") or {}
+            if response.get("status_code") == 200 and body.get("choices"):
+                (c,) = completions_from(body["choices"][:1], body.get("usage") or {}, None, [0])
+                cache.put(item["custom_id"], cache_record(same, c))
+                usage.prompt_tokens += (body.get("usage") or {}).get("prompt_tokens") or 0
+                usage.completion_tokens += (body.get("usage") or {}).get("completion_tokens") or 0
+                ok += 1
+            else:
+                error = item.get("error") or {}
+                usage.fail(str(error.get("code") or response.get("status_code") or "batch_error"))
+                failed += 1
+    unanswered = entry["requests"] - ok - failed
+    if unanswered > 0:  # an expired or failed batch: what it never reached
+        usage.failures[f"batch_{batch.status}"] = usage.failures.get(f"batch_{batch.status}", 0) + unanswered
+    usage.requests += ok
+    entry.update(ok=ok, failed=failed + max(unanswered, 0))
+
+
+def _split(lines: list[bytes], max_requests: int, max_bytes: int) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = [[]]
+    size = 0
+    for line in lines:
+        if chunks[-1] and (len(chunks[-1]) >= max_requests or size + len(line) > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(line)
+        size += len(line)
+    return [c for c in chunks if c]
