@@ -174,3 +174,39 @@ def test_the_card_and_the_viewer_show_what_adaptive_sampling_bought(tmp_path, fa
     page = create_app(run).test_client().get("/").get_data(as_text=True)
     assert "Adaptive sampling" in page and "samples bought per prompt" in page
     assert f'aria-label="8: {a["samples_per_prompt"]["8"]} prompts"' in page
+
+
+def test_kill_9_in_a_round_then_resume_buys_each_sample_once(tmp_path, fake_server):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    problems = {f"Problem {i}: what is {i} + 0?": (str(i), 1.0 if i % 2 else 0.0) for i in range(20)}
+    server, url = fake_server(correct=problems, delay_s=0.05)
+    write_jsonl(tmp_path / "p.jsonl", [{"problem": p, "answer": a} for p, (a, _) in problems.items()])
+    args = ["generate", "--prompts", str(tmp_path / "p.jsonl"), "--teacher", "openai:fake-teacher", "--base-url",
+            url, "--out", str(tmp_path / "run"), "--no-progress", "--set", "teacher.concurrency=4",
+            "--set", "teacher.native_n=never", "--set", "sampling.adaptive.workers=1"]
+    for s in [*ADAPTIVE, "sampling.adaptive.max_n=6"]:
+        args += ["--set", s]
+    proc = subprocess.Popen([sys.executable, "-m", "factory.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    cache, deadline = tmp_path / "run" / "cache", time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sum(s.read_bytes().count(b"\n") for s in cache.glob("seg-*.log")) >= 15:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = time.monotonic()
+    cached = sum(s.read_bytes().count(b"\n") for s in cache.glob("seg-*.log"))
+    assert 0 < cached < 80
+    assert main(args) == 0
+    again = sum(e.n for e in server.log if e.at > killed_at)
+    assert again == 80 - cached, "the rerun buys exactly what the killed run had not cached"
+    assert sum(_samples(tmp_path).values()) == 80
+    assert _stats(tmp_path)["adaptive"]["prompts_by_status"] == {"reached": 10, "too_hard": 10}
