@@ -142,6 +142,12 @@ class GenerateConfig(GenerationSettings):
             raise ValueError("must name a directory")
         return v
 
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _plain_sampling(cls, v: Any) -> Any:
+        """A plain SamplingConfig (eval's, or a library caller's) is generate's with adaptive sampling off."""
+        return v.model_dump() if isinstance(v, SamplingConfig) and not isinstance(v, GenerateSampling) else v
+
     @model_validator(mode="after")
     def _budget_and_rounds_can_run(self) -> GenerateConfig:
         if self.budget.max_usd is not None and self.teacher.prices is None:

@@ -54,6 +54,8 @@ class Plan:
         return self.counts.get(prompt.prompt_id, self.n)
 
     def samples(self) -> int:
+        if not self.counts:
+            return len(self.prompts) * self.n
         return sum(self.count(p) for p in self.prompts)
 
     def messages(self, prompt: Prompt) -> list[dict]:

@@ -30,6 +30,10 @@ class AdaptiveConfig(Strict):
     until_kept: int = Field(2, ge=1, le=MAX_N, description="Verified traces a prompt needs before it stops")
     max_n: int = Field(16, ge=1, le=MAX_N, description="Most samples one prompt may get; a prompt with no verified "
                        "trace by then is given up as too hard")
+    give_up_after: int | None = Field(None, ge=1, le=MAX_N, description="Give a prompt up as too hard once it "
+                                      "has this many samples and none verified (None: only at max_n); lower saves "
+                                      "what hopeless prompts cost, and loses the hard ones a few more samples "
+                                      "would have solved (bench/results/adaptive.json measures both)")
     stop_easy: bool = Field(False, description="Stop a prompt whose first-round samples all verify (too easy to "
                             "teach much), even under prop_to_difficulty's target")
     filters: list[str] = Field(default_factory=lambda: list(VERIFY_FILTERS), description="The row filters a "
@@ -43,6 +47,9 @@ class AdaptiveConfig(Strict):
     def _consistent(self) -> AdaptiveConfig:
         if self.first_n > self.max_n:
             raise ValueError(f"first_n ({self.first_n}) is more than max_n ({self.max_n})")
+        if self.give_up_after is not None and not self.first_n <= self.give_up_after <= self.max_n:
+            raise ValueError(f"give_up_after ({self.give_up_after}) must lie between first_n ({self.first_n}) and "
+                             f"max_n ({self.max_n})")
         unknown = [f for f in [*self.filters, *self.settings] if f not in VERIFY_FILTERS]
         if unknown:
             raise ValueError(f"{unknown[0]!r} cannot verify a sample while it is generated; choose from "

@@ -130,7 +130,7 @@ class Rounds:
             s.status = "reached"
         elif new_samples == 0:
             s.status = "failed"  # the teacher returned nothing for it this round (every request failed)
-        elif s.count >= self.a.max_n:
+        elif s.count >= self.a.max_n or (s.verified == 0 and s.count >= (self.a.give_up_after or self.a.max_n)):
             s.status = "too_hard" if s.verified == 0 else "max_n"
         else:
             s.count += self._more(s)
@@ -139,7 +139,10 @@ class Rounds:
         """Samples to ask for next: enough to reach the target at the pass rate seen so far (Laplace-smoothed,
         so a prompt with none right yet still gets a chance), within max_n."""
         rate = (s.verified + 1) / (len(s.judged) + 2)
-        return max(1, min(math.ceil((s.target - s.verified) / rate), self.a.max_n - s.count))
+        cap = self.a.max_n
+        if s.verified == 0 and self.a.give_up_after:
+            cap = self.a.give_up_after  # no further than where it would be given up
+        return max(1, min(math.ceil((s.target - s.verified) / rate), cap - s.count))
 
     def stats(self) -> dict[str, Any]:
         states = list(self.state.values())
@@ -147,7 +150,8 @@ class Rounds:
         fixed = len(states) * self.a.max_n
         out: dict[str, Any] = {
             "policy": self.a.policy, "first_n": self.a.first_n, "until_kept": self.a.until_kept,
-            "max_n": self.a.max_n, "stop_easy": self.a.stop_easy, "filters": self.a.filters, "rounds": self.rounds,
+            "max_n": self.a.max_n, "give_up_after": self.a.give_up_after, "stop_easy": self.a.stop_easy,
+            "filters": self.a.filters, "rounds": self.rounds,
             "samples_bought": bought, "samples_fixed_max_n": fixed,
             "saved_share": round(1 - bought / fixed, 4) if fixed else 0.0,
             "prompts_by_status": dict(Counter(s.status for s in states)),

@@ -72,6 +72,14 @@ def test_a_rerun_buys_nothing_and_a_larger_max_n_buys_only_the_difference(tmp_pa
     assert server.served() == 24 and _samples(tmp_path) == {EASY: 12, HARD: 12}
 
 
+def test_give_up_after_stops_prompts_with_nothing_verified_early(tmp_path, fake_server):
+    rates = {EASY: 1.0, HARD: 0.0, HALF: 0.5}
+    server, url = _server(fake_server, rates)
+    assert _generate(tmp_path, url, rates, *ADAPTIVE, "sampling.adaptive.give_up_after=4") == 0
+    assert _samples(tmp_path)[HARD] == 4 and _samples(tmp_path)[EASY] == 2
+    assert _stats(tmp_path)["adaptive"]["prompts_by_status"]["too_hard"] == 1
+
+
 def test_prop_to_difficulty_asks_more_of_harder_prompts(tmp_path, fake_server):
     rates = {EASY: 1.0, HARD: 0.0}
     _, url = _server(fake_server, rates)
@@ -141,6 +149,7 @@ def test_a_budget_ends_adaptive_rounds(tmp_path, fake_server):
 @pytest.mark.parametrize("sets, message", [
     ({"sampling": {"adaptive": {"first_n": 8, "max_n": 4}}}, "first_n (8) is more than max_n (4)"),
     ({"sampling": {"adaptive": {"filters": ["format"]}}}, "filters must include correctness"),
+    ({"sampling": {"adaptive": {"give_up_after": 32}}}, "give_up_after (32) must lie between first_n (4) and max_n"),
     ({"sampling": {"adaptive": {"filters": ["correctness", "judge"]}}}, "'judge' cannot verify a sample"),
     ({"budget": {"max_usd": 5}}, "budget.max_usd needs teacher.prices"),
     ({"executor": {"kind": "ray"}, "budget": {"max_samples": 5}}, "run on the local executor"),
