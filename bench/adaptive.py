@@ -8,13 +8,13 @@ verified traces, and coverage of hard prompts.
     difficulties. Adaptive sampling (first_n 4, until_kept 2, max_n 16) runs first and buys its samples live; a
     fixed n=16 in the same run directory then tops the cache up. Sample i of a prompt is the same cache entry either
     way, so the comparison is paired: the filter stage verifies all 16 samples of every prompt once, and each
-    method is scored on the samples it bought. The per-prompt pass rates at n=16 are written down: the measured
-    distribution (a) draws from.
+    method is scored on the samples it bought; the other settings replay their rounds on the same cache. The
+    per-prompt pass rates at n=16 are written down: the measured distribution (a) draws from.
 (a) simulated, at scale: a local OpenAI-compatible server that answers each of 5,000 prompts right with a
-    probability drawn from (b)'s measured pass rates; fixed n=16, adaptive uniform and adaptive prop_to_difficulty
-    (same first_n/until_kept/max_n), each verified by the same filters.
-(c) the quickstart with the one setting `generate.sampling.adaptive.enabled=true` (first_n 4, until_kept 2,
-    max_n 16), its generate stage alone in runs/quickstart-adaptive: what it bought against a fixed n=16 and
+    probability drawn from (b)'s measured pass rates; fixed n=16 and each adaptive setting, every one verified by
+    the same filters.
+(c) the quickstart with the one setting `generate.sampling.adaptive.enabled=true` (the defaults: first_n 2,
+    until_kept 2, max_n 16), its generate stage alone in runs/quickstart-adaptive: what it bought against a fixed n=16 and
     against the quickstart's own n=4, whose samples are the first 4 of each prompt (so scored on the same run).
 Writes bench/results/adaptive.json (a, b) and bench/results/adaptive_quickstart.json (c).
 """
@@ -32,14 +32,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RESULT = REPO / "bench" / "results" / "adaptive.json"
-ADAPTIVE = {"enabled": True, "first_n": 4, "until_kept": 2, "max_n": 16}  # the defaults
-# Other settings, side by side: a smaller first round, and giving up prompts with nothing verified after 8 samples
+ADAPTIVE = {"enabled": True, "first_n": 4, "until_kept": 2, "max_n": 16}  # the live run of (b)
+DEFAULTS = {"enabled": True, "first_n": 2, "until_kept": 2, "max_n": 16}  # sampling.adaptive's defaults
+# Other settings, side by side: prop_to_difficulty, and giving up prompts with nothing verified after 8 samples
 # (with room to 32 for those with one verified; the real run replays settings within its 16 samples per prompt).
-VARIANTS = {"adaptive_prop_to_difficulty": {**ADAPTIVE, "policy": "prop_to_difficulty"},
-            "adaptive_first_2": {**ADAPTIVE, "first_n": 2},
-            "adaptive_give_up_8": {**ADAPTIVE, "first_n": 2, "give_up_after": 8},
-            "adaptive_give_up_8_max_32": {**ADAPTIVE, "first_n": 2, "give_up_after": 8, "max_n": 32}}
-METHODS = ["fixed_16", "adaptive_uniform", *VARIANTS]
+VARIANTS = {"adaptive_first_2": DEFAULTS,
+            "adaptive_prop_to_difficulty": {**DEFAULTS, "policy": "prop_to_difficulty"},
+            "adaptive_give_up_8": {**DEFAULTS, "give_up_after": 8},
+            "adaptive_give_up_8_max_32": {**DEFAULTS, "give_up_after": 8, "max_n": 32}}
+METHODS = ["fixed_16", "adaptive_first_4", *VARIANTS]
 # chain_sum settings: the quickstart's (easy), a middle one, and reasoning-gym's own default range (hard)
 DIFFICULTIES = {"easy": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
                 "medium": {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3},
@@ -119,7 +120,7 @@ def real(n_prompts: int, work: Path) -> dict:
            "fixed_topup_generation_seconds": fixed.get("generation_seconds"),
            "adaptive_stats": adaptive["adaptive"],
            "fixed_16": score({p: 16 for p in rates}, verdicts, rates),
-           "adaptive_uniform": score(bought, verdicts, rates),
+           "adaptive_first_4": score(bought, verdicts, rates),
            "pass_rates": sorted(round(r, 4) for r in rates.values())}
     for name, settings in VARIANTS.items():  # replayed from the cache: every sample they want is in it
         if settings["max_n"] <= 16:
@@ -142,7 +143,7 @@ def simulated(pass_rates: list[float], n_prompts: int, work: Path) -> dict:
     teacher = {"engine": "openai", "model": "fake-teacher", "base_url": url, "concurrency": 64}
     out = {"prompts": n_prompts, "rates_drawn_from": "real.pass_rates"}
     try:
-        runs = {"fixed_16": {"n": 16}, "adaptive_uniform": {"n": 16, "adaptive": ADAPTIVE},
+        runs = {"fixed_16": {"n": 16}, "adaptive_first_4": {"n": 16, "adaptive": ADAPTIVE},
                 **{name: {"n": 16, "adaptive": v} for name, v in VARIANTS.items()}}
         for name, sampling in runs.items():
             run = work / name
@@ -163,26 +164,32 @@ def _true_rates(run: Path, problems: dict[str, tuple[str, float]]) -> dict[str, 
 
 
 def quickstart() -> dict:
-    """(c): the quickstart's generate stage with adaptive sampling on, then the filter stage's verdicts."""
+    """(c): the quickstart's generate stage with adaptive sampling on; then its n=4 on the same cache (samples 0-3
+    of every prompt, mostly cached already) so both are scored by the same verdicts."""
     from factory.pipeline import load_pipeline
+    from factory.stages import generate as stage
 
     p = load_pipeline(str(REPO / "pipelines" / "quickstart.yaml"),
                       ["run_dir=runs/quickstart-adaptive", "generate.sampling.adaptive.enabled=true"])
-    from factory.stages import generate as stage
-
     g = p.configs["generate"]
     stats = stage.run(g)
+    bought = per_prompt_counts(Path(g.out))
+    plain = load_pipeline(str(REPO / "pipelines" / "quickstart.yaml"), ["run_dir=runs/quickstart-adaptive"])
+    topup = stage.run(plain.configs["generate"])
     verdicts = verified(Path(g.out), g.sampling.max_tokens)
-    prompts = len(verdicts)
-    bought = {pid: len(v) for pid, v in verdicts.items()}
-    out = {"command": "factory run pipelines/quickstart.yaml --set generate.sampling.adaptive.enabled=true",
-           "prompts": prompts, "adaptive": stats["adaptive"], "generation_seconds": stats.get("generation_seconds"),
-           "samples_adaptive": sum(bought.values()), "samples_fixed_4": 4 * prompts, "samples_fixed_16": 16 * prompts,
-           "with_2_verified_adaptive": sum(sum(v) >= 2 for v in verdicts.values()),
-           "with_2_verified_fixed_4": sum(sum(v[:4]) >= 2 for v in verdicts.values()),
-           "with_1_verified_adaptive": sum(sum(v) >= 1 for v in verdicts.values()),
-           "with_1_verified_fixed_4": sum(sum(v[:4]) >= 1 for v in verdicts.values())}
-    return out
+    got = {pid: sum(v[: bought[pid]]) for pid, v in verdicts.items()}
+    four = {pid: sum(v[:4]) for pid, v in verdicts.items()}
+    return {"command": "factory run pipelines/quickstart.yaml --set generate.sampling.adaptive.enabled=true",
+            "prompts": len(verdicts), "adaptive": stats["adaptive"],
+            "generation_seconds": stats.get("generation_seconds"),
+            "topup_to_n4_seconds": topup.get("generation_seconds"),
+            "samples_adaptive": sum(bought.values()), "samples_fixed_4": 4 * len(verdicts),
+            "samples_fixed_16": 16 * len(verdicts),
+            "with_2_verified_adaptive": sum(v >= 2 for v in got.values()),
+            "with_2_verified_fixed_4": sum(v >= 2 for v in four.values()),
+            "with_1_verified_adaptive": sum(v >= 1 for v in got.values()),
+            "with_1_verified_fixed_4": sum(v >= 1 for v in four.values()),
+            "verified_adaptive": sum(got.values()), "verified_fixed_4": sum(four.values())}
 
 
 def table(results: dict) -> None:
@@ -192,12 +199,12 @@ def table(results: dict) -> None:
             continue
         print(f"\n{part}: {r['prompts']} prompts")
         methods = [m for m in METHODS if m in r]
-        print(f"{'':26}" + "".join(f"{m.replace('adaptive_', ''):>16}" for m in methods))
+        print(f"{'':26}" + "".join(f"{m.replace('adaptive_', ''):>20}" for m in methods))
         for key in ("completions", "prompts_with_2_verified", "prompts_with_1_verified", "verified_traces",
                     "hard_prompts", "hard_with_1_verified", "hard_with_2_verified", "hard_verified_traces"):
-            print(f"{key:26}" + "".join(f"{r[m][key]:>16,}" for m in methods))
+            print(f"{key:26}" + "".join(f"{r[m][key]:>20,}" for m in methods))
         print(f"{'share of fixed_16':26}" + "".join(
-            f"{r[m]['completions'] / r['fixed_16']['completions']:>16.1%}" for m in methods))
+            f"{r[m]['completions'] / r['fixed_16']['completions']:>20.1%}" for m in methods))
 
 
 def main() -> None:

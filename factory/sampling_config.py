@@ -26,7 +26,8 @@ class AdaptiveConfig(Strict):
         "uniform", description="uniform: `until_kept` verified traces per prompt (DART's uniform); "
         "prop_to_difficulty: more for harder prompts, in proportion to 1 - the first round's pass rate (DART's "
         "prop2diff), `until_kept` on average")
-    first_n: int = Field(4, ge=1, le=MAX_N, description="Samples every prompt gets in the first round")
+    first_n: int = Field(2, ge=1, le=MAX_N, description="Samples every prompt gets in the first round (2 "
+                         "bought less than 4 for as many verified traces: bench/results/adaptive.json)")
     until_kept: int = Field(2, ge=1, le=MAX_N, description="Verified traces a prompt needs before it stops")
     max_n: int = Field(16, ge=1, le=MAX_N, description="Most samples one prompt may get; a prompt with no verified "
                        "trace by then is given up as too hard")

@@ -149,7 +149,7 @@ def test_a_budget_ends_adaptive_rounds(tmp_path, fake_server):
 @pytest.mark.parametrize("sets, message", [
     ({"sampling": {"adaptive": {"first_n": 8, "max_n": 4}}}, "first_n (8) is more than max_n (4)"),
     ({"sampling": {"adaptive": {"filters": ["format"]}}}, "filters must include correctness"),
-    ({"sampling": {"adaptive": {"give_up_after": 32}}}, "give_up_after (32) must lie between first_n (4) and max_n"),
+    ({"sampling": {"adaptive": {"give_up_after": 32}}}, "give_up_after (32) must lie between first_n (2) and max_n"),
     ({"sampling": {"adaptive": {"filters": ["correctness", "judge"]}}}, "'judge' cannot verify a sample"),
     ({"budget": {"max_usd": 5}}, "budget.max_usd needs teacher.prices"),
     ({"executor": {"kind": "ray"}, "budget": {"max_samples": 5}}, "run on the local executor"),
