@@ -156,9 +156,9 @@ class GenerateConfig(GenerationSettings):
             raise ValueError("sampling.adaptive, budget and teacher.batch run on the local executor (--executor "
                              "local) for now")
         if self.teacher.batch:
-            if self.teacher.engine not in ("openai", "auto"):
+            if self.teacher.engine != "openai":
                 raise ValueError(f"teacher.batch is for the openai engine (a provider's Batch API), not "
-                                 f"{self.teacher.engine}")
+                                 f"{self.teacher.engine}: set teacher.engine (--teacher openai:MODEL)")
             if self.sampling.adaptive.enabled or self.budget.max_output_tokens or self.budget.max_usd:
                 raise ValueError("teacher.batch buys a batch whole: it takes budget.max_samples, not adaptive "
                                  "rounds or a token or dollar budget")

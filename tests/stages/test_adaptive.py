@@ -153,6 +153,10 @@ def test_a_budget_ends_adaptive_rounds(tmp_path, fake_server):
     ({"sampling": {"adaptive": {"filters": ["correctness", "judge"]}}}, "'judge' cannot verify a sample"),
     ({"budget": {"max_usd": 5}}, "budget.max_usd needs teacher.prices"),
     ({"executor": {"kind": "ray"}, "budget": {"max_samples": 5}}, "run on the local executor"),
+    ({"teacher": {"batch": True}}, "teacher.batch is for the openai engine .* not auto"),
+    ({"teacher": {"engine": "openai", "batch": True}, "budget": {"max_usd": 5}}, "budget.max_usd needs"),
+    ({"teacher": {"engine": "openai", "batch": True, "prices": {}}, "sampling": {"adaptive": {"enabled": True}}},
+     "teacher.batch buys a batch whole"),
 ])
 def test_settings_that_cannot_work_are_refused(sets, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
