@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..config import ExecutorConfig, FilterConfig, GenerationSettings
+from ..config import ExecutorConfig, FilterConfig, GenerationSettings, SamplingConfig
 from ..errors import FactoryError
 
 
@@ -136,6 +136,15 @@ class GenerateActor:
                                                ("error_class", pa.string()), ("usage", pa.string())]))
 
 
+def settings_json(cfg: GenerationSettings) -> dict[str, Any]:
+    """What an actor needs of a stage's config: GenerationSettings' fields, with plain sampling (a generate
+    config's sampling also holds `adaptive`, which runs on the driver, never in an actor)."""
+    dump = cfg.model_dump(mode="json")
+    out = {k: v for k, v in dump.items() if k in GenerationSettings.model_fields}
+    out["sampling"] = {k: v for k, v in dump["sampling"].items() if k in SamplingConfig.model_fields}
+    return out
+
+
 def overlap(cfg: GenerationSettings) -> int:
     """Batches an actor serves at once: two for an API client, one for a local engine (one model per actor)."""
     return 2 if cfg.teacher.engine == "openai" else 1
@@ -202,7 +211,7 @@ def _serve(cfg: GenerationSettings, requests: Iterator[Any], cache_dir: Path, us
     actors = cfg.executor.actors or replicas(cfg, ray)
     resources = ({"num_gpus": cfg.teacher.tensor_parallel_size} if cfg.teacher.engine == "vllm" and on_gpus(ray)
                  else {"num_cpus": 1})
-    cfg_json = {k: v for k, v in cfg.model_dump(mode="json").items() if k in GenerationSettings.model_fields}
+    cfg_json = settings_json(cfg)
     plan_dir = cache_dir / f"ray-plan-{uuid.uuid4().hex[:8]}"
     try:
         parts, rows = _write_plan(requests, plan_dir)
