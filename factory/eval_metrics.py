@@ -105,3 +105,35 @@ def difference(a: dict[str, float], b: dict[str, float], metric: str = "pass@1")
     return {"metric": metric, "delta": delta, "ci95": (high - low) / 2, "ci_low": low, "ci_high": high,
             "p_value": p_value, "paired": paired, "n": len(shared) if paired else len(xa) + len(xb),
             "significant": low > 0 or high < 0}
+
+
+def pooled_difference(pairs: Sequence[tuple[dict[str, float], dict[str, float]]],
+                      metric: str = "pass@1") -> dict[str, float | bool | None]:
+    """B minus A pooled over replicates (seeds): each (a, b) is one seed's per-problem values of the base and of
+    a variant. A problem's difference is its mean over the seeds that scored it in both; the test is then
+    `difference`'s paired t-test over problems (a problem, not a seed, is the unit that varies)."""
+    sums: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    for a, b in pairs:
+        for p in set(a) & set(b):
+            sums[p] = sums.get(p, 0.0) + b[p] - a[p]
+            counts[p] += 1
+    diffs = {p: sums[p] / counts[p] for p in sums}
+    out = difference({p: 0.0 for p in diffs}, diffs, metric)
+    out["seeds"] = len(pairs)
+    return out
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment for m tests (family-wise error at the nominal level): the i-th smallest p
+    times (m - i), made monotone, capped at 1. None (no test) stays None and does not count in m. Written here
+    because it is five lines and the project has no statistics package beyond scipy, which offers only
+    Benjamini-Hochberg (`scipy.stats.false_discovery_control`)."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(tested)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

@@ -1,0 +1,104 @@
+"""An ablation file (issue 25): a base pipeline, the eval that decides, and variants, each a set of overrides in
+the `--set` form. Loading it validates every variant as the pipeline it will run, so a bad field is reported
+before anything is bought or trained, naming the variant and the field.
+
+    name: quickstart-ablation
+    base: pipelines/quickstart.yaml
+    decide_by: student-after
+    seeds: [42, 7]
+    variants:
+      - {name: no-correctness, set: {filter.correctness.enabled: false}}
+      - {name: one-sample, set: {generate.sampling.n: 1}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config import build, load_yaml
+from ..errors import FactoryError
+from ..strict import Strict
+from .load import Pipeline, load_pipeline
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a directory name under runs/ablate/NAME/
+
+
+class Variant(Strict):
+    name: str = Field(..., pattern=NAME, description="The variant's name (its run directory's)")
+    set: dict[str, Any] = Field(default_factory=dict, description="Overrides of the base pipeline, as "
+                                "`factory run --set` takes them: {filter.correctness.enabled: false}")
+
+
+class AblationConfig(Strict):
+    name: str = Field(..., pattern=NAME, description="The ablation's name: runs/ablate/NAME/")
+    base: str = Field(..., description="The base pipeline file")
+    decide_by: str = Field(..., description="The base's held-out eval whose pass@1 decides (e.g. student-after)")
+    seeds: list[int] = Field(default_factory=list, description="Train the base and each variant once per seed "
+                             "(distill.seed, grpo.seed); none: the pipeline's own")
+    variants: list[Variant] = Field(..., min_length=1, description="What to compare with the base")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a seed is listed twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> AblationConfig:
+        names = [v.name for v in self.variants]
+        for n in names:
+            if n == "base" or names.count(n) > 1:
+                raise ValueError(f"variant name {n!r} is " + ("reserved for the base" if n == "base" else
+                                                              "used twice"))
+        return self
+
+
+@dataclass
+class Ablation:
+    path: str
+    config: AblationConfig
+    root: Path  # runs/ablate/NAME
+    runs: dict[tuple[str, int | None], Pipeline]  # (variant or "base", seed) -> its pipeline
+
+
+def overrides(sets: dict[str, Any]) -> list[str]:
+    """A variant's `set` block as `--set` pairs (values as JSON, which YAML reads back unchanged)."""
+    return [f"{key}={json.dumps(value)}" for key, value in sets.items()]
+
+
+def load_ablation(path: str, root: str | Path = "runs/ablate") -> Ablation:
+    cfg = build(AblationConfig, load_yaml(path), where=path)
+    base_path = Path(cfg.base) if Path(cfg.base).is_absolute() else Path(path).parent / cfg.base
+    if not base_path.exists() and Path(cfg.base).exists():
+        base_path = Path(cfg.base)  # relative to the working directory, as `factory run` takes it
+    out = Path(root) / cfg.name
+    runs: dict[tuple[str, int | None], Pipeline] = {}
+    for variant in [Variant(name="base"), *cfg.variants]:
+        for seed in cfg.seeds or [None]:
+            runs[variant.name, seed] = _variant_pipeline(path, cfg, str(base_path), variant, seed, out)
+    evals = [name for name, _ in runs["base", (cfg.seeds or [None])[0]].evals]
+    if cfg.decide_by not in evals:
+        raise FactoryError(f"{path}: field 'decide_by': {cfg.decide_by!r} is not an eval of {cfg.base} "
+                           f"(its evals: {', '.join(evals) or 'none'})")
+    return Ablation(path, cfg, out, runs)
+
+
+def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Variant, seed: int | None,
+                      out: Path) -> Pipeline:
+    run_dir = out / (variant.name if seed is None else f"{variant.name}-seed{seed}")
+    pairs = [f"run_dir={run_dir}", *overrides(variant.set)]
+    try:
+        p = load_pipeline(base, pairs)
+        if seed is not None:
+            trained = [i.name for i in p.instances if i.kind in ("distill", "grpo")]
+            p = load_pipeline(base, [*pairs, *(f"{name}.seed={seed}" for name in trained)])
+    except FactoryError as e:
+        where = "the base" if variant.name == "base" else f"variant {variant.name!r}"
+        raise FactoryError(f"{path}: {where}: {e}") from None
+    return p

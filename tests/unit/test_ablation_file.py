@@ -1,0 +1,50 @@
+"""Issue 25's ablation file: every variant is validated as the pipeline it will run, before anything runs."""
+
+import pytest
+import yaml
+
+from factory.errors import FactoryError
+from factory.pipeline.ablation import load_ablation
+from tests.conftest import REPO
+
+BASE = str(REPO / "pipelines" / "quickstart.yaml")
+
+
+def _write(tmp_path, doc):
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def _doc(**change):
+    doc = {"name": "qs", "base": BASE, "decide_by": "student-after", "seeds": [42, 7],
+           "variants": [{"name": "no-correctness", "set": {"filter.correctness.enabled": False}},
+                        {"name": "one-sample", "set": {"generate.sampling.n": 1}}]}
+    return {**doc, **change}
+
+
+def test_each_variant_and_seed_is_a_pipeline_of_its_own(tmp_path):
+    a = load_ablation(_write(tmp_path, _doc()), tmp_path / "ablate")
+    assert sorted(a.runs) == sorted((v, s) for v in ("base", "no-correctness", "one-sample") for s in (42, 7))
+    p = a.runs["no-correctness", 7]
+    assert p.run_dir == tmp_path / "ablate" / "qs" / "no-correctness-seed7"
+    assert p.configs["filter"].correctness.enabled is False and p.configs["distill"].seed == 7
+    assert a.runs["one-sample", 42].configs["generate"].sampling.n == 1
+    assert a.runs["base", 42].configs["filter"].correctness.enabled is True
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"decide_by": "student"}, r"field 'decide_by': 'student' is not an eval .*student-before, student-after"),
+    ({"variants": [{"name": "x", "set": {"filter.correctnes.enabled": False}}]},
+     r"variant 'x': .*field 'correctnes': unknown field"),
+    ({"variants": [{"name": "x", "set": {"generate.sampling.n": 0}}]}, r"variant 'x': .*field 'sampling.n'"),
+    ({"variants": [{"name": "a"}, {"name": "a"}]}, r"variant name 'a' is used twice"),
+    ({"variants": [{"name": "base"}]}, r"reserved for the base"),
+    ({"variants": [{"name": "../up"}]}, r"field 'variants.0.name'"),
+    ({"variants": []}, r"field 'variants'"),
+    ({"seeds": [1, 1]}, r"field 'seeds': .*listed twice"),
+    ({"colour": "red"}, r"field 'colour': unknown field"),
+])
+def test_a_bad_ablation_names_the_field(tmp_path, change, message):
+    with pytest.raises(FactoryError, match=message):
+        load_ablation(_write(tmp_path, _doc(**change)), tmp_path / "ablate")
