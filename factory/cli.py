@@ -337,6 +337,28 @@ def run_pipeline(
         raise typer.Exit(130) from None
 
 
+@app.command("ablate")
+def ablate(
+    ablation: Annotated[str, typer.Argument(help="Ablation YAML: a base pipeline, decide_by and variants")],
+    root: Annotated[str, typer.Option(help="Where the runs go: ROOT/NAME/VARIANT")] = "runs/ablate",
+    dry_run: Annotated[bool, typer.Option(help="Validate every variant and print each run's plan; run nothing")]
+    = False,
+) -> None:
+    """Run a base pipeline and its variants, then compare their students on the deciding eval."""
+    from .pipeline import ablate as runner
+    from .pipeline.ablation import load_ablation
+
+    a = load_ablation(ablation, root)
+    if dry_run:
+        runner.dry_run(a)
+        return
+    try:
+        runner.run(a)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: rerun `factory ablate {ablation}` to resume where it stopped", err=True)
+        raise typer.Exit(130) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
     from . import rundir

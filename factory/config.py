@@ -121,6 +121,8 @@ class GenerateConfig(GenerationSettings):
     sampling: GenerateSampling = Field(default_factory=GenerateSampling)
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits that stop the run (a rerun "
                                  "with a larger one goes on from there)")
+    cache: str | None = Field(None, description="The sample cache's directory (default: OUT/cache); runs that "
+                              "share one never buy a sample twice (`factory ablate` points every variant at one)")
     shard_rows: int = Field(10_000, ge=1, description="Rows per Parquet shard")
     shard: str | None = Field(None, pattern=r"^\d+/\d+$", description="I/N: generate only the prompts whose "
                               "prompt_id hash falls in shard I of N (Slurm job arrays), into OUT/shards/I-of-N; "

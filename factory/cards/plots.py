@@ -72,3 +72,21 @@ def adaptive(samples: dict[str, int], verified: dict[str, int], path: Path) -> N
         ax.set_ylabel("prompts")
     _save(fig, path)
     plt.close(fig)
+
+
+def ablation(rows: list[tuple[str, float, float | None, float | None]], path: Path, label: str) -> None:
+    """Each variant's difference to the base with its 95% CI; a bar whose interval clears zero is a real one."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
+    names = [r[0] for r in rows]
+    deltas = [r[1] for r in rows]
+    low = [r[1] - r[2] if r[2] is not None else 0 for r in rows]
+    high = [r[3] - r[1] if r[3] is not None else 0 for r in rows]
+    colors = ["#55a868" if r[2] is not None and r[2] > 0 else "#c44e52" if r[3] is not None and r[3] < 0
+              else "#8c8c8c" for r in rows]
+    ax.barh(names, deltas, xerr=[low, high], color=colors, capsize=4)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel(label)
+    _save(fig, path)
+    plt.close(fig)

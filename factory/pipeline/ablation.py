@@ -95,6 +95,9 @@ def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Varian
     pairs = [f"run_dir={run_dir}", *overrides(variant.set)]
     try:
         p = load_pipeline(base, pairs)
+        # one sample cache for every run: a variant buys only the samples no other run has bought
+        pairs += [f"{i.name}.cache={out / 'cache'}" for i in p.instances if i.kind == "generate"]
+        p = load_pipeline(base, pairs)
         if seed is not None:
             trained = [i.name for i in p.instances if i.kind in ("distill", "grpo")]
             p = load_pipeline(base, [*pairs, *(f"{name}.seed={seed}" for name in trained)])

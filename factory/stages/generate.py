@@ -40,12 +40,13 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     created = not run_dir.exists()
     work = plan(cfg, prompts, cfg.samples_per_prompt())
     budget = Budget(cfg.budget, cfg.teacher.prices) if cfg.budget.any() else None
-    with SampleCache(RunDir(run_dir).cache, CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
+    cache_dir = Path(cfg.cache) if cfg.cache else RunDir(run_dir).cache
+    with SampleCache(cache_dir, CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
         try:
             report = generate_missing(cfg, work, cache, budget, cfg.sampling.adaptive.enabled)
             report.update(_write_traces(cfg, work, cache, report.pop("errors"), bool(report.get("stopped_by"))))
         except BaseException:
-            if created and len(cache) == 0:
+            if created and len(cache) == 0 and not cfg.cache:
                 _remove_empty_run(run_dir)  # nothing was bought: leave no empty run behind
             raise
     report["seconds"] = round(time.perf_counter() - started, 2)

@@ -48,3 +48,9 @@ def test_each_variant_and_seed_is_a_pipeline_of_its_own(tmp_path):
 def test_a_bad_ablation_names_the_field(tmp_path, change, message):
     with pytest.raises(FactoryError, match=message):
         load_ablation(_write(tmp_path, _doc(**change)), tmp_path / "ablate")
+
+
+def test_every_run_shares_one_sample_cache(tmp_path):
+    a = load_ablation(_write(tmp_path, _doc(seeds=[])), tmp_path / "ablate")
+    caches = {p.configs["generate"].cache for p in a.runs.values()}
+    assert caches == {str(tmp_path / "ablate" / "qs" / "cache")} and len(a.runs) == 3
