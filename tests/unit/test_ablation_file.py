@@ -54,3 +54,9 @@ def test_every_run_shares_one_sample_cache(tmp_path):
     a = load_ablation(_write(tmp_path, _doc(seeds=[])), tmp_path / "ablate")
     caches = {p.configs["generate"].cache for p in a.runs.values()}
     assert caches == {str(tmp_path / "ablate" / "qs" / "cache")} and len(a.runs) == 3
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines" / "ablations").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_ablation_loads(path, tmp_path):
+    a = load_ablation(str(path), tmp_path)
+    assert len(a.runs) == (1 + len(a.config.variants)) * max(1, len(a.config.seeds))
