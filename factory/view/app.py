@@ -36,6 +36,7 @@ def create_app(run_dir: str | Path) -> Flask:
         adaptive = data.adaptive()
         return render_template("index.html", run=str(run_dir), stats=stats, funnel=funnel_rows(stats),
                                reasons=reason_rows(stats), evals=data.evals(), adaptive=adaptive,
+                               ablation=data.ablation(),
                                bought=histogram_rows(adaptive, "samples_per_prompt"),
                                verified=histogram_rows(adaptive, "verified_per_prompt"))
 
@@ -66,6 +67,13 @@ def create_app(run_dir: str | Path) -> Flask:
             abort(404)
         return render_template("eval.html", run=str(run_dir), name=name, r=result,
                                has_compare=data.compare_png() is not None)
+
+    @app.get("/ablation.png")
+    def ablation_png() -> Any:
+        path = data.ablation_png()
+        if path is None:
+            abort(404)
+        return send_file(path, mimetype="image/png")
 
     @app.get("/evals/compare.png")
     def compare_png() -> Any:

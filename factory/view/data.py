@@ -163,6 +163,18 @@ class RunData:
     def eval_result(self, name: str) -> dict[str, Any] | None:
         return next((e["result"] for e in self.evals() if e["name"] == name), None)
 
+    def ablation(self) -> dict[str, Any] | None:
+        """An ablation's results (`factory view runs/ablate/NAME`), when this directory holds one."""
+        path = self.rd.root / "results.json"
+        if not path.is_file():
+            return None
+        result = read_json_object(path, "ablation results", {})
+        return result if isinstance(result.get("variants"), list) and "base" in result else None
+
+    def ablation_png(self) -> Path | None:
+        path = self.rd.root / "ablation.png"
+        return path if path.is_file() and self.ablation() is not None else None
+
     def compare_png(self) -> Path | None:
         path = self.rd.eval / "compare.png"
         return path if path.is_file() else None

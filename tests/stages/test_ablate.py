@@ -52,3 +52,9 @@ def test_variants_share_the_teachers_samples_and_get_a_report(tmp_path, fake_ser
     assert "no significant difference from the base" in report and "| base |" in report
     before = len(server.log)
     assert main(["ablate", path, "--root", str(root)]) == 0 and len(server.log) == before, "a rerun buys nothing"
+    from factory.view import create_app
+
+    client = create_app(run).test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert "Ablation abl" in page and "no-correctness: no significant difference" in page
+    assert client.get("/ablation.png").status_code == 200
