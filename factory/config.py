@@ -121,6 +121,9 @@ class GenerateConfig(GenerationSettings):
     sampling: GenerateSampling = Field(default_factory=GenerateSampling)
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits that stop the run (a rerun "
                                  "with a larger one goes on from there)")
+    teachers: list[TeacherConfig] = Field(default_factory=list, description="Several teachers: each samples every "
+                                          "prompt (n each) into one run, traces carry their teacher; when given, "
+                                          "`teacher` is not used")
     cache: str | None = Field(None, description="The sample cache's directory (default: OUT/cache); runs that "
                               "share one never buy a sample twice (`factory ablate` points every variant at one)")
     shard_rows: int = Field(10_000, ge=1, description="Rows per Parquet shard")
@@ -152,19 +155,28 @@ class GenerateConfig(GenerationSettings):
 
     @model_validator(mode="after")
     def _budget_and_rounds_can_run(self) -> GenerateConfig:
-        if self.budget.max_usd is not None and self.teacher.prices is None:
+        if len(self.teachers) > 1 and (self.sampling.adaptive.enabled or self.budget.any()):
+            raise ValueError("several teachers do not take sampling.adaptive or a budget yet: run one teacher each")
+        for t in self.all_teachers():
+            self._check_teacher(t)
+        return self
+
+    def _check_teacher(self, teacher: TeacherConfig) -> None:
+        if self.budget.max_usd is not None and teacher.prices is None:
             raise ValueError("budget.max_usd needs teacher.prices (USD per million input and output tokens)")
-        if self.executor.kind == "ray" and (self.sampling.adaptive.enabled or self.budget.any() or self.teacher.batch):
+        if self.executor.kind == "ray" and (self.sampling.adaptive.enabled or self.budget.any() or teacher.batch):
             raise ValueError("sampling.adaptive, budget and teacher.batch run on the local executor (--executor "
                              "local) for now")
-        if self.teacher.batch:
-            if self.teacher.engine != "openai":
+        if teacher.batch:
+            if teacher.engine != "openai":
                 raise ValueError(f"teacher.batch is for the openai engine (a provider's Batch API), not "
-                                 f"{self.teacher.engine}: set teacher.engine (--teacher openai:MODEL)")
+                                 f"{teacher.engine}: set teacher.engine (--teacher openai:MODEL)")
             if self.sampling.adaptive.enabled or self.budget.max_output_tokens or self.budget.max_usd:
                 raise ValueError("teacher.batch buys a batch whole: it takes budget.max_samples, not adaptive "
                                  "rounds or a token or dollar budget")
-        return self
+
+    def all_teachers(self) -> list[TeacherConfig]:
+        return self.teachers or [self.teacher]
 
     def samples_per_prompt(self) -> int:
         """The most samples a prompt may get: n, or adaptive sampling's max_n."""

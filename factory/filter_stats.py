@@ -18,7 +18,8 @@ from .shards import read_manifest
 
 _VERDICT = pl.Struct({"ok": pl.Boolean, "status": pl.String, "reason": pl.String, "score": pl.Float64})
 VERDICTS = pl.Struct({name: _VERDICT for name in FILTERS})
-STAT_COLUMNS = ["prompt_id", "task", "source", "kept", "reject_reason", "verdicts", "pass_rate", "completion_tokens"]
+STAT_COLUMNS = ["prompt_id", "task", "source", "kept", "reject_reason", "verdicts", "pass_rate", "completion_tokens",
+                "teacher_model"]
 
 
 def scan_filtered(filtered: Path, splits: tuple[str, ...] = ("kept", "rejected")) -> pl.LazyFrame:
@@ -60,9 +61,11 @@ def funnel_stats(filtered: Path, order: list[str], seconds: float) -> dict[str, 
     prompts = (lf.filter(pl.col("pass_rate").is_not_null())
                .group_by("prompt_id").agg(pl.col("task", "source", "pass_rate").last()))
     tokens = lf.select("kept", "tokens")
+    teachers = lf.group_by("teacher_model").agg(pl.len().alias("in"), pl.col("kept").sum().alias("kept"),
+                                                pl.col("tokens").filter(pl.col("kept")).mean().alias("tokens"))
     # One at a time: collected together (pl.collect_all) they ran side by side and held 3x the memory.
-    totals, rejected, reasons, prompts, tokens = (q.collect(engine="streaming")
-                                                  for q in (totals, rejected, reasons, prompts, tokens))
+    totals, rejected, reasons, prompts, tokens, teachers = (
+        q.collect(engine="streaming") for q in (totals, rejected, reasons, prompts, tokens, teachers))
     t = totals.row(0, named=True)
     rejected = dict(rejected.iter_rows())
     by = lambda key: {k: round(v, 4) for k, v in sorted(  # noqa: E731
@@ -76,6 +79,10 @@ def funnel_stats(filtered: Path, order: list[str], seconds: float) -> dict[str, 
         "pass_rate": {"by_task": by("task"), "by_source": by("source"), "prompts": prompts.height},
         "tokens": {"kept": percentiles(tokens.filter(pl.col("kept"))["tokens"]),
                    "rejected": percentiles(tokens.filter(~pl.col("kept"))["tokens"])},
+        "by_teacher": {r["teacher_model"]: {"in": r["in"], "kept": r["kept"] or 0,
+                                            "kept_share": round((r["kept"] or 0) / r["in"], 4),
+                                            "mean_kept_tokens": round(r["tokens"]) if r["tokens"] else None}
+                       for r in teachers.sort("teacher_model").iter_rows(named=True) if r["teacher_model"]},
         "seconds": round(seconds, 2), "rows_per_s": round(t["rows"] / max(seconds, 1e-9), 1),
     }
 

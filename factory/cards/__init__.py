@@ -115,7 +115,7 @@ def _context(run_dir: Path, run: dict[str, Any], include_rejected: bool, repo_id
     return {
         "teacher": gen["config"]["teacher"], "sampling": gen["config"]["sampling"],
         "template": gen["config"]["template"], "generation": run["generation"], "funnel": stats["funnel"],
-        "adaptive": (run["generation"] or {}).get("adaptive"),
+        "adaptive": (run["generation"] or {}).get("adaptive"), "by_teacher": stats.get("by_teacher") or {},
         "judge": stats.get("judge"), "judge_model": ((filt["config"].get("judge") or {}).get("teacher") or {}).get("model"),
         "sources": _sources(stats, gen["config"]["prompts"]["source"]),
         "filters": _filter_rows(stats, filt["config"]),

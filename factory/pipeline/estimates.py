@@ -69,16 +69,21 @@ def _tokens(t: int | None) -> str:
 
 def generation_estimate(g: GenerateConfig, plan: PlanAssumptions) -> tuple[dict[str, Any], str]:
     """(prompts, samples, tokens and cost as numbers; the same as one line). Adaptive sampling: at most max_n."""
-    prompts = prompt_count(g)
+    prompts, teachers = prompt_count(g), g.all_teachers()
     per_sample, n = plan.completion_tokens(g.sampling.max_tokens), g.samples_per_prompt()
-    est: dict[str, Any] = {"prompts": prompts, "samples": prompts * n if prompts else None}
+    est: dict[str, Any] = {"prompts": prompts, "samples": prompts * n * len(teachers) if prompts else None}
     if prompts:
         est["completion_tokens"] = est["samples"] * per_sample
         est["prompt_tokens"] = est["samples"] * plan.mean_prompt_tokens
-        est.update(_inference_cost(g.teacher, est["prompt_tokens"], est["completion_tokens"], plan))
+        for t in teachers:  # each teacher's share at its own prices (or on its own GPUs)
+            for key, value in _inference_cost(t, est["prompt_tokens"] // len(teachers),
+                                              est["completion_tokens"] // len(teachers), plan).items():
+                est[key] = round(est.get(key, 0) + value, 2)
     bound = "at most " if g.sampling.adaptive.enabled else ""
-    what = (f"{g.teacher.engine}:{g.teacher.model} on {g.prompts.source}: {prompts or '?'} prompts × "
-            f"{bound}{n} = {est['samples'] or '?'} samples, ~{per_sample} completion tokens each")
+    who = ", ".join(f"{t.engine}:{t.model}" for t in teachers)
+    what = (f"{who} on {g.prompts.source}: {prompts or '?'} prompts × {bound}{n}"
+            + (f" × {len(teachers)} teachers" if len(teachers) > 1 else "")
+            + f" = {est['samples'] or '?'} samples, ~{per_sample} completion tokens each")
     if "completion_tokens" in est:
         what += f" (~{_tokens(est['completion_tokens'])} tokens)"
     if g.executor.kind == "ray":

@@ -254,7 +254,7 @@ def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None, prepare: boo
     if source is None:
         raise FactoryError(f"{p.path}: eval model {ref!r} needs a {kind} stage before it")
     if ref == "teacher":
-        return source.config.teacher.model
+        return source.config.all_teachers()[0].model  # several teachers: the first
     from train.students import final_dir, model_path, resolve_student
 
     distill = resolve_refs(source, p, prepare=False)

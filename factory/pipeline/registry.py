@@ -58,7 +58,7 @@ def _own_process(teacher) -> bool:
 
 def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
 
-    if _own_process(cfg.teacher) and not cfg.executor.kind == "ray":
+    if any(_own_process(t) for t in cfg.all_teachers()) and not cfg.executor.kind == "ray":
         from ..processes import run_command
 
         stats = RunDir(cfg.out).generate_stats

@@ -25,7 +25,7 @@ from ..records import TRACE_SCHEMA, Prompt
 from ..rundir import RunDir, write_resolved_config
 from ..shards import ShardWriter, write_json_atomic
 from ..sources import load_prompts
-from ..teachers import Completion, resolve_engine
+from ..teachers import resolve_engine
 
 console = Console(stderr=True)
 
@@ -33,18 +33,24 @@ console = Console(stderr=True)
 def run(cfg: GenerateConfig) -> dict[str, Any]:
     started = time.perf_counter()
     prompts = load_prompts(cfg.prompts)  # bad input fails here, before a request is sent or a file written
-    cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"engine": resolve_engine(cfg.teacher.engine)})})
+    teachers = [t.model_copy(update={"engine": resolve_engine(t.engine)}) for t in cfg.all_teachers()]
+    cfg = cfg.model_copy(update={"teacher": teachers[0], "teachers": teachers if cfg.teachers else []})
     if cfg.shard:
         prompts, cfg = in_shard(prompts, cfg)
     run_dir = check_out_dir(Path(cfg.out))
     created = not run_dir.exists()
-    work = plan(cfg, prompts, cfg.samples_per_prompt())
     budget = Budget(cfg.budget, cfg.teacher.prices) if cfg.budget.any() else None
     cache_dir = Path(cfg.cache) if cfg.cache else RunDir(run_dir).cache
     with SampleCache(cache_dir, CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
         try:
-            report = generate_missing(cfg, work, cache, budget, cfg.sampling.adaptive.enabled)
-            report.update(_write_traces(cfg, work, cache, report.pop("errors"), bool(report.get("stopped_by"))))
+            parts = []
+            for teacher in teachers:  # one after another: each its own plan and cache keys (its model is in them)
+                one = cfg.model_copy(update={"teacher": teacher})
+                work = plan(one, prompts, cfg.samples_per_prompt())
+                report = generate_missing(one, work, cache, budget, cfg.sampling.adaptive.enabled)
+                parts.append((one, work, {**report, "teacher": f"{teacher.engine}:{teacher.model}"}))
+            report = merge_reports([r for _, _, r in parts])
+            report.update(_write_traces(cfg, parts, cache, bool(report.get("stopped_by"))))
         except BaseException:
             if created and len(cache) == 0 and not cfg.cache:
                 _remove_empty_run(run_dir)  # nothing was bought: leave no empty run behind
@@ -102,31 +108,54 @@ def _remove_empty_run(run_dir: Path) -> None:
             return
 
 
-def _write_traces(cfg: GenerateConfig, work, cache: SampleCache, errors: dict[str, Completion],
+def _write_traces(cfg: GenerateConfig, parts: list[tuple[GenerateConfig, Any, dict[str, Any]]], cache: SampleCache,
                   bought_only: bool = False) -> dict[str, Any]:
-    """One row per sample of the plan (a failed or missing one as an error row); `bought_only` (a budget stopped
-    the run): only the samples bought or tried, none for those the budget left unasked."""
-    engine, model = cfg.teacher.engine, cfg.teacher.model
+    """One row per sample of each teacher's plan (a failed or missing one as an error row); `bought_only` (a
+    budget stopped the run): only the samples bought or tried. Teacher k's sample i is the trace's sample
+    k * stride + i, so (prompt_id, sample_index) names one trace however many teachers wrote."""
     counts: Counter[str] = Counter()
+    stride = cfg.samples_per_prompt()
+    names = ", ".join(f"{t.engine}:{t.model}" for t in cfg.all_teachers())
     with ShardWriter(RunDir(cfg.out).traces, TRACE_SCHEMA, cfg.shard_rows,
-                     extra={"stage": "generate", "teacher": f"{engine}:{model}", "fingerprint": fingerprint(cfg),
+                     extra={"stage": "generate", "teacher": names, "fingerprint": fingerprint(cfg),
                             "config": artifact_config(cfg)}) as writer:
-        for prompt, messages, keys in work:
-            rows = []
-            for index, key in enumerate(keys):
-                if bought_only and key not in cache and key not in errors:
-                    continue
-                rec = cache.get(key)
-                trace = make_trace(cfg, prompt, messages, index, rec, errors.get(key))
-                counts["failed" if trace.error else "ok"] += 1
-                counts["truncated"] += trace.truncated
-                counts[f"error:{(trace.error or '').split(':')[0]}"] += bool(trace.error)
-                rows.append(trace.to_row())
-            writer.write_rows(rows)
+        for k, (one, work, report) in enumerate(parts):
+            errors = report.pop("errors")
+            for prompt, messages, keys in work:
+                rows = []
+                for index, key in enumerate(keys):
+                    if bought_only and key not in cache and key not in errors:
+                        continue
+                    trace = make_trace(one, prompt, messages, k * stride + index, cache.get(key), errors.get(key))
+                    counts["failed" if trace.error else "ok"] += 1
+                    counts["truncated"] += trace.truncated
+                    counts[f"error:{(trace.error or '').split(':')[0]}"] += bool(trace.error)
+                    rows.append(trace.to_row())
+                writer.write_rows(rows)
         manifest = writer.close()
     failed = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("error:") and v}
     return {"rows": manifest["rows"], "ok": counts["ok"], "failed": counts["failed"],
             "failed_by_class": failed, "truncated": counts["truncated"]}
+
+
+SUMMED = ("samples", "cached", "requested", "http_requests", "retries", "prompt_tokens", "completion_tokens",
+          "generation_seconds", "cost_usd")
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One teacher: its report. Several: the sums, and each teacher's own under `by_teacher`."""
+    if len(reports) == 1:
+        return reports[0]
+    out: dict[str, Any] = {"prompts": reports[0]["prompts"], "errors": {}}
+    for key in SUMMED:
+        if any(key in r for r in reports):
+            out[key] = round(sum(r.get(key) or 0 for r in reports), 6)
+    for r in reports:
+        out["errors"].update(r["errors"])
+    seconds = out.get("generation_seconds") or 0
+    out["completion_tokens_per_s"] = round((out.get("completion_tokens") or 0) / seconds, 1) if seconds else 0.0
+    out["by_teacher"] = [{k: v for k, v in r.items() if k != "errors"} for r in reports]
+    return out
 
 
 def _print_report(cfg: GenerateConfig, r: dict[str, Any]) -> None:
@@ -139,6 +168,9 @@ def _print_report(cfg: GenerateConfig, r: dict[str, Any]) -> None:
             table.add_row(label, str(r[key]))
     if r.get("failed_by_class"):
         table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in r["failed_by_class"].items()))
+    for t in r.get("by_teacher", []):
+        table.add_row(f"  {t['teacher']}", f"{t['samples']} samples, {t['cached']} cached, "
+                      f"{t.get('completion_tokens', 0)} new tokens" + (f", ${t['cost_usd']}" if "cost_usd" in t else ""))
     a = r.get("adaptive")
     if a:
         table.add_row("adaptive rounds", " → ".join(str(x["prompts"]) for x in a["rounds"]) + " prompts")

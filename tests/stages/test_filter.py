@@ -130,14 +130,14 @@ def test_stats_are_computed_without_the_reasoning_column(tmp_path):
 
     rows = [{"prompt_id": "p1", "task": "math", "source": "s", "kept": True, "reject_reason": None,
              "verdicts": '{"length": {"ok": true, "score": 120}, "correctness": {"ok": true}}', "pass_rate": 0.5,
-             "completion_tokens": 120},
+             "completion_tokens": 120, "teacher_model": "a"},
             {"prompt_id": "p1", "task": "math", "source": "s", "kept": False, "reject_reason": "correctness",
              "verdicts": '{"length": {"ok": true, "score": 80}, "correctness": {"ok": false, "reason": "wrong"}}',
-             "pass_rate": 0.5, "completion_tokens": None},
+             "pass_rate": 0.5, "completion_tokens": None, "teacher_model": "a"},
             {"prompt_id": "p2", "task": "code", "source": "s", "kept": False, "reject_reason": "length",
              "verdicts": '{"length": {"ok": false, "reason": "too_long", "score": 9000}, '
                          '"language": {"ok": true, "status": "skip", "reason": "skipped: rejected by length"}}',
-             "pass_rate": None, "completion_tokens": 9000}]
+             "pass_rate": None, "completion_tokens": 9000, "teacher_model": "b"}]
     for split, part in (("kept", rows[:1]), ("rejected", rows[1:])):
         (tmp_path / split).mkdir()
         schema = pa.schema([FILTERED_SCHEMA.field(c) for c in STAT_COLUMNS])
@@ -149,6 +149,8 @@ def test_stats_are_computed_without_the_reasoning_column(tmp_path):
     s = funnel_stats(tmp_path, ["length", "language", "correctness"], seconds=1.0)
     assert s["funnel"] == {"in": 3, "rejected_by": {"length": 1, "language": 0, "correctness": 1}, "kept": 1}
     assert s["failed_any"] == {"length": 1, "language": 0, "correctness": 1}
+    assert s["by_teacher"]["a"] == {"in": 2, "kept": 1, "kept_share": 0.5, "mean_kept_tokens": 120}
+    assert s["by_teacher"]["b"]["kept"] == 0
     assert s["skipped"] == {"language": 1}
     assert s["reasons"] == {"correctness: wrong": 1, "length: too_long": 1}
     assert s["pass_rate"] == {"by_task": {"math": 0.5}, "by_source": {"s": 0.5}, "prompts": 1}
