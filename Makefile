@@ -37,6 +37,7 @@ bench: setup
 	$(PY) bench/filters.py
 	$(PY) bench/sft.py
 	$(PY) bench/sandbox_output.py
+	$(PY) bench/adaptive.py
 	rm -rf runs/scale-bench
 	$(PY) bench/scale.py --keep runs/scale-bench
 	$(PY) bench/view.py runs/scale-bench
