@@ -66,7 +66,11 @@ class Plan:
                             "sampling": self.sampling, "sample_index": i}) for i in range(count)]
 
     def __iter__(self) -> Iterator[tuple[Prompt, list[dict], list[str]]]:
-        for p in self.prompts:
+        return self.over(self.prompts)
+
+    def over(self, prompts: list[Prompt]) -> Iterator[tuple[Prompt, list[dict], list[str]]]:
+        """The plan of these prompts only (adaptive sampling's round)."""
+        for p in prompts:
             messages = self.messages(p)
             yield p, messages, self.keys(p, messages, self.count(p))
 

@@ -41,12 +41,13 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, bu
         from .batch import generate_in_batches
 
         report = generate_in_batches(cfg, work, cache, report, budget)
-        if budget is not None and budget.stopped:
-            report["stopped_by"] = budget.stopped
-        return report
-    from .local import generate_here
+    else:
+        from .local import generate_here
 
-    return generate_here(cfg, work, cache, report, budget, adaptive)
+        report = generate_here(cfg, work, cache, report, budget, adaptive)
+    if budget is not None and budget.stopped:
+        report["stopped_by"] = budget.stopped
+    return report
 
 
 def _count_cached(work: Plan, cache: SampleCache, budget: Budget) -> None:

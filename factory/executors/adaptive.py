@@ -72,7 +72,7 @@ class Rounds:
         number = len(self.rounds) + 1
         for p in active:
             self.work.counts[p.prompt_id] = self.state[p.prompt_id].count
-        round_work = [(p, m, keys) for p, m, keys in _iter(self.work, active)]
+        round_work = list(self.work.over(active))
         todo = sum(k not in self.cache for _, _, keys in round_work for k in keys)
         before = sum(self.state[p.prompt_id].verified for p in active)
         if todo:
@@ -175,12 +175,6 @@ class Rounds:
             usd = (per.get("prompt", 0) * prices.input_per_mtok + per.get("completion", 0) * prices.output_per_mtok)
             saved["cost_saved_usd"] = round(usd * (fixed - bought) / 1e6, 4)
         return saved
-
-
-def _iter(work: Plan, prompts: list[Prompt]):
-    for p in prompts:
-        messages = work.messages(p)
-        yield p, messages, work.keys(p, messages, work.count(p))
 
 
 def _histogram(values: Iterable[int]) -> dict[str, int]:

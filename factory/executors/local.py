@@ -38,8 +38,6 @@ def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, repor
         buyer.close()
     if buyer.teacher is not None:
         report.update(usage_report(cfg, buyer.teacher.usage, buyer.seconds))
-    if budget is not None and budget.stopped:
-        report["stopped_by"] = budget.stopped
     return report
 
 

@@ -94,13 +94,12 @@ def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Varian
     run_dir = out / (variant.name if seed is None else f"{variant.name}-seed{seed}")
     pairs = [f"run_dir={run_dir}", *overrides(variant.set)]
     try:
-        p = load_pipeline(base, pairs)
-        # one sample cache for every run: a variant buys only the samples no other run has bought
-        pairs += [f"{i.name}.cache={out / 'cache'}" for i in p.instances if i.kind == "generate"]
-        p = load_pipeline(base, pairs)
+        instances = load_pipeline(base, pairs).instances  # the variant's stage names, for the pairs below
+        # one sample cache for every run (a variant buys only the samples no other run has bought), and the seed
+        pairs += [f"{i.name}.cache={out / 'cache'}" for i in instances if i.kind == "generate"]
         if seed is not None:
-            trained = [i.name for i in p.instances if i.kind in ("distill", "grpo")]
-            p = load_pipeline(base, [*pairs, *(f"{name}.seed={seed}" for name in trained)])
+            pairs += [f"{i.name}.seed={seed}" for i in instances if i.kind in ("distill", "grpo")]
+        p = load_pipeline(base, pairs)
     except FactoryError as e:
         where = "the base" if variant.name == "base" else f"variant {variant.name!r}"
         raise FactoryError(f"{path}: {where}: {e}") from None

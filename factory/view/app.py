@@ -70,19 +70,20 @@ def create_app(run_dir: str | Path) -> Flask:
 
     @app.get("/ablation.png")
     def ablation_png() -> Any:
-        path = data.ablation_png()
-        if path is None:
-            abort(404)
-        return send_file(path, mimetype="image/png")
+        return _png(data.ablation_png())
 
     @app.get("/evals/compare.png")
     def compare_png() -> Any:
-        path = data.compare_png()
-        if path is None:
-            abort(404)
-        return send_file(path, mimetype="image/png")
+        return _png(data.compare_png())
 
     return app
+
+
+def _png(path: Path | None) -> Any:
+    """A figure the run wrote, or 404 when it has none."""
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype="image/png")
 
 
 def _show_unreadable_files(app: Flask, run: str) -> None:
