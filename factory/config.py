@@ -306,6 +306,9 @@ class EvalConfig(GenerationSettings):
                                     "from the benchmark (held out means never trained on)")
     ks: list[int] = Field(default_factory=lambda: [1, 4, 8], description="k values for pass@k and maj@k")
     out: str = Field("eval", description="Directory for <label>-<benchmark>.json and the sample cache")
+    cache: str | None = Field(None, description="The sample cache's directory (default: OUT/cache); keys hold "
+                              "the model's content, so evals that share one sample each model once "
+                              "(`factory ablate` points every run's evals at one)")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Engine settings (model is set "
                                    "from `model`)")
     sampling: EvalSampling = Field(default_factory=EvalSampling)

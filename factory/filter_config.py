@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .strict import Strict
 from .teacher_config import TeacherConfig
@@ -95,9 +95,19 @@ class DedupParams(Strict):
 class SelectionParams(Strict):
     enabled: bool = Field(True, description="Keep at most max_per_prompt traces per prompt")
     max_per_prompt: int | None = Field(None, ge=1, description="Most kept traces per prompt (None: all)")
-    strategy: Literal["shortest", "random"] = Field("shortest", description="Which traces to keep")
+    strategy: Literal["shortest", "random", "teacher_priority"] = Field(
+        "shortest", description="Which traces to keep: the shortest that passed every filter (AM-Team's "
+        "shortest verified), random ones, or by teacher_priority (then the shortest)")
+    teacher_priority: list[str] = Field(default_factory=list, description="Teachers' model names, preferred "
+                                        "first (strategy teacher_priority); one not listed comes after them")
     seed: int = Field(0, description="Seed for the random strategy")
     max_pass_rate: float | None = Field(None, ge=0, le=1, description="Drop prompts solved more often (hard only)")
+
+    @model_validator(mode="after")
+    def _priority_named(self) -> SelectionParams:
+        if self.strategy == "teacher_priority" and not self.teacher_priority:
+            raise ValueError("strategy teacher_priority needs teacher_priority: [model, ...] (preferred first)")
+        return self
 
 
 JUDGE_DEFAULTS = {"engine": "openai", "model": "gpt-4o-mini"}

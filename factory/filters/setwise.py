@@ -120,8 +120,10 @@ def pass_rates(rows: list[RowSummary]) -> dict[str, float | None]:
     return {pid: sum(v) / len(v) for pid, v in graded.items()}
 
 
-def select(rows: list[RowSummary], alive: list[int], rates: dict[str, float], p: SelectionParams) -> dict[int, str]:
-    """Row index -> reason, for rows over the per-prompt quota or of prompts that are too easy."""
+def select(rows: list[RowSummary], alive: list[int], rates: dict[str, float], p: SelectionParams,
+           teachers: list[str] | None = None) -> dict[int, str]:
+    """Row index -> reason, for rows over the per-prompt quota or of prompts that are too easy. `teachers`: each
+    row's teacher model (strategy teacher_priority)."""
     rejected: dict[int, str] = {}
     by_prompt: dict[str, list[int]] = defaultdict(list)
     for i in alive:
@@ -136,6 +138,9 @@ def select(rows: list[RowSummary], alive: list[int], rates: dict[str, float], p:
     for indices in by_prompt.values():
         if p.strategy == "shortest":
             indices.sort(key=lambda i: (rows[i].tokens, i))
+        elif p.strategy == "teacher_priority":
+            rank = {t: r for r, t in enumerate(p.teacher_priority)}
+            indices.sort(key=lambda i: (rank.get((teachers or [])[i], len(rank)), rows[i].tokens, i))
         else:
             rng.shuffle(indices)
         for i in indices[p.max_per_prompt :]:

@@ -135,13 +135,66 @@ def _pm(mean: float, ci: float | None) -> str:
 
 
 def dry_run(a: Ablation) -> dict[str, Any]:
-    """Each run's plan and cost (samples another run buys first are bought once: the shared cache)."""
+    """Each run's plan and full cost, then what each adds: samples an earlier run buys (the shared sample and eval
+    caches) are counted once, so the ablation's total is what it will really spend."""
+    from .estimates import total
     from .plan import dry_run as plan_one
 
-    out = {}
+    out: dict[str, Any] = {"runs": {}}
+    bought: dict[str, int] = {}  # samples already bought per sample set, by the runs before
+    every: list[dict[str, Any]] = []
     for (variant, seed), p in a.runs.items():
         console.rule(f"[bold]{a.config.name}: {variant}" + (f", seed {seed}" if seed is not None else ""))
-        out[f"{variant}" + (f"-seed{seed}" if seed is not None else "")] = plan_one(p)["total"]
+        full = plan_one(p)
+        shared = [_new_part(key, est, bought) for key, est in sample_sets(p)]
+        parts = shared + [est for name, est in full["costs"].items()
+                          if p.instance(name).kind not in ("generate", "eval")]
+        every += parts
+        out["runs"][variant + (f"-seed{seed}" if seed is not None else "")] = {
+            "alone": full["total"], "adds": total(parts, p.plan),
+            "new_samples": round(sum(x.get("samples") or 0 for x in shared))}
+    out["total"] = {**total(every, a.runs["base", (a.config.seeds or [None])[0]].plan),
+                    "new_samples": sum(r["new_samples"] for r in out["runs"].values())}
     console.print(json.dumps(out, indent=1))
     return out
 
+
+def sample_sets(p: Pipeline) -> list[tuple[str, dict[str, Any]]]:
+    """(what the samples are, their estimate) for each teacher of each generate stage and each eval: two runs
+    with the same key share these samples through the ablation's caches (n aside: a larger n buys the rest)."""
+    from .estimates import eval_estimate, generation_estimate
+    from .load import resolve_refs
+
+    out = []
+    for inst in p.instances:
+        config = resolve_refs(inst, p, prepare=False)
+        if inst.kind == "generate":
+            for t in config.all_teachers():
+                one = config.model_copy(update={"teacher": t, "teachers": []})
+                out.append((_key(t, one, config.prompts.model_dump()), generation_estimate(one, p.plan)[0]))
+        elif inst.kind == "eval":
+            for _, e in config:
+                what = {k: getattr(e, k) for k in ("model", "benchmark", "benchmark_path", "limit", "size", "seed",
+                                                   "gym_args", "date_from", "date_to")}
+                out.append((_key(e.teacher.model_copy(update={"model": e.model}), e, what), eval_estimate(e, p.plan)))
+    return out
+
+
+def _key(teacher, cfg, what: dict[str, Any]) -> str:
+    from ..generation import sampling_key
+
+    return json.dumps({"teacher": [teacher.engine, teacher.model, teacher.base_url], "what": what,
+                       "sampling": sampling_key(cfg), "template": cfg.template.model_dump()},
+                      sort_keys=True, default=str)
+
+
+def _new_part(key: str, est: dict[str, Any], bought: dict[str, int]) -> dict[str, Any]:
+    """The part of an estimate no earlier run has bought: additive figures scaled by new samples / samples."""
+    samples = est.get("samples")
+    if not samples:
+        return est
+    new = max(0, samples - bought.get(key, 0))
+    bought[key] = max(bought.get(key, 0), samples)
+    scale = new / samples
+    return {**est, **{k: est[k] * scale for k in ("samples", "completion_tokens", "prompt_tokens", "cost_usd",
+                                                  "gpu_hours") if est.get(k) is not None}}

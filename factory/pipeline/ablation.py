@@ -103,4 +103,9 @@ def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Varian
     except FactoryError as e:
         where = "the base" if variant.name == "base" else f"variant {variant.name!r}"
         raise FactoryError(f"{path}: {where}: {e}") from None
+    # one eval cache too: its keys hold each model's content, so the evals every run shares (the student before
+    # training, the teacher) sample once, and only the newly trained student is sampled per run
+    for inst in p.instances:
+        if inst.kind == "eval":
+            inst.config = [(n, e.model_copy(update={"cache": str(out / "eval-cache")})) for n, e in inst.config]
     return p

@@ -81,7 +81,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         check_model_loads(cfg.model)
     gen = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine})})
     work = plan(gen, prompts)
-    with SampleCache(Path(cfg.out) / "cache", CACHE_FIELDS) as cache:
+    with SampleCache(Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache", CACHE_FIELDS) as cache:
         generation = generate_missing(gen, work, cache)
         errors = generation.pop("errors")
         traces = [[make_trace(gen, p, msgs, i, cache.get(k), errors.get(k)) for i, k in enumerate(keys)]
@@ -93,6 +93,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
               "versions": package_versions(), "created_at": datetime.now(timezone.utc).isoformat(),
               "seconds": round(time.perf_counter() - started, 1), "problems": problems}
     path = result_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the cache may live elsewhere (cfg.cache)
     write_json_atomic(path, result)
     print_metrics(result, path)
     return result

@@ -61,7 +61,7 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         judged, judge_report = _ask_the_judge(cfg, traces, summaries)
         _check_the_judge(judge_report, judged)
         t1 = time.perf_counter()
-        final = _set_filters(cfg, summaries)
+        final = _set_filters(cfg, traces, summaries)
         t2 = time.perf_counter()
         _write_outputs(cfg, traces, tmp, summaries, final, judged)
         del summaries, final, judged  # a few hundred bytes a row: let the statistics have the memory
@@ -129,7 +129,7 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
     return summaries
 
 
-def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[str, str]]:
+def _set_filters(cfg: FilterConfig, traces: Path, rows: list[RowSummary]) -> dict[int, tuple[str, str]]:
     """Row index -> (set filter, reason) for rows that passed the row filters but not a set filter."""
     active = cfg.active()
     final: dict[int, tuple[str, str]] = {}
@@ -139,8 +139,18 @@ def _set_filters(cfg: FilterConfig, rows: list[RowSummary]) -> dict[int, tuple[s
         final.update({i: ("dedup", why) for i, why in dedup(rows, cfg.dedup, shared).items()})
     if "selection" in active:
         alive = [i for i, r in enumerate(rows) if r.passed_rows and i not in final]
-        final.update({i: ("selection", why) for i, why in select(rows, alive, pass_rates(rows), cfg.selection).items()})
+        teachers = _column(traces, "teacher_model") if cfg.selection.strategy == "teacher_priority" else None
+        final.update({i: ("selection", why)
+                      for i, why in select(rows, alive, pass_rates(rows), cfg.selection, teachers).items()})
     return final
+
+
+def _column(traces: Path, name: str) -> list[str]:
+    """One column of every trace, in the order the row filters saw them."""
+    import pyarrow.parquet as pq
+
+    return [v for path, g in _row_groups(traces)
+            for v in pq.ParquetFile(path).read_row_group(g, columns=[name]).column(0).to_pylist()]
 
 
 def _ask_the_judge(cfg: FilterConfig, traces: Path, rows: list[RowSummary]

@@ -233,3 +233,28 @@ def test_eval_on_ray_scores_what_a_local_eval_scores(tmp_path, fake_server, clus
     results = [json.loads(next((tmp_path / d).glob("*.json")).read_text()) for d in ("local", "ray")]
     assert results[0]["metrics"]["pass@1"] == results[1]["metrics"]["pass@1"]
     assert results[1]["metrics"]["pass@1"]["mean"] == 0.5
+
+
+def test_several_teachers_on_ray_write_what_a_local_run_writes(tmp_path, fake_server, cluster):
+    from factory.config import GenerateConfig
+    from factory.stages import generate
+
+    prompts = _prompts(tmp_path, 6)
+    servers = [fake_server(model=m) for m in ("t1", "t2")]
+
+    def config(out: str, **executor) -> GenerateConfig:
+        return GenerateConfig.model_validate({
+            "out": str(tmp_path / out), "prompts": {"source": str(prompts)}, "sampling": {"n": 2},
+            "progress": False, "executor": executor,
+            "teachers": [{"engine": "openai", "model": m, "base_url": url} for m, (_, url) in zip(("t1", "t2"),
+                                                                                            servers)]})
+
+    generate.run(config("local"))
+    served = [s.served() for s, _ in servers]
+    assert served == [12, 12]
+    report = generate.run(config("ray", kind="ray", address=cluster.address))
+    assert [s.served() for s, _ in servers] == [24, 24] and report["samples"] == 24
+    assert [t["teacher"] for t in report["by_teacher"]] == ["openai:t1", "openai:t2"]
+    _same_traces(tmp_path / "local", tmp_path / "ray")
+    generate.run(config("ray", kind="ray", address=cluster.address))
+    assert [s.served() for s, _ in servers] == [24, 24], "a rerun on the cluster buys nothing from either"

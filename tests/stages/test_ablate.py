@@ -41,6 +41,8 @@ def test_variants_share_the_teachers_samples_and_get_a_report(tmp_path, fake_ser
     assert main(["ablate", path, "--root", str(root)]) == 0
     # base: 3 prompts x 2; no-correctness: nothing new; n3: sample 2 of each prompt only
     assert _generation_samples(server) == 6 + 0 + 3
+    # the teacher eval is the same model on the same problems in every run: sampled once (3 problems x 2)
+    assert sum(e.n for e in server.log) - _generation_samples(server) == 6
     run = root / "abl"
     assert (run / "no-correctness" / "filtered" / "stats.json").exists() and (run / "ablation.png").exists()
     res = json.loads((run / "results.json").read_text())
@@ -58,3 +60,16 @@ def test_variants_share_the_teachers_samples_and_get_a_report(tmp_path, fake_ser
     page = client.get("/").get_data(as_text=True)
     assert "Ablation abl" in page and "no-correctness: no significant difference" in page
     assert client.get("/ablation.png").status_code == 200
+
+
+def test_the_dry_run_counts_shared_samples_once(tmp_path, fake_server):
+    from factory.pipeline.ablate import dry_run
+    from factory.pipeline.ablation import load_ablation
+
+    server, url = fake_server()
+    out = dry_run(load_ablation(_files(tmp_path, url), tmp_path / "ablate"))
+    runs = out["runs"]
+    # generation: the base buys 3 x 2, no-correctness nothing, n3 the third sample of each prompt; the teacher
+    # eval (3 problems x 2) is the same model on the same problems in every run: bought by the base only
+    assert [runs[r]["new_samples"] for r in ("base", "no-correctness", "n3")] == [6 + 6, 0, 3]
+    assert out["total"]["new_samples"] == 15 and not server.log

@@ -41,6 +41,10 @@ def test_every_teacher_samples_every_prompt_and_the_stats_say_which(tmp_path, fa
     assert main(["card", str(tmp_path / "run")]) == 0
     card = (tmp_path / "run" / "card" / "README.md").read_text()
     assert "## By teacher" in card and "| `bad` | 6 | 0 | 0.000 |" in card
+    from factory.view import create_app
+
+    page = create_app(tmp_path / "run").test_client().get("/").get_data(as_text=True)
+    assert "By teacher" in page and "<td>bad</td><td>6</td><td>0</td><td>0.000</td>" in page
     generate.run(cfg)
     assert good.served() == 6 and bad.served() == 6, "a rerun buys nothing"
 
@@ -49,3 +53,28 @@ def test_several_teachers_refuse_what_they_cannot_do_yet(tmp_path):
     with pytest.raises(ValueError, match="several teachers do not take sampling.adaptive"):
         _cfg(tmp_path, [("a", "http://127.0.0.1:1/v1"), ("b", "http://127.0.0.1:1/v1")],
              sampling={"n": 2, "adaptive": {"enabled": True}})
+
+
+def test_teacher_priority_keeps_one_trace_per_prompt_from_the_preferred_teacher(tmp_path, fake_server):
+    right = {p: (str(i + 1), 1.0) for i, p in enumerate(PROBLEMS)}
+    _, a_url = fake_server(model="a", correct=right)
+    # b writes longer traces (the shortest rule would pick a's), and is wrong on problem 1
+    answers = {0: "1", 1: "7", 2: "3"}
+    _, b_url = fake_server(model="b", replies={p: [f"<think>\nTeacher b works on {p} step by step, slowly, "
+                                                   f"checking each step twice.\n</think>\n\nThe answer is "
+                                                   f"\\boxed{{{answers[i]}}}."] for i, p in enumerate(PROBLEMS)})
+    generate.run(_cfg(tmp_path, [("a", a_url), ("b", b_url)]))
+    filter_stage.run(FilterConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "progress": False,
+        "selection": {"max_per_prompt": 1, "strategy": "teacher_priority", "teacher_priority": ["b"]}}))
+    kept = read_table(tmp_path / "run" / "filtered" / "kept").to_pylist()
+    by_problem = {r["problem"]: r["teacher_model"] for r in kept}
+    # b is preferred wherever it has a verified trace; problem 1 only a has
+    assert by_problem == {PROBLEMS[0]: "b", PROBLEMS[1]: "a", PROBLEMS[2]: "b"}
+    stats = json.loads((tmp_path / "run" / "filtered" / "stats.json").read_text())
+    assert stats["by_teacher"]["a"]["kept"] == 1 and stats["by_teacher"]["b"]["kept"] == 2
+
+
+def test_teacher_priority_needs_the_teachers_named():
+    with pytest.raises(ValueError, match="teacher_priority needs teacher_priority"):
+        FilterConfig.model_validate({"selection": {"max_per_prompt": 1, "strategy": "teacher_priority"}})
