@@ -163,7 +163,7 @@ def sample_sets(p: Pipeline) -> list[tuple[str, dict[str, Any]]]:
     """(what the samples are, their estimate) for each teacher of each generate stage and each eval: two runs
     with the same key share these samples through the ablation's caches (n aside: a larger n buys the rest)."""
     from .estimates import eval_estimate, generation_estimate
-    from .load import resolve_refs
+    from .load import resolve_model_ref, resolve_refs
 
     out = []
     for inst in p.instances:
@@ -174,6 +174,7 @@ def sample_sets(p: Pipeline) -> list[tuple[str, dict[str, Any]]]:
                 out.append((_key(t, one, config.prompts.model_dump()), generation_estimate(one, p.plan)[0]))
         elif inst.kind == "eval":
             for _, e in config:
+                e = e.model_copy(update={"model": resolve_model_ref(e.model, p, inst.name, prepare=False)})
                 what = {k: getattr(e, k) for k in ("model", "benchmark", "benchmark_path", "limit", "size", "seed",
                                                    "gym_args", "date_from", "date_to")}
                 out.append((_key(e.teacher.model_copy(update={"model": e.model}), e, what), eval_estimate(e, p.plan)))

@@ -60,3 +60,14 @@ def test_every_run_shares_one_sample_cache(tmp_path):
 def test_every_shipped_ablation_loads(path, tmp_path):
     a = load_ablation(str(path), tmp_path)
     assert len(a.runs) == (1 + len(a.config.variants)) * max(1, len(a.config.seeds))
+
+
+def test_the_quickstart_ablations_dry_run_buys_only_each_new_students_eval(tmp_path):
+    from factory.pipeline.ablate import dry_run
+
+    out = dry_run(load_ablation(str(REPO / "pipelines" / "ablations" / "quickstart.yaml"), tmp_path))
+    # the base: 96 prompts x 4 samples, and three evals of 40 problems x 4; a variant: its own student-after
+    # only (its generation is a subset of the base's; the untrained student and the teacher are the base's)
+    assert out["runs"]["base"]["new_samples"] == 96 * 4 + 3 * 40 * 4
+    assert [out["runs"][v]["new_samples"] for v in ("no-correctness", "one-sample", "one-per-prompt")] == [160] * 3
+    assert out["total"]["new_samples"] == 864 + 3 * 160
