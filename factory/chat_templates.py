@@ -19,6 +19,25 @@ LLAMA3 = ("{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ mes
           "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
 _PROBE = "R1 probe: 2 + 2?"
 
+# DeepSeek-R1 paper, Table 1: the template of DeepSeek-R1-Zero (for a base model: no chat template).
+R1_ZERO = ("A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+           "The assistant first thinks about the reasoning process in the mind and then provides the user with the "
+           "answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> "
+           "tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. "
+           "User: {prompt}. Assistant:")
+
+
+def r1_zero_chat_template(bos: bool = False) -> str:
+    """R1-Zero's template as a chat template: a policy trained on it is saved with it, so every engine that
+    renders the model's chat template (vLLM, transformers, a served endpoint) prompts it as it was trained. The
+    user's last message is the prompt; an assistant turn follows as plain text (a later SFT stage). `bos`: the
+    tokenizer puts a BOS before plain text (Llama), which engines rendering a chat template do not add."""
+    head, tail = R1_ZERO.split("{prompt}")
+    return (("{{ bos_token }}" if bos else "") + "{% for message in messages %}{% if message['role'] == 'user' %}"
+            + head + "{{ message['content'] }}"
+            + tail + "{% elif message['role'] == 'assistant' %} {{ message['content'] }}{{ eos_token }}{% endif %}"
+            "{% endfor %}")
+
 
 def r1_template(tokenizer) -> str | None:
     """The R1-distill style template of this tokenizer's family, or None for a family this does not know."""

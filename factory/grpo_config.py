@@ -52,6 +52,11 @@ class RewardsConfig(Strict):
                          "timeout needs a process of its own)")
     timeout_s: float = Field(120.0, gt=0, description="Longest a worker may spend on one batch of completions; past "
                              "it, the batch's rewards are 0 (accuracy) and the worker is replaced")
+    control: Literal["none", "shuffled"] = Field(
+        "none", description="shuffled: the control arm of an RL claim (Spurious Rewards, 2025, saw Qwen models "
+        "gain from random rewards). Every reward is scored as usual, then shuffled among the completions of the "
+        "same prompt in the step: the same values, mean and spread, but no word on which completion earned them. "
+        "rollouts.jsonl keeps the true ones")
 
     def active(self) -> dict[str, float]:
         return {name: getattr(self, name).weight for name in ("accuracy", "format", "language", "length")

@@ -119,18 +119,22 @@ class RewardScorer:
                 self.cache[key] = result
             self.scored += len(todo)
         results = [self.cache[k] for k in keys]
+        given = shuffled(results, columns["prompt_id"], keys, step) if self.cfg.control == "shuffled" else results
         if self.log is not None and step is not None and step != self.logged_step:
             self.logged_step = step  # each reward function asks for the same batch: log it once
-            self._write_log(step, columns["prompt_id"], completions, completion_ids, results)
-        return results
+            self._write_log(step, columns["prompt_id"], completions, completion_ids, given, results)
+        return given
 
     def _write_log(self, step: int, pids: list[str], texts: list[str], ids: list[list[int]],
-                   results: list[dict[str, float | None]]) -> None:
-        """rollouts.jsonl: every completion with its prompt, length and rewards (model output: data, never run)."""
+                   given: list[dict[str, float | None]], true: list[dict[str, float | None]]) -> None:
+        """rollouts.jsonl: every completion with its prompt, length and rewards (model output: data, never run);
+        under a control, the rewards given and the true ones."""
         with open(self.log, "a", encoding="utf-8") as f:
-            for pid, text, tokens, rewards in zip(pids, texts, ids, results):
-                f.write(json.dumps({"step": step, "prompt_id": pid, "tokens": len(tokens), "rewards": rewards,
-                                    "completion": text}, ensure_ascii=False) + "\n")
+            for pid, text, tokens, rewards, own in zip(pids, texts, ids, given, true):
+                row = {"step": step, "prompt_id": pid, "tokens": len(tokens), "rewards": rewards}
+                if given is not true:
+                    row["true_rewards"] = own
+                f.write(json.dumps({**row, "completion": text}, ensure_ascii=False) + "\n")
 
     def _score(self, rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
         cfg_json = self.cfg.model_dump(mode="json")
@@ -140,6 +144,22 @@ class RewardScorer:
         chunks = [(rows[i:i + size], self.limit, cfg_json) for i in range(0, len(rows), size)]
         hung = lambda task: [{n: 0.0 for n in self.cfg.active()} for _ in task[0]]  # noqa: E731
         return [r for chunk in self.pool.map(score_batch, chunks, self.cfg.timeout_s, hung) for r in chunk]
+
+
+def shuffled(results: list[dict[str, float | None]], prompt_ids: list[str], keys: list[str],
+             step: int | None) -> list[dict[str, float | None]]:
+    """The rewards permuted among the completions of each prompt. The permutation depends only on the step and
+    the completions, so every reward function TRL calls for the same batch sees the same one."""
+    import random
+
+    rng = random.Random(hashlib.sha256(f"{step}\n{''.join(keys)}".encode()).hexdigest())
+    out = list(results)
+    for pid in dict.fromkeys(prompt_ids):
+        where = [i for i, p in enumerate(prompt_ids) if p == pid]
+        order = rng.sample(where, len(where))
+        for i, j in zip(where, order):
+            out[i] = results[j]
+    return out
 
 
 class _RewardFunction:

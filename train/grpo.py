@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.benchmarks import PROMPTS_SEEN
+from factory.chat_templates import R1_ZERO, prompt_template, r1_zero_chat_template
 from factory.errors import FactoryError
 from factory.grpo_config import GrpoConfig
 from factory.records import PROMPT_FIELDS
@@ -26,13 +27,6 @@ from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, sav
 from .devices import Devices, detect, device_arguments, model_init_kwargs
 from .sft_data import stop_at_end_of_turn
 from .students import model_path, resolve_student
-
-# DeepSeek-R1 paper, Table 1: the template of DeepSeek-R1-Zero (for a base model: no chat template).
-R1_ZERO = ("A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
-           "The assistant first thinks about the reasoning process in the mind and then provides the user with the "
-           "answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> "
-           "tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. "
-           "User: {prompt}. Assistant:")
 
 
 def output_dir(cfg: GrpoConfig) -> Path:
@@ -55,9 +49,11 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     base = model_path(preset)
     out = output_dir(cfg)
     tokenizer = _tokenizer(base)
+    kind = template_kind(cfg, tokenizer)
+    set_policy_template(tokenizer, kind, preset.chat_template)  # saved with final/: evals prompt as trained
     # a chat policy ends its answers with the template's end of turn: rollouts and the saved final stop there
-    stop_ids = stop_at_end_of_turn(tokenizer) if template_kind(cfg, tokenizer) == "chat" else None
-    data, report = build_dataset(cfg, tokenizer)
+    stop_ids = stop_at_end_of_turn(tokenizer) if kind == "chat" else None
+    data, report = build_dataset(cfg, tokenizer, kind)
     check_disk(base, out, cfg.save_total_limit, cfg.lora)
     with state.main_process_first():
         out.mkdir(parents=True, exist_ok=True)
@@ -117,13 +113,25 @@ def template_kind(cfg: GrpoConfig, tokenizer) -> str:
     return "chat" if tokenizer.chat_template else "r1-zero"
 
 
-def build_dataset(cfg: GrpoConfig, tokenizer) -> tuple[dict[str, list], dict[str, Any]]:
+def set_policy_template(tokenizer, kind: str, preset_template: str | None = None) -> None:
+    """The chat template the policy trains with and is saved with. chat: the model's own, unless it adds a system
+    prompt R1 did not use (Qwen2.5's "You are Qwen...", SmolLM2's), then its family's R1-style one, as distill
+    and eval do. r1-zero: R1-Zero's template, so that engines render eval and rejection-sampling prompts with it
+    (the training prompts are that text already)."""
+    if kind == "r1-zero":
+        ids = tokenizer("x")["input_ids"]
+        tokenizer.chat_template = r1_zero_chat_template(bool(ids) and ids[0] == tokenizer.bos_token_id)
+    else:
+        tokenizer.chat_template = preset_template or prompt_template(tokenizer) or tokenizer.chat_template
+
+
+def build_dataset(cfg: GrpoConfig, tokenizer, kind: str | None = None) -> tuple[dict[str, list], dict[str, Any]]:
     """The prompts as TRL wants them (`prompt`: text for r1-zero, messages for chat) with the columns the rewards
     read; prompts longer than max_prompt_length are dropped and counted."""
     from factory.sources import load_prompts
     from factory.teachers.template import build_messages
 
-    kind = template_kind(cfg, tokenizer)
+    kind = kind or template_kind(cfg, tokenizer)
     data: dict[str, list] = {"prompt": [], **{c: [] for c in PROMPT_FIELDS}}
     lengths, dropped = [], 0
     for p in load_prompts(cfg.prompts):

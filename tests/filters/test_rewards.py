@@ -109,3 +109,32 @@ def test_the_scorer_keeps_one_pool_for_every_step_and_closes_it():
         scorer.scores([t + " Again." for t in texts], [[1] * 13] * len(texts), columns, step=1)
         assert scorer.pool is pool and scorer.scored == 2 * len(texts)
     assert scorer.pool is None
+
+
+def test_the_shuffled_control_gives_each_prompts_rewards_to_its_completions_at_random(tmp_path):
+    import json
+
+    from factory.records import Prompt as P
+
+    other = P(source="test", task="math", problem="What is 3 + 3?", reference_answer="6")
+    wrong6 = "<think>Three and three make seven.</think> The answer is \\boxed{7}."
+    texts = [COMPLETIONS["right"][0], COMPLETIONS["wrong"][0], COMPLETIONS["wrong"][0].replace("five", "fiv"),
+             COMPLETIONS["wrong"][0].replace("five", "fve"), wrong6, wrong6.replace("seven", "sevn")]
+    prompts = [PROMPT] * 4 + [other] * 2
+    columns = {c: [getattr(p, c) for p in prompts] for c in COLUMNS}
+    cfg = RewardsConfig.model_validate({"control": "shuffled"})
+    true = RewardScorer(RewardsConfig(), 100).scores(texts, [[1] * 9] * 6, columns, step=3)
+    log = tmp_path / "rollouts.jsonl"
+    fns = RewardScorer(cfg, 100, log=log).functions()
+    state = type("State", (), {"global_step": 3})()
+    kwargs = {"prompts": ["p"] * 6, "completions": texts, "completion_ids": [[1] * 9] * 6, **columns}
+    given = fns[0](**kwargs, trainer_state=state)
+    assert given == fns[0](**kwargs, trainer_state=state), "every call for the same batch: the same permutation"
+    assert [t["accuracy"] for t in true] == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert sorted(given[:4]) == [0.0, 0.0, 0.0, 1.0] and given[4:] == [0.0, 0.0], "values stay within the prompt"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["true_rewards"]["accuracy"] for r in rows] == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert [r["rewards"]["accuracy"] for r in rows] == given
+    # over many steps the right completion's reward lands on each of the four in turn: no information left
+    firsts = {fns[0](**kwargs, trainer_state=type("S", (), {"global_step": s})()).index(1.0) for s in range(40)}
+    assert firsts == {0, 1, 2, 3}

@@ -49,12 +49,34 @@ def test_a_few_steps_on_smollm2_change_the_weights_and_log_every_reward(tmp_path
     assert summary["stops_at"] == "<|im_end|>" and GenerationConfig.from_pretrained(out / "final").eos_token_id in (
         im_end, [im_end]), "a chat policy's final stops at the end of turn"
     assert summary["data"]["template"] == "chat" and summary["data"]["mean_prompt_tokens"] > 20
+    user = [{"role": "user", "content": "hi"}]
+    assert AutoTokenizer.from_pretrained(out / "final").apply_chat_template(
+        user, tokenize=False, add_generation_prompt=True) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", \
+        "trained and saved without SmolLM2's hidden system prompt (R1 used none)"
     assert (out / "rewards.png").stat().st_size > 1000 and (out / "length.png").stat().st_size > 1000
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 8 and {r["step"] for r in rollouts} == {0, 1}
     assert all(set(r["rewards"]) == {"accuracy", "format", "length"} for r in rollouts)
     resolved = yaml.safe_load((run / "config.resolved.yaml").read_text())
     assert resolved["grpo"]["config"]["rewards"]["length"]["weight"] == 1.0 and resolved["grpo"]["fingerprint"]
+
+
+def test_an_r1_zero_policy_is_saved_with_the_template_it_trained_on(tmp_path):
+    """Every engine renders a model's chat template: an R1-Zero policy's is R1-Zero's, so evals and rejection
+    sampling prompt it as it was trained (not under ChatML)."""
+    from transformers import AutoTokenizer
+
+    from factory.chat_templates import R1_ZERO
+
+    run = tmp_path / "run"
+    assert main(["grpo", str(run), "--model", "tiny", "--max-steps", "1", *SMALL, "--set", "template=r1-zero",
+                 "--set", "max_completion_length=8", "--set", "save_steps=100", "--set", "rewards.workers=1"]) == 0
+    out = run / "rl" / "tiny"
+    assert json.loads((out / "grpo_summary.json").read_text())["data"]["template"] == "r1-zero"
+    user = [{"role": "user", "content": "What is {2} + 2?"}]
+    text = AutoTokenizer.from_pretrained(out / "final").apply_chat_template(user, tokenize=False,
+                                                                            add_generation_prompt=True)
+    assert text == R1_ZERO.format(prompt="What is {2} + 2?")
 
 
 def _cmd(run, *extra):
