@@ -306,6 +306,8 @@ class EvalConfig(GenerationSettings):
                                     "from the benchmark (held out means never trained on)")
     ks: list[int] = Field(default_factory=lambda: [1, 4, 8], description="k values for pass@k and maj@k")
     out: str = Field("eval", description="Directory for <label>-<benchmark>.json and the sample cache")
+    vs: str | None = Field(None, description="In a pipeline: another of its evals that summary.md also compares "
+                           "this one with, paired over the same problems (an RL arm against its control)")
     cache: str | None = Field(None, description="The sample cache's directory (default: OUT/cache); keys hold "
                               "the model's content, so evals that share one sample each model once "
                               "(`factory ablate` points every run's evals at one)")

@@ -228,6 +228,10 @@ def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[t
         if has_generate and str(entry.get("benchmark", "")).startswith("gym:"):
             entry.setdefault("exclude_runs", [str(run_dir)])
         out.append((name, build(EvalConfig, entry, where=f"{path} eval[{i}] ({name})")))
+    for i, (name, e) in enumerate(out):
+        if e.vs is not None and (e.vs == name or e.vs not in names):
+            raise FactoryError(f"{path}: eval[{i}] ({name}): field 'vs': {e.vs!r} is not another eval of this "
+                               f"stage (its evals: {', '.join(n for n, _ in out)})")
     return out
 
 

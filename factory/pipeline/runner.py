@@ -106,11 +106,13 @@ def print_summary(p: Pipeline, results: dict[str, Any]) -> None:
         if inst.kind == "eval" and inst.name in results:
             done = results[inst.name].get("summary") or {}
             evals = {n: done[n] for n, _ in inst.config if n in done}  # the pipeline's order: the first is the reference
+            names = list(evals)
+            pairs = [(names.index(e.vs), names.index(n)) for n, e in inst.config if e.vs in evals and n in evals]
             if evals:
-                _print_evals(evals)
+                _print_evals(evals, pairs)
 
 
-def _print_evals(evals: dict[str, Any]) -> None:
+def _print_evals(evals: dict[str, Any], pairs: list[tuple[int, int]]) -> None:
     ks = sorted({k for v in evals.values() for k in v if k.startswith(("pass@", "maj@"))},
                 key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
     table = Table(title="eval (95% CI)")
@@ -125,4 +127,5 @@ def _print_evals(evals: dict[str, Any]) -> None:
     if len(files) >= 2:
         from ..stages.compare import compare
 
-        compare(files, str(Path(files[0]).parent / "compare.png"), md=str(Path(files[0]).parent / "summary.md"))
+        compare(files, str(Path(files[0]).parent / "compare.png"), md=str(Path(files[0]).parent / "summary.md"),
+                pairs=pairs)

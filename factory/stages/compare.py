@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..errors import FactoryError
 from ..eval_metrics import difference
+from .eval import LENIENT
 
 console = Console(stderr=True)
 
@@ -29,11 +30,39 @@ def load_result(path: str) -> dict[str, Any]:
     return result
 
 
-def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md: str | None = None) -> dict[str, Any]:
+def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md: str | None = None,
+            pairs: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Every result against the first; `pairs` (i, j): result j against result i too (an RL arm against its
+    control). The Markdown has a table per metric the results share: `metric`, and lenient pass@1 where scored."""
     if len(paths) < 2:
         raise FactoryError("--compare needs at least two result files")
     results = [load_result(p) for p in paths]
     names = _names(results)
+    out = {"metric": metric, "rows": _rows(results, names, metric),
+           "pairs": [{"a": names[i], "b": names[j], **difference(_per_problem(results[i], metric),
+                                                                 _per_problem(results[j], metric), metric)}
+                     for i, j in pairs or []]}
+    _print(out)
+    if png:
+        _plot(out["rows"], metric, Path(png))
+        out["png"] = png
+        console.print(f"chart: {png}")
+    if md:
+        from ..redact import redact_text
+
+        text = markdown(out, results)
+        if metric == "pass@1" and all(LENIENT in r["metrics"] for r in results):
+            text += "\nScored leniently (an answer without \\boxed{} counts by its last number):\n\n" + markdown(
+                {"metric": LENIENT, "rows": _rows(results, names, LENIENT), "pairs": [
+                    {"a": names[i], "b": names[j], **difference(_per_problem(results[i], LENIENT),
+                                                                _per_problem(results[j], LENIENT), LENIENT)}
+                    for i, j in pairs or []]}, results, footer=False)
+        Path(md).write_text(redact_text(text))
+        out["md"] = md
+    return out
+
+
+def _rows(results: list[dict[str, Any]], names: list[str], metric: str) -> list[dict[str, Any]]:
     base = _per_problem(results[0], metric)
     rows = []
     for name, r in zip(names, results):
@@ -42,40 +71,36 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md
             raise FactoryError(f"{name}: the result has no {metric}")
         rows.append({"name": name, "benchmark": r["benchmark"], "mean": m["mean"], "ci95": m["ci95"],
                      "vs_first": None if r is results[0] else difference(base, _per_problem(r, metric), metric)})
-    out = {"metric": metric, "rows": rows}
-    _print(out)
-    if png:
-        _plot(rows, metric, Path(png))
-        out["png"] = png
-        console.print(f"chart: {png}")
-    if md:
-        from ..redact import redact_text
-
-        Path(md).write_text(redact_text(markdown(out, results)))
-        out["md"] = md
-    return out
+    return rows
 
 
-def markdown(out: dict[str, Any], results: list[dict[str, Any]]) -> str:
+def markdown(out: dict[str, Any], results: list[dict[str, Any]], footer: bool = True) -> str:
     """The comparison as a Markdown table (the README's quickstart table is this file, as the run wrote it)."""
     metric = out["metric"]
     lines = [f"| eval | model | {metric} (95% CI) | difference vs {out['rows'][0]['name'].split(' / ')[0]} "
              "(95% CI, p) |", "|---|---|---|---|"]
     for row, r in zip(out["rows"], results):
-        d = row["vs_first"]
-        diff = "reference" if d is None else (
-            f"{d['delta']:+.3f}" if d["ci95"] is None else
-            f"**{d['delta']:+.3f}** [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p = {d['p_value']:.2g}"
-            + (f", paired over {d['n']} problems" if d["paired"] else ", unpaired"))
         ci = "" if row["ci95"] is None else f" ± {row['ci95']:.3f}"
         lines.append(f"| {row['name'].split(' / ')[0]} | `{Path(str(r.get('model', '?'))).name}` | "
-                     f"{row['mean']:.3f}{ci} | {diff} |")
-    s = results[0].get("settings", {}).get("sampling", {})
-    m = results[0].get("metrics", {})
-    lines.append("")
-    lines.append(f"{results[0]['benchmark']}: {m.get('problems', '?')} held-out problems × {s.get('n', '?')} "
-                 f"samples, T={s.get('temperature')}, top_p={s.get('top_p')}, max_tokens={s.get('max_tokens')}.")
+                     f"{row['mean']:.3f}{ci} | {_cell(row['vs_first'])} |")
+    for d in out.get("pairs") or []:
+        lines += ["", f"{d['b'].split(' / ')[0]} vs {d['a'].split(' / ')[0]}: {_cell(d)}."]
+    if footer:
+        s = results[0].get("settings", {}).get("sampling", {})
+        m = results[0].get("metrics", {})
+        lines.append("")
+        lines.append(f"{results[0]['benchmark']}: {m.get('problems', '?')} held-out problems × {s.get('n', '?')} "
+                     f"samples, T={s.get('temperature')}, top_p={s.get('top_p')}, max_tokens={s.get('max_tokens')}.")
     return "\n".join(lines) + "\n"
+
+
+def _cell(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "reference"
+    if d["ci95"] is None:
+        return f"{d['delta']:+.3f}"
+    return (f"**{d['delta']:+.3f}** [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p = {d['p_value']:.2g}"
+            + (f", paired over {d['n']} problems" if d["paired"] else ", unpaired"))
 
 
 def _names(results: list[dict[str, Any]]) -> list[str]:
@@ -109,6 +134,8 @@ def _print(out: dict[str, Any]) -> None:
     first = out["rows"][0]["name"]
     for r in out["rows"][1:]:  # one unwrapped line each, for logs and narrow terminals
         console.print(f"{r['name']} vs {first}: {_verdict(r['vs_first'])}", soft_wrap=True, highlight=False)
+    for d in out.get("pairs") or []:
+        console.print(f"{d['b']} vs {d['a']}: {_verdict(d)}", soft_wrap=True, highlight=False)
 
 
 def _plot(rows: list[dict[str, Any]], metric: str, png: Path) -> None:

@@ -31,6 +31,7 @@ from ..teachers import resolve_engine
 from ..workpool import ordered_map
 
 console = Console(stderr=True)
+LENIENT = "lenient_pass@1"  # pass@1 where an answer without \boxed{} counts by its last number
 
 
 def slug(text: str) -> str:
@@ -100,7 +101,11 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def score_problem(prompt: Prompt, rows: list[dict[str, Any]], params) -> list[dict[str, Any]]:
-    """Every sample of one problem: its verdict and the answer it votes for."""
+    """Every sample of one problem: its verdict and the answer it votes for; for math, its lenient verdict too (a
+    small policy's early gain can be format alone, 1-shot RLVR 2025: an answer without \\boxed{} counts by its
+    last number)."""
+    lenient = None if params.lenient or prompt.task in ("code", "choice") else \
+        params.model_copy(update={"lenient": True})
     out = []
     for row in rows:
         sample = _sample(row)
@@ -110,6 +115,9 @@ def score_problem(prompt: Prompt, rows: list[dict[str, Any]], params) -> list[di
             v = correctness_filter(row, prompt, params)
             sample.update(correct=v.status == "pass", reason=v.reason,
                           answer=None if prompt.task == "code" else final_answer(row, params.lenient))
+        if lenient is not None:
+            sample["correct_lenient"] = sample["correct"] or (
+                not row.get("error") and correctness_filter(row, prompt, lenient).status == "pass")
         out.append(sample)
     return out
 
@@ -138,6 +146,8 @@ def score_all(cfg: EvalConfig, prompts: list[Prompt], traces: list[list[Trace]])
             correct = [s["correct"] for s in samples]
             answers = [s["answer"] for s in samples]
             metrics = problem_metrics(correct, answers, cfg.ks, majority=prompt.task != "code")
+            if samples and any("correct_lenient" in s for s in samples):  # a hung problem's samples: wrong
+                metrics[LENIENT] = sum(s.get("correct_lenient", False) for s in samples) / len(samples)
             problems.append({"prompt_id": prompt.prompt_id, "task": prompt.task, "problem": prompt.problem[:1000],
                              "reference": prompt.reference_answer, "metrics": metrics, "samples": samples})
             advance(1)

@@ -25,7 +25,8 @@ def test_gym_eval_writes_metrics_per_problem_and_resumes_from_the_cache(tmp_path
     result = json.loads(path.read_text())
     m = result["metrics"]
     assert m["problems"] == 3 and m["samples_per_problem"] == 3
-    assert {"pass@1", "maj@1"} <= set(m) and "pass@8" not in m  # k > n is not reported
+    assert {"pass@1", "maj@1", "lenient_pass@1"} <= set(m) and "pass@8" not in m  # k > n is not reported
+    assert m["lenient_pass@1"]["mean"] >= m["pass@1"]["mean"]
     assert 0 <= m["pass@1"]["mean"] <= 1 and m["pass@1"]["ci95"] is not None
     assert all(len(p["samples"]) == 3 and p["reference"] for p in result["problems"])
     assert result["settings"]["seed"] != 42, "held-out seed differs from the training default"
@@ -288,3 +289,46 @@ def test_a_model_retrained_at_the_same_path_is_sampled_again(tmp_path, tiny_mode
     save_file({k: v + 0.01 * torch.ones_like(v) for k, v in weights.items()}, model / "model.safetensors",
               metadata={"format": "pt"})
     assert generation() == (4, 0), "the new weights were served the old model's samples"
+
+
+def test_math_is_scored_strictly_and_leniently():
+    """Lenient: an answer without \\boxed{} counts by its last number; strict (pass@1) needs the box."""
+    from factory.records import Prompt
+
+    prompt = Prompt(source="t", task="math", problem="What is 2 + 2?", reference_answer="4")
+    answers = ["So it is \\boxed{4}.", "Two and two: 4", "So it is \\boxed{5}, or 4", "It is 5"]
+    rows = [{"sample_index": i, "answer": a, "reasoning": "", "error": None} for i, a in enumerate(answers)]
+    rows.append({"sample_index": 4, "answer": "", "reasoning": "", "error": "timeout"})
+    samples = score_problem(prompt, rows, CorrectnessParams())
+    assert [s["correct"] for s in samples] == [True, False, False, False, False]
+    assert [s["correct_lenient"] for s in samples] == [True, True, False, False, False]
+    assert all("correct_lenient" not in s for s in score_problem(prompt, rows, CorrectnessParams(lenient=True)))
+
+
+def test_a_pipelines_summary_compares_each_eval_with_the_first_and_with_its_vs(tmp_path, fake_server):
+    import yaml
+
+    problems = [f"Problem {i}: what is {i} + 1?" for i in range(12)]
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"problem": p, "answer": str(i + 1)}) + "\n" for i, p in enumerate(problems)))
+
+    def evaluated(name: str, rate: float, **extra) -> dict:
+        _, url = fake_server(model=name, correct={p: (str(i + 1), rate) for i, p in enumerate(problems)}, seed=1)
+        return {"name": name, "model": name, "benchmark": str(bench), "teacher": {"engine": "openai", "base_url": url},
+                "sampling": {"n": 4, "max_tokens": 32}, "progress": False, **extra}
+
+    doc = {"name": "rl", "run_dir": str(tmp_path / "run"), "stages": ["eval"],
+           "eval": [evaluated("before", 0.0), evaluated("after", 1.0, vs="control"), evaluated("control", 0.25)]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["run", str(tmp_path / "p.yaml")]) == 0
+    summary = (tmp_path / "run" / "eval" / "summary.md").read_text()
+    assert "| after | `after` | 1.000 ± 0.000 | **+1.000**" in summary
+    # the control's 48 seeded draws at 0.25 hit 16 times, whatever order the requests came in
+    assert "after vs control: **+0.667** [" in summary and "paired over 12 problems" in summary
+    assert "Scored leniently" in summary and "| lenient_pass@1 (95% CI) |" in summary
+    bad = {**doc, "eval": [evaluated("a", 0.0), evaluated("b", 0.0, vs="c")]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(FactoryError, match=r"eval\[1\] \(b\): field 'vs': 'c' is not another eval"):
+        from factory.pipeline import load_pipeline
+
+        load_pipeline(str(tmp_path / "bad.yaml"))
