@@ -9,7 +9,6 @@ the reward and length curves as PNGs, and a final model vLLM can serve (LoRA mer
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from factory.shards import write_json_atomic
 from . import context
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .devices import Devices, detect, device_arguments, model_init_kwargs
+from .rl_report import plot_curves, read_rollouts, summary_row, write_summary
 from .sft_data import stop_at_end_of_turn
 from .students import model_path, resolve_student
 
@@ -79,12 +79,14 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     metrics = [r for r in read_metrics(out / "rl_metrics.jsonl") if "reward" in r]  # the step rows
     summary = {"model": base, "output": str(final), "data": report, "steps": trainer.state.global_step,
                "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
-               "first": _summary_row(metrics[:1]), "last": _summary_row(metrics[-1:]),
+               "control": cfg.rewards.control, "first": summary_row(metrics[:1]), "last": summary_row(metrics[-1:]),
                "completions_scored": scorer.scored, "processes": state.num_processes,
                "distributed": trainer.accelerator.distributed_type.value, "context": context_record,
                "stops_at": tokenizer.eos_token}
     if state.is_main_process:
-        plot_curves(metrics, out)
+        rollouts = read_rollouts(out / "rollouts.jsonl")
+        plot_curves(metrics, rollouts, out)
+        write_summary(out, summary, rollouts)
         write_resolved_config(cfg.run_dir, "grpo", cfg, {"summary": summary})
         write_json_atomic(out / "grpo_summary.json", summary)
     state.wait_for_everyone()
@@ -198,43 +200,3 @@ def build_trainer(cfg: GrpoConfig, path: str, tokenizer, data: dict[str, list], 
                                      CompleteMarker(cfg, "grpo_config.json")])
     trainer.remove_callback(PrinterCallback)
     return trainer
-
-
-SUMMARY_KEYS = ("reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "kl", "entropy")
-
-
-def _summary_row(rows: list[dict]) -> dict[str, Any]:
-    if not rows:
-        return {}
-    return {k: v for k, v in rows[0].items() if k in SUMMARY_KEYS or k.startswith("rewards/") or k == "step"}
-
-
-def plot_curves(rows: list[dict], out: Path) -> None:
-    """rewards.png (each reward's mean per step) and length.png (R1-Zero's "response length grows" curve)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not rows:
-        return
-    steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in ["reward", *sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})]:
-        values = [r.get(key, math.nan) for r in rows]
-        ax.plot(steps, values, label=key.removeprefix("rewards/").removesuffix("/mean"))
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean reward")
-    ax.set_title("factory grpo: rewards")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "rewards.png", dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [r.get("completions/mean_length", math.nan) for r in rows])
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean completion tokens")
-    ax.set_title("factory grpo: response length")
-    fig.tight_layout()
-    fig.savefig(out / "length.png", dpi=120)
-    plt.close(fig)

@@ -69,10 +69,17 @@ def test_an_r1_zero_policy_is_saved_with_the_template_it_trained_on(tmp_path):
     from factory.chat_templates import R1_ZERO
 
     run = tmp_path / "run"
-    assert main(["grpo", str(run), "--model", "tiny", "--max-steps", "1", *SMALL, "--set", "template=r1-zero",
-                 "--set", "max_completion_length=8", "--set", "save_steps=100", "--set", "rewards.workers=1"]) == 0
+    assert main(["grpo", str(run), "--model", "tiny", "--max-steps", "2", *SMALL, "--set", "template=r1-zero",
+                 "--set", "max_completion_length=8", "--set", "save_steps=100", "--set", "rewards.workers=1",
+                 "--set", "rewards.control=shuffled"]) == 0
     out = run / "rl" / "tiny"
-    assert json.loads((out / "grpo_summary.json").read_text())["data"]["template"] == "r1-zero"
+    summary = json.loads((out / "grpo_summary.json").read_text())
+    assert summary["data"]["template"] == "r1-zero" and summary["control"] == "shuffled"
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 8 and all(set(r["true_rewards"]) == set(r["rewards"]) for r in rollouts)
+    md = (out / "summary.md").read_text()
+    assert "control: rewards shuffled within each group" in md and "accuracy earned (not given)" in md
+    assert "## Rollouts of the first step (1)" in md and "## Rollouts of the last step (2)" in md
     user = [{"role": "user", "content": "What is {2} + 2?"}]
     text = AutoTokenizer.from_pretrained(out / "final").apply_chat_template(user, tokenize=False,
                                                                             add_generation_prompt=True)
