@@ -43,13 +43,14 @@ def _data(p: Pipeline) -> dict[str, Any]:
     """What a run trained on and spent, from its pipeline state (what each stage reported)."""
     state_path = p.run_dir / "pipeline_state.json"
     state = read_json(state_path, "pipeline state") if state_path.exists() else {}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"seconds": round(sum((s or {}).get("seconds") or 0 for s in state.values()), 1)}
     for inst in p.instances:
         summary = (state.get(inst.name) or {}).get("summary") or {}
         if inst.kind == "generate":
             out["samples"] = summary.get("samples")
-            out["completion_tokens"] = summary.get("completion_tokens")
-            out["teacher"] = f"{inst.config.teacher.engine}:{inst.config.teacher.model}"
+            out["completion_tokens"] = summary.get("completion_tokens")  # bought by this run (the rest: cached)
+            out["cost_usd"] = summary.get("cost_usd")
+            out["teacher"] = ", ".join(f"{t.engine}:{t.model}" for t in inst.config.all_teachers())
         elif inst.kind == "filter":
             out["kept"] = summary.get("kept")
         elif inst.kind == "distill":
@@ -113,17 +114,26 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"# Ablation `{res['name']}`", "",
              f"Decided by `{res['decide_by']}` pass@1, each variant paired with the base over the same problems"
              f"{seeds}; p-values adjusted for {len(res['variants'])} variants (Holm).", "",
-             "| variant | pass@1 | vs base (95% CI) | Holm p | kept traces | trained samples | tokens bought |",
-             "|---|---|---|---|---|---|---|",
+             "| variant | pass@1 | vs base (95% CI) | Holm p | kept traces | trained samples | tokens bought | "
+             "run minutes |", "|---|---|---|---|---|---|---|---|",
              f"| base | {_pm(b['pass@1'], b['ci95'])} | reference | | {_n(b, 'kept')} | "
-             f"{_n(b, 'trained_samples')} | {_n(b, 'completion_tokens')} |"]
+             f"{_n(b, 'trained_samples')} | {_n(b, 'completion_tokens')} | {_minutes(b)} |"]
     for r in res["variants"]:
         ci = f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r["ci_low"] is not None else "-"
         p = f"{r['p_holm']:.2g}" if r["p_holm"] is not None else "-"
         lines.append(f"| {r['name']} | {_pm(r['pass@1'], r['ci95'])} | **{r['delta']:+.3f}** {ci} | {p} | "
-                     f"{_n(r, 'kept')} | {_n(r, 'trained_samples')} | {_n(r, 'completion_tokens')} |")
-    lines += ["", *(f"- {r['sentence']}" for r in res["variants"]), "", "![ablation](ablation.png)", ""]
+                     f"{_n(r, 'kept')} | {_n(r, 'trained_samples')} | {_n(r, 'completion_tokens')} | "
+                     f"{_minutes(r)} |")
+    teachers = sorted({r.get("teacher") for r in [b, *res["variants"]] if r.get("teacher")})
+    lines += ["", f"Teacher: {'; '.join(teachers) or '-'}. Tokens bought: what each run asked its teacher for "
+              "(the base buys the samples; a variant whose samples the shared cache holds buys none). Run minutes: "
+              "what its stages took when they ran.",
+              "", *(f"- {r['sentence']}" for r in res["variants"]), "", "![ablation](ablation.png)", ""]
     return "\n".join(lines)
+
+
+def _minutes(row: dict[str, Any]) -> str:
+    return "-" if not row.get("seconds") else f"{row['seconds'] / 60:.1f}"
 
 
 def _n(row: dict[str, Any], key: str) -> str:

@@ -48,6 +48,7 @@ def test_variants_share_the_teachers_samples_and_get_a_report(tmp_path, fake_ser
     res = json.loads((run / "results.json").read_text())
     by = {v["name"]: v for v in res["variants"]}
     assert by["n3"]["samples"] == 9 and by["no-correctness"]["samples"] == 6
+    assert by["no-correctness"]["teacher"] == "openai:fake-teacher" and res["base"]["seconds"] > 0
     assert by["no-correctness"]["kept"] >= res["base"]["kept"]
     assert all(v["n"] == 3 and v["p_holm"] is not None for v in res["variants"])
     report = (run / "report.md").read_text()
