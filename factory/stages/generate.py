@@ -129,13 +129,15 @@ def _write_traces(cfg: GenerateConfig, parts: list[tuple[GenerateConfig, Any, di
                     trace = make_trace(one, prompt, messages, k * stride + index, cache.get(key), errors.get(key))
                     counts["failed" if trace.error else "ok"] += 1
                     counts["truncated"] += trace.truncated
+                    counts["tokens"] += trace.completion_tokens or 0
                     counts[f"error:{(trace.error or '').split(':')[0]}"] += bool(trace.error)
                     rows.append(trace.to_row())
                 writer.write_rows(rows)
         manifest = writer.close()
     failed = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("error:") and v}
     return {"rows": manifest["rows"], "ok": counts["ok"], "failed": counts["failed"],
-            "failed_by_class": failed, "truncated": counts["truncated"]}
+            "failed_by_class": failed, "truncated": counts["truncated"],
+            "trace_completion_tokens": counts["tokens"]}  # the traces' own (completion_tokens: what was bought)
 
 
 SUMMED = ("samples", "cached", "requested", "http_requests", "retries", "prompt_tokens", "completion_tokens",

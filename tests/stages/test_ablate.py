@@ -14,7 +14,7 @@ TRAIN = [f"Problem {i}: what is {i} + 1?" for i in range(3)]
 def _files(tmp_path, url):
     write_jsonl(tmp_path / "p.jsonl", [{"problem": p, "answer": str(i + 1)} for i, p in enumerate(TRAIN)])
     teacher = {"engine": "openai", "model": "fake-teacher", "base_url": url}
-    base = {"name": "t", "stages": ["generate", "filter", "eval"],
+    base = {"name": "t", "stages": ["generate", "filter", "card", "eval"],  # a variant's card: every sample cached
             "generate": {"prompts": {"source": str(tmp_path / "p.jsonl")}, "teacher": teacher,
                          "sampling": {"n": 2, "max_tokens": 64}, "progress": False},
             "filter": {"progress": False},
@@ -49,6 +49,8 @@ def test_variants_share_the_teachers_samples_and_get_a_report(tmp_path, fake_ser
     by = {v["name"]: v for v in res["variants"]}
     assert by["n3"]["samples"] == 9 and by["no-correctness"]["samples"] == 6
     assert by["no-correctness"]["teacher"] == "openai:fake-teacher" and res["base"]["seconds"] > 0
+    card = (run / "no-correctness" / "card" / "README.md").read_text()
+    assert "(6 samples from the cache)" in card
     assert by["no-correctness"]["kept"] >= res["base"]["kept"]
     assert all(v["n"] == 3 and v["p_holm"] is not None for v in res["variants"])
     report = (run / "report.md").read_text()
