@@ -74,16 +74,17 @@ def adaptive(samples: dict[str, int], verified: dict[str, int], path: Path) -> N
     plt.close(fig)
 
 
-def ablation(rows: list[tuple[str, float, float | None, float | None]], path: Path, label: str) -> None:
-    """Each variant's difference to the base with its 95% CI; a bar whose interval clears zero is a real one."""
+def ablation(rows: list[tuple[str, float, float | None, float | None, bool]], path: Path, label: str) -> None:
+    """Each variant's difference to the base with its 95% CI; a bar is coloured where the report calls the
+    difference significant (the Holm-adjusted test), so the chart and the sentences agree."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
     names = [r[0] for r in rows]
     deltas = [r[1] for r in rows]
     low = [r[1] - r[2] if r[2] is not None else 0 for r in rows]
     high = [r[3] - r[1] if r[3] is not None else 0 for r in rows]
-    colors = ["#55a868" if r[2] is not None and r[2] > 0 else "#c44e52" if r[3] is not None and r[3] < 0
-              else "#8c8c8c" for r in rows]
+    # coloured only where the report says significant (Holm-adjusted), grey otherwise, whatever the raw CI
+    colors = ["#8c8c8c" if not r[4] else "#55a868" if r[1] > 0 else "#c44e52" for r in rows]
     ax.barh(names, deltas, xerr=[low, high], color=colors, capsize=4)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.invert_yaxis()

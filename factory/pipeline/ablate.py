@@ -101,7 +101,8 @@ def report(a: Ablation) -> dict[str, Any]:
     results = compare(a)
     write_json_atomic(a.root / "results.json", results)
     (a.root / "report.md").write_text(markdown(results))
-    plots.ablation([(r["name"], r["delta"], r["ci_low"], r["ci_high"]) for r in results["variants"]],
+    plots.ablation([(r["name"], r["delta"], r["ci_low"], r["ci_high"], r["significant"])
+                    for r in results["variants"]],
                    a.root / "ablation.png", f"{a.config.decide_by} pass@1, variant − base")
     console.print("\n".join(r["sentence"] for r in results["variants"]))
     console.print(f"report: {a.root / 'report.md'}")
