@@ -38,10 +38,7 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md
         raise FactoryError("--compare needs at least two result files")
     results = [load_result(p) for p in paths]
     names = _names(results)
-    out = {"metric": metric, "rows": _rows(results, names, metric),
-           "pairs": [{"a": names[i], "b": names[j], **difference(_per_problem(results[i], metric),
-                                                                 _per_problem(results[j], metric), metric)}
-                     for i, j in pairs or []]}
+    out = _comparison(results, names, metric, pairs or [])
     _print(out)
     if png:
         _plot(out["rows"], metric, Path(png))
@@ -53,13 +50,19 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md
         text = markdown(out, results)
         if metric == "pass@1" and all(LENIENT in r["metrics"] for r in results):
             text += "\nScored leniently (an answer without \\boxed{} counts by its last number):\n\n" + markdown(
-                {"metric": LENIENT, "rows": _rows(results, names, LENIENT), "pairs": [
-                    {"a": names[i], "b": names[j], **difference(_per_problem(results[i], LENIENT),
-                                                                _per_problem(results[j], LENIENT), LENIENT)}
-                    for i, j in pairs or []]}, results, footer=False)
+                _comparison(results, names, LENIENT, pairs or []), results, footer=False)
         Path(md).write_text(redact_text(text))
         out["md"] = md
     return out
+
+
+def _comparison(results: list[dict[str, Any]], names: list[str], metric: str,
+                pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    """Each result against the first, and each pair (i, j): result j against result i, on one metric."""
+    return {"metric": metric, "rows": _rows(results, names, metric),
+            "pairs": [{"a": names[i], "b": names[j], **difference(_per_problem(results[i], metric),
+                                                                  _per_problem(results[j], metric), metric)}
+                      for i, j in pairs]}
 
 
 def _rows(results: list[dict[str, Any]], names: list[str], metric: str) -> list[dict[str, Any]]:
