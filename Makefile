@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-grpo test test-fast lint bench gpu-check clean
+.PHONY: setup demo demo-rl demo-grpo test test-fast lint bench gpu-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,6 +12,11 @@ demo: setup
 	$(VENV)/bin/factory run pipelines/quickstart.yaml
 	@echo "demo: everything is in runs/quickstart: traces/, filtered/, card/README.md, student/smollm2-135m/final,"
 	@echo "      eval/*.json and eval/compare.png; run it again and every stage is skipped (cached)"
+
+demo-rl: demo
+	$(VENV)/bin/factory run pipelines/quickstart-rl.yaml
+	@echo "demo-rl: runs/quickstart-rl/rl/{true-rewards,control}/ hold summary.md, rewards.png, length.png and rollouts.jsonl;"
+	@echo "         runs/quickstart-rl/eval/summary.md says whether the true rewards beat the shuffled control"
 
 demo-grpo: setup
 	$(VENV)/bin/factory run pipelines/grpo-cpu.yaml
@@ -47,4 +52,4 @@ gpu-check: setup
 	@bash scripts/gpu_check.sh
 
 clean:
-	rm -rf runs/demo runs/quickstart runs/grpo-cpu runs/scale-bench runs/gpu-check
+	rm -rf runs/demo runs/quickstart runs/quickstart-rl runs/grpo-cpu runs/scale-bench runs/gpu-check

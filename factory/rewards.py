@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,8 @@ class RewardScorer:
         self.cache: dict[str, dict[str, float | None]] = {}
         self.scored = 0  # completions actually scored (the rest came from the cache)
         self.logged_step: int | None = None
+        self.timed_step: int | None = None
+        self.rollouts_ready_at: float | None = None  # perf_counter when the step's first reward call came
         # One pool for the trainer's life, its workers forked from a clean server process: never a pool per
         # step forked from a trainer that holds CUDA.
         self.pool = WorkPool(self.workers) if self.workers > 1 else None
@@ -108,6 +111,8 @@ class RewardScorer:
 
     def scores(self, completions: list[str], completion_ids: list[list[int]], columns: Mapping[str, list],
                step: int | None = None) -> list[dict[str, float | None]]:
+        if step != self.timed_step:  # TRL generates a step's rollouts, then calls the rewards: the split point
+            self.timed_step, self.rollouts_ready_at = step, time.perf_counter()
         keys = [cache_key(pid, text) for pid, text in zip(columns["prompt_id"], completions)]
         todo = {}
         for i, key in enumerate(keys):

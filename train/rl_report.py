@@ -27,6 +27,23 @@ def summary_row(rows: list[dict]) -> dict[str, Any]:
     return {k: v for k, v in rows[0].items() if k in SUMMARY_KEYS or k.startswith("rewards/") or k == "step"}
 
 
+def step_timing(rows: list[dict]) -> dict[str, float] | None:
+    """Median seconds per step, split into generating the rollouts and the rest (scoring, log-probabilities,
+    loss, backward, optimizer): where a CPU run's time goes."""
+    timed = [r for r in rows if "step_s" in r and "generate_s" in r]
+    if not timed:
+        return None
+    step, generate = median([r["step_s"] for r in timed]), median([r["generate_s"] for r in timed])
+    return {"steps_timed": len(timed), "median_step_s": step, "median_generate_s": generate,
+            "median_update_s": round(step - generate, 2), "generate_share": round(generate / step, 3) if step else 0.0}
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return round(v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2, 2)
+
+
 def read_rollouts(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -91,6 +108,11 @@ def write_summary(out: Path, summary: dict[str, Any], rollouts: list[dict[str, A
         if true:
             lines.append(f"| accuracy earned (not given) | {_num(next(iter(true.values())))} | "
                          f"{_num(list(true.values())[-1])} |")
+    timing = summary.get("timing")
+    if timing:
+        lines += ["", f"A step took {timing['median_step_s']:.1f} s (median of {timing['steps_timed']}): "
+                  f"{timing['median_generate_s']:.1f} s generating the rollouts "
+                  f"({100 * timing['generate_share']:.0f}%), {timing['median_update_s']:.1f} s scoring and updating."]
     lines += ["", "![rewards](rewards.png) ![length](length.png)", ""]
     steps = sorted({r["step"] for r in rollouts})
     for title, step in (("first", steps[0]), ("last", steps[-1])) if steps else ():

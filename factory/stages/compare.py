@@ -87,7 +87,8 @@ def markdown(out: dict[str, Any], results: list[dict[str, Any]], footer: bool = 
         lines.append(f"| {row['name'].split(' / ')[0]} | `{Path(str(r.get('model', '?'))).name}` | "
                      f"{row['mean']:.3f}{ci} | {_cell(row['vs_first'])} |")
     for d in out.get("pairs") or []:
-        lines += ["", f"{d['b'].split(' / ')[0]} vs {d['a'].split(' / ')[0]}: {_cell(d)}."]
+        b, a = d["b"].split(" / ")[0], d["a"].split(" / ")[0]
+        lines += ["", f"{b} vs {a}: {_cell(d)}: {_pair_verdict(d, b, a)}."]
     if footer:
         s = results[0].get("settings", {}).get("sampling", {})
         m = results[0].get("metrics", {})
@@ -104,6 +105,15 @@ def _cell(d: dict[str, Any] | None) -> str:
         return f"{d['delta']:+.3f}"
     return (f"**{d['delta']:+.3f}** [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p = {d['p_value']:.2g}"
             + (f", paired over {d['n']} problems" if d["paired"] else ", unpaired"))
+
+
+def _pair_verdict(d: dict[str, Any], b: str, a: str) -> str:
+    """The sentence a reader looks for (an RL arm against its control: did the rewards' information help?)."""
+    if d["ci95"] is None:
+        return "too few problems to tell"
+    if not d["significant"]:
+        return f"within the noise, so no difference between {b} and {a} is shown"
+    return f"{b} is {'better' if d['delta'] > 0 else 'worse'} than {a}, larger than the noise"
 
 
 def _names(results: list[dict[str, Any]]) -> list[str]:

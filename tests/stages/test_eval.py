@@ -325,6 +325,7 @@ def test_a_pipelines_summary_compares_each_eval_with_the_first_and_with_its_vs(t
     assert "| after | `after` | 1.000 ± 0.000 | **+1.000**" in summary
     # the control's 48 seeded draws at 0.25 hit 16 times, whatever order the requests came in
     assert "after vs control: **+0.667** [" in summary and "paired over 12 problems" in summary
+    assert "problems: after is better than control, larger than the noise." in summary
     assert "Scored leniently" in summary and "| lenient_pass@1 (95% CI) |" in summary
     bad = {**doc, "eval": [evaluated("a", 0.0), evaluated("b", 0.0, vs="c")]}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))

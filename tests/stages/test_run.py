@@ -208,3 +208,22 @@ def test_grpo_and_local_generation_are_priced_in_gpu_hours():
     assert zero["gpu_hours"] > zero["rollout_gpu_hours"] > 0
     quick = dry_run(load_pipeline(str(REPO / "pipelines" / "quickstart.yaml")))["costs"]["generate"]
     assert quick["gpu_hours"] == pytest.approx(96 * 4 * 96 / 2500 / 3600, abs=0.05) and "cost_usd" not in quick
+
+
+def test_the_rl_demos_control_is_the_same_run_with_shuffled_rewards_from_the_quickstarts_student():
+    from train.students import final_dir
+
+    p = load_pipeline(str(REPO / "pipelines" / "quickstart-rl.yaml"))
+    arm, control = p.configs["grpo"], p.configs["control"]
+    own = {"name", "rewards", "output_dir"}  # a named instance writes to RUN_DIR/rl/NAME
+    assert arm.model_dump(exclude=own) == control.model_dump(exclude=own)
+    assert arm.rewards.model_dump(exclude={"control"}) == control.rewards.model_dump(exclude={"control"})
+    assert (arm.rewards.control, control.rewards.control) == ("none", "shuffled")
+    quickstart = load_pipeline(str(REPO / "pipelines" / "quickstart.yaml"))
+    assert arm.model == str(final_dir(quickstart.configs["distill"])), "RL starts from make demo's student"
+    evals = dict(p.evals)
+    assert evals["after"].vs == "control" and evals["before"].model == arm.model
+    same = {"name", "model", "vs", "label"}
+    assert evals["before"].model_dump(exclude=same) == evals["after"].model_dump(exclude=same) == \
+        evals["control"].model_dump(exclude=same), "the three models answer the same problems, sampled alike"
+    assert str(arm.run_dir) not in evals["after"].exclude_runs and "runs/quickstart" in evals["after"].exclude_runs

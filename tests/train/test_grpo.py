@@ -39,10 +39,13 @@ def test_a_few_steps_on_smollm2_change_the_weights_and_log_every_reward(tmp_path
                 "completions/mean_length", "completions/clipped_ratio", "entropy", "loss", "grad_norm"):
         assert all(key in r for r in steps), key
     assert any(r["reward_std"] > 0 for r in steps), "no group had different rewards: nothing to learn from"
+    assert all(0 < r["generate_s"] < r["step_s"] for r in steps), "each step splits into generation and update"
     before, after = load_file(model_dir("smollm2-135m") / "model.safetensors"), load_file(out / "final" / "model.safetensors")
     assert any(not (before[k] == after[k]).all() for k in before), "the weights did not move"
     summary = json.loads((out / "grpo_summary.json").read_text())
     assert summary["steps"] == 2 and summary["rewards"] == {"accuracy": 1.0, "format": 1.0, "length": 1.0}
+    assert summary["timing"]["steps_timed"] == 2 and 0 < summary["timing"]["generate_share"] < 1
+    assert "s generating the rollouts" in (out / "summary.md").read_text()
     from transformers import AutoTokenizer, GenerationConfig
 
     im_end = AutoTokenizer.from_pretrained(out / "final").convert_tokens_to_ids("<|im_end|>")
@@ -129,6 +132,12 @@ def test_bad_settings_are_one_line(tmp_path):
 
         build(GrpoConfig, {"num_generations": 3, "batch_size": 4, "grad_accum": 1})
     assert main(["grpo", str(tmp_path), "--model", "tiny", *SMALL, "--set", "max_prompt_length=8"]) == 1
+    with pytest.raises(FactoryError, match="use_vllm=true needs a GPU"):  # vLLM's weight sync fails on a CPU
+        from factory.config import build
+        from factory.grpo_config import GrpoConfig
+        from train import grpo
+
+        grpo.run(build(GrpoConfig, {"model": "tiny", "use_vllm": True, "run_dir": str(tmp_path)}))
 
 
 def test_two_gloo_processes_train_one_policy_and_rank_0_alone_writes_the_logs(tmp_path):

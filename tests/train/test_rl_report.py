@@ -1,6 +1,6 @@
 """The GRPO report: the true accuracy under a control, and rollouts fenced so that model output cannot break out."""
 
-from train.rl_report import _fenced, true_accuracy, write_summary
+from train.rl_report import _fenced, step_timing, true_accuracy, write_summary
 
 
 def test_true_accuracy_per_step_reads_the_true_rewards_of_a_control():
@@ -23,3 +23,11 @@ def test_a_rollout_with_fences_of_its_own_stays_inside_its_block(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "| reward | 0.250 | 0.500 |" in md and "a" * 600 + " […]" in md and "a" * 601 not in md
     assert md.count("`````text") == 1 and "## Rollouts of the last step (2)" in md
+
+
+def test_step_timing_is_the_median_step_split_into_generation_and_the_rest():
+    rows = [{"step": 1, "step_s": 10.0, "generate_s": 6.0}, {"step": 2, "step_s": 30.0, "generate_s": 20.0},
+            {"step": 3, "step_s": 12.0, "generate_s": 8.0}, {"step": 4, "loss": 0.1}]
+    assert step_timing(rows) == {"steps_timed": 3, "median_step_s": 12.0, "median_generate_s": 8.0,
+                                 "median_update_s": 4.0, "generate_share": 0.667}
+    assert step_timing([{"step": 1, "loss": 0.1}]) is None
