@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-rl demo-grpo test test-fast lint bench gpu-check clean
+.PHONY: setup demo demo-rl demo-rl-control demo-grpo test test-fast lint bench gpu-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,8 +15,13 @@ demo: setup
 
 demo-rl: demo
 	$(VENV)/bin/factory run pipelines/quickstart-rl.yaml
-	@echo "demo-rl: runs/quickstart-rl/rl/{true-rewards,control}/ hold summary.md, rewards.png, length.png and rollouts.jsonl;"
-	@echo "         runs/quickstart-rl/eval/summary.md says whether the true rewards beat the shuffled control"
+	@echo "demo-rl: runs/quickstart-rl/rl/true-rewards/ holds summary.md, rewards.png, length.png and rollouts.jsonl;"
+	@echo "         runs/quickstart-rl/eval/summary.md the held-out pass@1 before and after; next: make demo-rl-control"
+
+demo-rl-control: demo-rl
+	$(VENV)/bin/factory run pipelines/quickstart-rl-control.yaml
+	@echo "demo-rl-control: runs/quickstart-rl/rl/control/ is the same run on shuffled rewards;"
+	@echo "                 runs/quickstart-rl/eval/summary.md says whether the true rewards beat that control"
 
 demo-grpo: setup
 	$(VENV)/bin/factory run pipelines/grpo-cpu.yaml

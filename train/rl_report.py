@@ -98,7 +98,7 @@ def write_summary(out: Path, summary: dict[str, Any], rollouts: list[dict[str, A
     """summary.md: the first and last steps side by side, the curves, and rollouts from both ends."""
     first, last = summary.get("first") or {}, summary.get("last") or {}
     keys = [k for k in (*SUMMARY_KEYS, *sorted(k for k in last if k.startswith("rewards/"))) if k in last]
-    lines = [f"# GRPO: {Path(summary['model']).name}, {summary['steps']} steps", "",
+    lines = [f"# GRPO: {out.name}, {summary['steps']} steps from `{summary['model']}`", "",
              f"Rewards {json.dumps(summary['rewards'])}, template {summary['data']['template']}"
              + (", **control: rewards shuffled within each group**" if summary.get("control") == "shuffled" else "")
              + ".", "", "| metric | first step | last step |", "|---|---|---|"]

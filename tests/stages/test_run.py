@@ -213,8 +213,10 @@ def test_grpo_and_local_generation_are_priced_in_gpu_hours():
 def test_the_rl_demos_control_is_the_same_run_with_shuffled_rewards_from_the_quickstarts_student():
     from train.students import final_dir
 
-    p = load_pipeline(str(REPO / "pipelines" / "quickstart-rl.yaml"))
+    demo = load_pipeline(str(REPO / "pipelines" / "quickstart-rl.yaml"))
+    p = load_pipeline(str(REPO / "pipelines" / "quickstart-rl-control.yaml"))
     arm, control = p.configs["grpo"], p.configs["control"]
+    assert arm == demo.configs["grpo"] and p.run_dir == demo.run_dir, "make demo-rl's arm is up to date here"
     own = {"name", "rewards", "output_dir"}  # a named instance writes to RUN_DIR/rl/NAME
     assert arm.model_dump(exclude=own) == control.model_dump(exclude=own)
     assert arm.rewards.model_dump(exclude={"control"}) == control.rewards.model_dump(exclude={"control"})
@@ -223,7 +225,8 @@ def test_the_rl_demos_control_is_the_same_run_with_shuffled_rewards_from_the_qui
     assert arm.model == str(final_dir(quickstart.configs["distill"])), "RL starts from make demo's student"
     evals = dict(p.evals)
     assert evals["after"].vs == "control" and evals["before"].model == arm.model
+    assert dict(demo.evals)["after"] == evals["after"].model_copy(update={"vs": None})
     same = {"name", "model", "vs", "label"}
     assert evals["before"].model_dump(exclude=same) == evals["after"].model_dump(exclude=same) == \
         evals["control"].model_dump(exclude=same), "the three models answer the same problems, sampled alike"
-    assert str(arm.run_dir) not in evals["after"].exclude_runs and "runs/quickstart" in evals["after"].exclude_runs
+    assert "runs/quickstart" in evals["after"].exclude_runs, "the SFT's prompts are not held out"
