@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,10 @@ def step_timing(rows: list[dict]) -> dict[str, float] | None:
     timed = [r for r in rows if "step_s" in r and "generate_s" in r]
     if not timed:
         return None
-    step, generate = median([r["step_s"] for r in timed]), median([r["generate_s"] for r in timed])
+    step = round(statistics.median(r["step_s"] for r in timed), 2)
+    generate = round(statistics.median(r["generate_s"] for r in timed), 2)
     return {"steps_timed": len(timed), "median_step_s": step, "median_generate_s": generate,
             "median_update_s": round(step - generate, 2), "generate_share": round(generate / step, 3) if step else 0.0}
-
-
-def median(values: list[float]) -> float:
-    v = sorted(values)
-    mid = len(v) // 2
-    return round(v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2, 2)
 
 
 def read_rollouts(path: Path) -> list[dict[str, Any]]:
