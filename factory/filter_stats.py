@@ -28,6 +28,13 @@ def scan_filtered(filtered: Path, splits: tuple[str, ...] = ("kept", "rejected")
     return pl.scan_parquet(files)
 
 
+def prompt_pass_rates(filtered: Path) -> dict[str, float]:
+    """prompt_id -> the share of its samples the correctness filter passed, for the prompts it graded."""
+    rates = (scan_filtered(filtered).select("prompt_id", "pass_rate").filter(pl.col("pass_rate").is_not_null())
+             .unique("prompt_id").collect())
+    return dict(zip(rates["prompt_id"].to_list(), rates["pass_rate"].to_list()))
+
+
 def with_tokens(lf: pl.LazyFrame) -> pl.LazyFrame:
     """`v`: the decoded verdicts; `tokens`: the length filter's count (the teacher's completion tokens, or an
     estimate), else the teacher's count."""

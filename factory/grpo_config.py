@@ -63,11 +63,34 @@ class RewardsConfig(Strict):
                 if getattr(self, name).weight > 0}
 
 
+class PassRateSelection(Strict):
+    """Offline difficulty filtering: a group whose completions all earn the same reward has zero advantage and
+    teaches GRPO nothing, so prompts the policy always or never solves are left out before training."""
+
+    enabled: bool = Field(False, description="Train only on prompts whose pass rate lies in [min_pass_rate, "
+                          "max_pass_rate], as a filter stage graded them: run generate (this policy as the teacher, "
+                          "the rollouts' temperature and length) and filter over the same prompts first")
+    run: str | None = Field(None, description="The run directory whose filtered shards hold the pass rates "
+                            "(default: this run's run_dir)")
+    min_pass_rate: float = Field(0.1, ge=0, le=1, description="Drop prompts solved less often (0.1 with 8 samples: "
+                                 "at least 1 of 8 right)")
+    max_pass_rate: float = Field(0.9, ge=0, le=1, description="Drop prompts solved more often (0.9 with 8 samples: "
+                                 "at least 1 of 8 wrong)")
+
+    @model_validator(mode="after")
+    def _range(self) -> PassRateSelection:
+        if self.min_pass_rate > self.max_pass_rate:
+            raise ValueError(f"min_pass_rate ({self.min_pass_rate}) is above max_pass_rate ({self.max_pass_rate})")
+        return self
+
+
 class GrpoConfig(TrainingSettings):
     run_dir: str = Field("runs/default", description="Run directory (outputs go to RUN_DIR/rl/NAME)")
     model: str = Field("qwen2.5-coder-0.5b", description="The policy: preset, bundled alias, path or Hub id")
     name: str | None = Field(None, description="Output name under RUN_DIR/rl (default: from the model)")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    pass_rates: PassRateSelection = Field(default_factory=PassRateSelection,
+                                          description="Keep only prompts of mid-range pass rate (a first pass)")
     template: Literal["auto", "r1-zero", "chat"] = Field(
         "auto", description="r1-zero: R1-Zero's plain-text template ('A conversation between User and Assistant...') "
         "for base models; chat: the model's chat template; auto: chat when the tokenizer has one")

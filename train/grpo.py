@@ -16,15 +16,23 @@ from typing import Any
 from factory.benchmarks import PROMPTS_SEEN
 from factory.chat_templates import R1_ZERO, prompt_template, r1_zero_chat_template
 from factory.errors import FactoryError
+from factory.filter_stats import prompt_pass_rates
 from factory.grpo_config import GrpoConfig
 from factory.records import PROMPT_FIELDS
 from factory.rundir import FINAL, RunDir, write_resolved_config
-from factory.shards import write_json_atomic
+from factory.shards import MANIFEST, write_json_atomic
 
 from . import context
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .devices import Devices, detect, device_arguments, model_init_kwargs
-from .rl_report import plot_curves, read_rollouts, step_timing, summary_row, write_summary
+from .rl_report import (
+    groups_without_signal,
+    plot_curves,
+    read_rollouts,
+    step_timing,
+    summary_row,
+    write_summary,
+)
 from .sft_data import stop_at_end_of_turn
 from .students import model_path, resolve_student
 
@@ -84,7 +92,7 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     summary = {"model": base, "output": str(final), "data": report, "steps": trainer.state.global_step,
                "resumed_from": str(resume_from) if resume_from else None, "rewards": cfg.rewards.active(),
                "control": cfg.rewards.control, "first": summary_row(metrics[:1]), "last": summary_row(metrics[-1:]),
-               "timing": step_timing(metrics),
+               "timing": step_timing(metrics), "groups_without_signal": groups_without_signal(metrics),
                "completions_scored": scorer.scored, "processes": state.num_processes,
                "distributed": trainer.accelerator.distributed_type.value, "context": context_record,
                "stops_at": tokenizer.eos_token}
@@ -141,7 +149,8 @@ def build_dataset(cfg: GrpoConfig, tokenizer, kind: str | None = None) -> tuple[
     kind = kind or template_kind(cfg, tokenizer)
     data: dict[str, list] = {"prompt": [], **{c: [] for c in PROMPT_FIELDS}}
     lengths, dropped = [], 0
-    for p in load_prompts(cfg.prompts):
+    prompts, selection = select_by_pass_rate(cfg, load_prompts(cfg.prompts))
+    for p in prompts:
         messages = build_messages(p, cfg.user_template)
         if kind == "r1-zero":
             prompt: Any = R1_ZERO.format(prompt=messages[-1]["content"])
@@ -161,7 +170,38 @@ def build_dataset(cfg: GrpoConfig, tokenizer, kind: str | None = None) -> tuple[
         raise FactoryError(f"{cfg.prompts.source}: no prompt fits in max_prompt_length={cfg.max_prompt_length} "
                            f"({dropped} dropped)")
     return data, {"prompts": len(lengths), "dropped_too_long": dropped, "template": kind,
-                  "longest_prompt": max(lengths), "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1)}
+                  "longest_prompt": max(lengths), "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1),
+                  **({"pass_rate_selection": selection} if selection else {})}
+
+
+def select_by_pass_rate(cfg: GrpoConfig, prompts: list) -> tuple[list, dict[str, Any]]:
+    """The prompts whose graded pass rate lies in the configured range, and the counts of those left out."""
+    sel = cfg.pass_rates
+    if not sel.enabled:
+        return prompts, {}
+    run = RunDir(sel.run or cfg.run_dir)
+    if not (run.kept / MANIFEST).exists():
+        raise FactoryError(f"grpo.pass_rates: {run.filtered} holds no filtered shards: run generate (the policy as "
+                           f"the teacher) and filter over these prompts first, or set grpo.pass_rates.enabled=false")
+    rates = prompt_pass_rates(run.filtered)
+    counts = {"graded": 0, "too_hard": 0, "too_easy": 0, "ungraded": 0}
+    kept = []
+    for p in prompts:
+        rate = rates.get(p.prompt_id)
+        if rate is None:
+            counts["ungraded"] += 1
+        elif rate < sel.min_pass_rate:
+            counts["too_hard"] += 1
+        elif rate > sel.max_pass_rate:
+            counts["too_easy"] += 1
+        else:
+            kept.append(p)
+        counts["graded"] += rate is not None
+    if not kept:
+        raise FactoryError(f"grpo.pass_rates: no prompt of {cfg.prompts.source} has a pass rate in "
+                           f"[{sel.min_pass_rate}, {sel.max_pass_rate}] in {run.filtered} ({counts})")
+    return kept, {**counts, "kept": len(kept), "run": str(run.root),
+                  "range": [sel.min_pass_rate, sel.max_pass_rate]}
 
 
 def grpo_arguments(cfg: GrpoConfig, out: Path, reward_weights: list[float], dev: Devices) -> dict[str, Any]:

@@ -40,6 +40,16 @@ def step_timing(rows: list[dict]) -> dict[str, float] | None:
             "median_update_s": round(step - generate, 2), "generate_share": round(generate / step, 3) if step else 0.0}
 
 
+def groups_without_signal(rows: list[dict]) -> dict[str, Any] | None:
+    """The share of prompt groups whose completions all earned the same reward (TRL's frac_reward_zero_std):
+    their advantages are 0, so they teach nothing."""
+    fracs = [r["frac_reward_zero_std"] for r in rows if "frac_reward_zero_std" in r]
+    if not fracs:
+        return None
+    return {"share": round(statistics.fmean(fracs), 3), "steps_all_zero": sum(f == 1.0 for f in fracs),
+            "steps": len(fracs)}
+
+
 def read_rollouts(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -109,6 +119,7 @@ def write_summary(out: Path, summary: dict[str, Any], rollouts: list[dict[str, A
         lines += ["", f"A step took {timing['median_step_s']:.1f} s (median of {timing['steps_timed']}): "
                   f"{timing['median_generate_s']:.1f} s generating the rollouts "
                   f"({100 * timing['generate_share']:.0f}%), {timing['median_update_s']:.1f} s scoring and updating."]
+    lines += _data_lines(summary)
     lines += ["", "![rewards](rewards.png) ![length](length.png)", ""]
     steps = sorted({r["step"] for r in rollouts})
     for title, step in (("first", steps[0]), ("last", steps[-1])) if steps else ():
@@ -117,6 +128,21 @@ def write_summary(out: Path, summary: dict[str, Any], rollouts: list[dict[str, A
             rewards = r.get("true_rewards") or r["rewards"]
             lines += [f"rewards {json.dumps(rewards)}, {r['tokens']} tokens:", "", *_fenced(r["completion"]), ""]
     (out / "summary.md").write_text(redact_text("\n".join(lines)))
+
+
+def _data_lines(summary: dict[str, Any]) -> list[str]:
+    """Which prompts were trained on, and how many groups taught nothing."""
+    lines = []
+    sel = summary["data"].get("pass_rate_selection")
+    if sel:
+        lines += ["", f"Trained on {sel['kept']} prompts with a pass rate in [{sel['range'][0]}, {sel['range'][1]}] "
+                  f"in `{sel['run']}` (left out: {sel['too_easy']} too easy, {sel['too_hard']} too hard, "
+                  f"{sel['ungraded']} not graded)."]
+    idle = summary.get("groups_without_signal")
+    if idle:
+        lines += ["", f"{100 * idle['share']:.0f}% of prompt groups had rewards all equal (no advantage, nothing "
+                  f"learnt); in {idle['steps_all_zero']} of {idle['steps']} steps every group did."]
+    return lines
 
 
 def _num(v: Any) -> str:

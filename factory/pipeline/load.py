@@ -225,8 +225,9 @@ def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[t
             raise FactoryError(f"{path}: eval[{i}]: the name {name!r} is used twice")
         names.add(name)
         entry.setdefault("label", name)
-        if has_generate and str(entry.get("benchmark", "")).startswith("gym:"):
-            entry.setdefault("exclude_runs", [str(run_dir)])
+        if has_generate and str(entry.get("benchmark", "")).startswith("gym:"):  # held out of this run's own too
+            runs = [str(r) for r in entry.get("exclude_runs") or []]
+            entry["exclude_runs"] = runs + [str(run_dir)] * (str(run_dir) not in runs)
         out.append((name, build(EvalConfig, entry, where=f"{path} eval[{i}] ({name})")))
     for i, (name, e) in enumerate(out):
         if e.vs is not None and (e.vs == name or e.vs not in names):

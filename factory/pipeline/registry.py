@@ -212,7 +212,10 @@ def _plan_grpo(g, ctx: Context) -> str:
     device = f"{gpus} GPU{'s' if gpus > 1 else ''}, vLLM {g.vllm_mode}" if g.use_vllm else "transformers generation"
     tokens = rollouts * mean if rollouts else None
     shown = "?" if tokens is None else f"{tokens / 1e6:,.1f}M" if tokens >= 1e6 else f"{tokens / 1e3:,.0f}k"
-    run = (f"{g.model} on {g.prompts.source}: {steps or '?'} steps × {per_step} prompts × G={g.num_generations} = "
+    sel = g.pass_rates
+    source = g.prompts.source + (f" (those of pass rate {sel.min_pass_rate}-{sel.max_pass_rate} in "
+                                 f"{sel.run or g.run_dir})" if sel.enabled else "")
+    run = (f"{g.model} on {source}: {steps or '?'} steps × {per_step} prompts × G={g.num_generations} = "
            f"{f'{rollouts:,}' if rollouts else '?'} rollouts (~{shown} tokens at ~{mean} each, "
            f"{g.max_completion_length:,} max); {device}")
     rewards = ", ".join(f"{n} ×{w:g}" for n, w in g.rewards.active().items())

@@ -154,3 +154,75 @@ def test_two_gloo_processes_train_one_policy_and_rank_0_alone_writes_the_logs(tm
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert rollouts and {r["step"] for r in rollouts} == {0, 1} and not list(out.glob("rollouts.rank*"))
     assert (out / "final" / "config.json").exists()
+
+
+def _graded_run(tmp_path, right_of_four: list[int | None]):
+    """Prompts "What is k + k?" and a run whose filter graded 4 samples of prompt k, right_of_four[k] of them right
+    (None: no samples); the traces are written as `factory generate` writes them, then `factory filter` runs."""
+    from factory.config import PromptsConfig
+    from factory.records import TRACE_SCHEMA, Trace
+    from factory.rundir import RunDir
+    from factory.shards import write_shards
+    from factory.sources import load_prompts
+    from tests.conftest import write_jsonl
+
+    prompts_file = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"What is {k} + {k}?", "answer": str(2 * k)}
+                                                      for k in range(len(right_of_four))])
+    rows = []
+    for k, p in enumerate(load_prompts(PromptsConfig(source=str(prompts_file)))):
+        for s in range(4 if right_of_four[k] is not None else 0):
+            answer = 2 * k if s < right_of_four[k] else 2 * k + 1
+            rows.append(Trace(prompt=p, sample_index=s, teacher_model="policy", engine="vllm", sampling="{}",
+                              messages=json.dumps([{"role": "user", "content": p.problem}]),
+                              reasoning=f"{k} plus {k} is {answer}.", answer=f"So \\boxed{{{answer}}}.",
+                              raw_completion="x", reasoning_source="think_tags", finish_reason="stop").to_row())
+    run = tmp_path / "pool"
+    write_shards(RunDir(run).traces, rows, TRACE_SCHEMA)
+    assert main(["filter", str(run), "--no-progress", "--workers", "1"]) == 0
+    return prompts_file, run
+
+
+def test_pass_rates_from_a_first_pass_keep_only_prompts_that_can_teach(tmp_path, smollm2_dir):
+    """A group of 8 all right or all wrong has zero advantage: prompts graded 0/4 or 4/4 by the filter are left
+    out, those in between kept in order, the ungraded counted; the summary says so."""
+    from transformers import AutoTokenizer
+
+    from factory.grpo_config import GrpoConfig
+    from train.grpo import build_dataset
+    from train.rl_report import write_summary
+
+    prompts_file, pool = _graded_run(tmp_path, [0, 1, 4, 3, None, 2, 4])
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    cfg = GrpoConfig(run_dir=str(tmp_path / "rl"), prompts={"source": str(prompts_file)},
+                     pass_rates={"enabled": True, "run": str(pool), "min_pass_rate": 0.1, "max_pass_rate": 0.9})
+    data, report = build_dataset(cfg, tokenizer, "chat")
+    assert data["problem"] == ["What is 1 + 1?", "What is 3 + 3?", "What is 5 + 5?"]
+    assert report["prompts"] == 3 and report["pass_rate_selection"] == {
+        "graded": 6, "too_hard": 1, "too_easy": 2, "ungraded": 1, "kept": 3, "run": str(pool), "range": [0.1, 0.9]}
+    data, _ = build_dataset(cfg.model_copy(update={"pass_rates": cfg.pass_rates.model_copy(
+        update={"min_pass_rate": 0.0, "max_pass_rate": 0.5})}), tokenizer, "chat")
+    assert data["problem"] == ["What is 0 + 0?", "What is 1 + 1?", "What is 5 + 5?"], "the bounds are inclusive"
+    write_summary(tmp_path, {"steps": 2, "model": "m", "rewards": {"accuracy": 1.0}, "data": report,
+                             "groups_without_signal": {"share": 0.25, "steps_all_zero": 0, "steps": 2}}, [])
+    text = (tmp_path / "summary.md").read_text()
+    assert "Trained on 3 prompts with a pass rate in [0.1, 0.9]" in text and "2 too easy, 1 too hard" in text
+    assert "25% of prompt groups had rewards all equal" in text
+
+
+def test_pass_rate_selection_without_a_graded_run_or_a_prompt_in_range_is_one_line(tmp_path, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    from factory.grpo_config import GrpoConfig
+    from train.grpo import build_dataset
+
+    prompts_file, pool = _graded_run(tmp_path, [0, 4])
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    alone = GrpoConfig(run_dir=str(tmp_path / "rl"), prompts={"source": str(prompts_file)},
+                       pass_rates={"enabled": True})
+    with pytest.raises(FactoryError, match=r"rl/filtered holds no filtered shards: run generate .* and filter"):
+        build_dataset(alone, tokenizer, "chat")
+    graded = alone.model_copy(update={"run_dir": str(pool)})  # the default: this run's own filter
+    with pytest.raises(FactoryError, match=r"no prompt of .*p.jsonl has a pass rate in \[0.1, 0.9\] in .*'too_hard': 1"):
+        build_dataset(graded, tokenizer, "chat")
+    with pytest.raises(ValueError, match="min_pass_rate .* is above max_pass_rate"):
+        GrpoConfig(pass_rates={"enabled": True, "min_pass_rate": 0.8, "max_pass_rate": 0.2})
