@@ -45,6 +45,8 @@ def test_a_few_steps_on_smollm2_change_the_weights_and_log_every_reward(tmp_path
     summary = json.loads((out / "grpo_summary.json").read_text())
     assert summary["steps"] == 2 and summary["rewards"] == {"accuracy": 1.0, "format": 1.0, "length": 1.0}
     assert summary["timing"]["steps_timed"] == 2 and 0 < summary["timing"]["generate_share"] < 1
+    idle = summary["groups_without_signal"]
+    assert idle["steps"] == 2 and idle["share"] == sum(r["frac_reward_zero_std"] for r in steps) / 2
     assert "s generating the rollouts" in (out / "summary.md").read_text()
     from transformers import AutoTokenizer, GenerationConfig
 
