@@ -200,20 +200,19 @@ def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
     """From the shards' small columns only (polars, lazily): the reasoning is never read."""
     import polars as pl
 
-    from ..filter_stats import scan_filtered, with_tokens
+    from ..filter_stats import prompt_pass_rates, scan_filtered, with_tokens
 
     rows = with_tokens(scan_filtered(RunDir(run_dir).filtered).select(
         "prompt_id", "kept", "verdicts", "completion_tokens", "pass_rate")).select("kept", "tokens").collect()
     tokens = {"kept": rows.filter(pl.col("kept"))["tokens"].drop_nulls().to_list(),
               "rejected": rows.filter(~pl.col("kept"))["tokens"].drop_nulls().to_list()}
-    rates = (scan_filtered(RunDir(run_dir).filtered).select("prompt_id", "pass_rate")
-             .filter(pl.col("pass_rate").is_not_null()).unique("prompt_id").sort("prompt_id").collect())
+    rates = [rate for _, rate in sorted(prompt_pass_rates(RunDir(run_dir).filtered).items())]
     plots.token_histogram(tokens["kept"], tokens["rejected"], assets / "tokens.png")
     stats = run["stats"]
     stages = [("input", stats["funnel"]["in"])]
     stages += [(f["name"], f["remaining"]) for f in _filter_rows(stats, run["resolved"]["filter"]["config"])]
     plots.funnel(stages, assets / "funnel.png")
-    plots.pass_rates(rates["pass_rate"].to_list(), assets / "pass_rate.png")
+    plots.pass_rates(rates, assets / "pass_rate.png")
     adaptive = (run["generation"] or {}).get("adaptive")
     if adaptive:
         plots.adaptive(adaptive["samples_per_prompt"], adaptive["verified_per_prompt"], assets / "adaptive.png")
