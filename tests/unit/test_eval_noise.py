@@ -7,7 +7,7 @@ from bench.eval_noise import compare, per_problem
 
 def _eval(path, rows):
     problems = [{"prompt_id": f"p{i}", "samples": [{"correct": c} for c in row]} for i, row in enumerate(rows)]
-    path.write_text(json.dumps({"problems": problems}))
+    path.write_text(json.dumps({"metrics": {}, "problems": problems}))
     return per_problem(path)
 
 
