@@ -31,6 +31,8 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 def completion_row(prompt: Mapping[str, Any], completion: str, tokens: int, limit: int) -> dict[str, Any]:
     """A completion as a trace row (the filters' input): reasoning and answer split as for a teacher's output."""
     reasoning, answer, source = split_reasoning(completion, None, "split_at_final")
+    if source == "think_tags":  # the answer is what follows the reasoning; text before <think> is not one
+        answer = completion[completion.find("</think>") + len("</think>"):].strip()
     truncated = tokens >= limit
     return {**{k: prompt[k] for k in PROMPT_FIELDS}, "reasoning": reasoning, "answer": answer,
             "raw_completion": completion, "reasoning_source": source, "truncated": truncated,

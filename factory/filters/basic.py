@@ -35,7 +35,17 @@ def format_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         return Verdict.failed("no_think_tags")
     if p.answer_tags and not _ANSWER_TAGS.fullmatch(trace.get("answer") or ""):
         return Verdict.failed("no_answer_tags")
+    if (p.require_think_tags or p.answer_tags) and text_before_reasoning(trace):
+        return Verdict.failed("answer_before_reasoning")
     return Verdict.passed()
+
+
+def text_before_reasoning(trace: Mapping[str, Any]) -> bool:
+    """Text before `<think>`: R1's format (and open-r1's format reward) has the reasoning first, the answer after."""
+    if trace.get("reasoning_source") != "think_tags":
+        return False
+    raw = trace.get("raw_completion") or ""
+    return bool(raw[: max(raw.find("<think>"), 0)].strip())
 
 
 def length_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
@@ -64,10 +74,21 @@ def code_block_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     return Verdict.passed()
 
 
+# Scripts written without spaces between words (Chinese, Japanese, Thai, ...): each character is a token, as
+# spaces do not mark their words; a loop of them repeats its characters as an English loop repeats its words.
+_UNSPACED = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f"
+_REPETITION_TOKEN = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
+
+
+def repetition_tokens(text: str) -> list[str]:
+    """Words split on spaces; a character of a script written without spaces is a token of its own."""
+    return _REPETITION_TOKEN.findall(text)
+
+
 def repetition_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     import numpy as np
 
-    words = (trace.get("reasoning") or "").split()
+    words = repetition_tokens(trace.get("reasoning") or "")
     n = len(words) - p.ngram + 1
     if n < 1:
         return Verdict.passed(score=0.0)

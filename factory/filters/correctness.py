@@ -10,22 +10,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
 from ..records import Prompt
-from ..textutil import last_boxed
+from ..textutil import all_boxed, last_boxed
 from . import Verdict
 
 
 def final_answer(trace: Mapping[str, Any], lenient: bool = False) -> str | None:
     """The last \\boxed{} of the answer, falling back to the reasoning's; `lenient`: else the last number of the
-    answer, else of the reasoning (to measure how much of a difference is the answer's format)."""
+    answer, else of the reasoning (to measure how much of a difference is the answer's format). A number is read
+    whole: `.4`, `13/28` and `\\frac{2}{5}` are one number each, never their last digits."""
     boxed = last_boxed(trace.get("answer") or "") or last_boxed(trace.get("reasoning") or "")
     if boxed is not None or not lenient:
         return boxed
     for text in (trace.get("answer") or "", trace.get("reasoning") or ""):
-        numbers = _NUMBER.findall(text.replace(",", ""))
+        numbers = _LENIENT_NUMBER.findall(text.replace(",", ""))
         if numbers:
             return numbers[-1]
     return None
@@ -42,10 +44,11 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
 
 
 # The chosen letter, as simple-evals reads it (`Answer: X`, its GPQA format), then as lighteval also accepts it
-# (a boxed letter, "the answer is (X)"); the last such mention in the final answer counts.
+# (a boxed letter, "the answer is (X)", an answer that is the letter alone); the last such mention counts.
 _CHOICE_PATTERNS = [re.compile(r"(?i)answer[ \t]*:[ \t]*\**[ \t]*\$?\(?([A-Z])\)?\$?\**(?![A-Za-z])"),
                     re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-Z])\)?\s*\}?\s*\}"),
-                    re.compile(r"(?i)answer is[ \t]*:?[ \t]*\**\(?([A-Z])\)?(?![A-Za-z])")]
+                    re.compile(r"(?i)answer is[ \t]*:?[ \t]*\**\(?([A-Z])\)?(?![A-Za-z])"),
+                    re.compile(r"^\s*\**\(?([A-Z])\)?\.?\**\s*$")]
 
 
 def chosen_letter(text: str, letters: str = "ABCD") -> str | None:
@@ -56,14 +59,27 @@ def chosen_letter(text: str, letters: str = "ABCD") -> str | None:
     return None
 
 
+def choice_letters(prompt: Prompt) -> str:
+    choices = json.loads(prompt.metadata or "{}").get("choices") or [None] * 4
+    return "ABCDEFGHIJ"[: len(choices)]
+
+
+def voted_answer(trace: Mapping[str, Any], prompt: Prompt, p) -> str | None:
+    """The answer a sample votes for in maj@k: the letter it chose (multiple choice), its final answer (math and
+    reasoning-gym); None for code, whose answers are not compared."""
+    if prompt.task == "code":
+        return None
+    if prompt.task == "choice":
+        return chosen_letter(trace.get("answer") or "", choice_letters(prompt))
+    return final_answer(trace, p.lenient)
+
+
 def choice_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     """Multiple choice (GPQA): the letter the answer chose against the reference letter; math-verify is not
     asked (it would read "Answer: B" as the variable B)."""
     if not prompt.reference_answer:
         return Verdict.skipped("no_reference", reject=p.reject_unverified)
-    choices = json.loads(prompt.metadata or "{}").get("choices") or [None] * 4
-    letters = "ABCDEFGHIJ"[: len(choices)]
-    chosen = chosen_letter(trace.get("answer") or "", letters)
+    chosen = chosen_letter(trace.get("answer") or "", choice_letters(prompt))
     if chosen is None:
         return Verdict.failed("no_choice", 0.0)
     details = {"predicted": chosen, "reference": prompt.reference_answer}
@@ -75,15 +91,15 @@ def choice_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
 def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     """Rule-based accuracy (R1's), by math-verify. A reference or answer math-verify cannot read (free-form text,
     a proof) is not wrong but unverifiable: a skip, which the judge decides in fallback mode."""
-    ref = prompt.reference_answer
-    if not ref:
+    if not prompt.reference_answer:
         return Verdict.skipped("no_reference", reject=p.reject_unverified)
+    ref = reference_expression(prompt.reference_answer)
     predicted = final_answer(trace, p.lenient)
-    fast = None if predicted is None else _plain_numbers_equal(predicted, ref)
+    fast = None if predicted is None else plain_numbers_equal(predicted, ref)
     if fast is not None:
         details = {"predicted": predicted[:200], "reference": ref[:200]}
         return Verdict.passed(score=1.0, details=details) if fast else Verdict.failed("wrong_answer", 0.0, details)
-    from math_verify import parse, verify
+    from math_verify import parse
     from math_verify.errors import TimeoutException
 
     try:
@@ -93,16 +109,69 @@ def math_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
             return _unverifiable("the reference is not a math expression", ref, predicted, p)
         if predicted is None:
             return Verdict.failed("no_boxed_answer", 0.0)
-        pred = _parse_math(parse, f"$\\boxed{{{predicted}}}$", p.timeout_s)
+        pred = _parse_math(parse, _answer_for(gold, trace.get("answer") or "", predicted), p.timeout_s)
         if pred is None:
             return _unverifiable("the answer is not a math expression", ref, predicted, p)
-        ok = verify(gold, pred, timeout_seconds=p.timeout_s, raise_on_error=True)
+        ok = _verify(gold, pred, p.timeout_s)
     except TimeoutException:
         return Verdict.failed("timeout", 0.0)
     except Exception as e:  # sympy raises whatever it likes on odd LaTeX: the two could not be compared
         return _unverifiable(f"math-verify could not compare them ({type(e).__name__})", ref, predicted, p)
     details = {"predicted": predicted[:200], "reference": ref[:200]}
     return Verdict.passed(score=1.0, details=details) if ok else Verdict.failed("wrong_answer", 0.0, details)
+
+
+def _verify(gold: list, pred: list, timeout_s: float) -> bool:
+    """math-verify's verdict. It compares every reading of each side (a sympy expression, then the string);
+    with raise_on_error an error in the first (`12:00` reads as 12/0) hides the second. So an error is asked
+    again without raising: equal there is equal; unequal after an error is no verdict (the error is raised)."""
+    from math_verify import verify
+    from math_verify.errors import TimeoutException
+
+    try:
+        return verify(gold, pred, timeout_seconds=timeout_s, raise_on_error=True)
+    except TimeoutException:
+        raise
+    except Exception:
+        if verify(gold, pred, timeout_seconds=timeout_s, raise_on_error=False):
+            return True
+        raise
+
+
+def reference_expression(reference: str) -> str:
+    """The reference as math-verify should read it. A sentence with its answer boxed (a MATH or Numina
+    `solution`) is its last box; boxes standing alone (`\\boxed{1}, \\boxed{2}`) stay, read as one set.
+    Newlines become spaces: inline `$...$` does not cross lines in math-verify, and LaTeX reads them as spaces."""
+    ref = " ".join(reference.split("\n")).strip()
+    boxes = all_boxed(ref)
+    if len(boxes) == 1 or (boxes and _prose(_outside(ref, boxes))):
+        return boxes[-1][0].strip()
+    return ref
+
+
+def _outside(text: str, boxes: list[tuple[str, int, int]]) -> str:
+    """The text with its boxes cut out."""
+    out, at = [], 0
+    for _, start, end in boxes:
+        out.append(text[at:start])
+        at = end
+    return " ".join([*out, text[at:]])
+
+
+def _answer_for(gold: list, answer: str, predicted: str) -> str:
+    """What math-verify reads of the answer: its last box (R1's final answer), or, where the reference is a set
+    or tuple and the answer boxes its elements one by one (`\\boxed{(1,2)}, \\boxed{(2,1)}`), every box of
+    the answer, which math-verify reads as one set."""
+    boxes = all_boxed(answer)
+    if len(boxes) > 1 and _is_collection(gold[0]):
+        return "$" + ", ".join(f"\\boxed{{{b}}}" for b, _, _ in boxes) + "$"
+    return f"$\\boxed{{{predicted}}}$"
+
+
+def _is_collection(expr: Any) -> bool:
+    from sympy import FiniteSet, Tuple
+
+    return isinstance(expr, (FiniteSet, Tuple)) and len(expr) > 1
 
 
 def _parse_math(parse, text: str, timeout_s: float) -> list | None:
@@ -118,13 +187,17 @@ def _parse_math(parse, text: str, timeout_s: float) -> list | None:
 
 
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_ENVIRONMENT = re.compile(r"\\begin\{[^}]*\}(?:\{[lcr|\s]*\})?|\\end\{[^}]*\}")  # with an array's column spec
+_SHORT_TEXT = re.compile(r"\\(?:text|textnormal|textrm|textbf|textit|mathrm|mbox)\s*\{\s*(?:[A-Za-z.]+\s*){1,3}\}")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 def _prose(reference: str) -> bool:
     """A reference in words (a proof, an explanation): math-verify would pick some expression out of it and
-    compare against that, which is no check at all. Three words or more, LaTeX commands aside."""
-    return len(_WORD.findall(_LATEX_COMMAND.sub(" ", reference))) >= 3
+    compare against that, which is no check at all. Three words or more, not counting LaTeX commands,
+    environment names (`\\begin{array}{cc}`) and a unit of up to three words in `\\text{}`."""
+    bare = _SHORT_TEXT.sub(" ", _ENVIRONMENT.sub(" ", reference))
+    return len(_WORD.findall(_LATEX_COMMAND.sub(" ", bare))) >= 3
 
 
 def _unverifiable(why: str, ref: str, predicted: str | None, p) -> Verdict:
@@ -132,16 +205,32 @@ def _unverifiable(why: str, ref: str, predicted: str | None, p) -> Verdict:
     return Verdict.skipped("unverifiable", reject=p.reject_unverified, details=details)
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
+_LENIENT_NUMBER = re.compile(r"(?:-\s*)?\\[dt]?frac\{\s*-?\d+\s*\}\{\s*-?\d+\s*\}"
+                             r"|-?\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?|-?(?:\d+(?:\.\d+)?|\.\d+)")
+_FLOAT_PLACES = Decimal("1e-6")  # math-verify's default float_rounding: 6 places
+_FLOAT_DIGITS = 15  # sympy reads a decimal into a Float of 15 significant digits
 
 
-def _plain_numbers_equal(predicted: str, reference: str) -> bool | None:
-    """Both plain decimal numbers: compare them directly (math-verify would agree, at 100x the cost); else None.
-    Most reasoning-gym and GSM-style answers take this path."""
+def plain_numbers_equal(predicted: str, reference: str) -> bool | None:
+    """Both plain decimal numbers: math-verify's verdict, computed directly (at 1/100 of its cost); else None.
+    Integers compare exactly; where either has a decimal point both are rounded to 6 places, as math-verify
+    rounds floats. Where its Float could round otherwise (more than 15 significant digits, or a tie at the 7th
+    place), None: math-verify decides. Most reasoning-gym and GSM-style answers take this path."""
     a, b = predicted.strip(), reference.strip()
-    if not (_NUMBER.fullmatch(a) and _NUMBER.fullmatch(b)):
+    if not (_PLAIN_NUMBER.fullmatch(a) and _PLAIN_NUMBER.fullmatch(b)):
         return None
-    return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    if "." not in a and "." not in b:
+        return int(a) == int(b)
+    x, y = Decimal(a), Decimal(b)
+    if any(len(v.as_tuple().digits) > _FLOAT_DIGITS or _tie(v) for v in (x, y)):
+        return None
+    return x.quantize(_FLOAT_PLACES, ROUND_HALF_EVEN) == y.quantize(_FLOAT_PLACES, ROUND_HALF_EVEN)
+
+
+def _tie(value: Decimal) -> bool:
+    """Exactly half way between two 6-place values: binary floating point decides which way it rounds."""
+    return (value.scaleb(6) % 1).copy_abs() == Decimal("0.5")
 
 
 @lru_cache(maxsize=64)
@@ -173,9 +262,10 @@ def final_code(text: str) -> str | None:
 
 
 def _header_imports(meta: dict[str, Any]) -> str:
-    """HumanEval prompts import what their signatures use (`from typing import List`); answers often drop it."""
-    lines = (meta.get("prompt") or "").splitlines() + (meta.get("imports") or "").splitlines()
-    return "\n".join(line for line in lines if line.startswith(("import ", "from ")))
+    """HumanEval prompts import what their signatures use (`from typing import List`); answers often drop it.
+    A source's own preamble (`imports`: LiveCodeBench's, its recursion limit included) comes whole."""
+    lines = [line for line in (meta.get("prompt") or "").splitlines() if line.startswith(("import ", "from "))]
+    return "\n".join([*lines, *(meta.get("imports") or "").splitlines()])
 
 
 def code_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
@@ -196,14 +286,38 @@ def code_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
         return _verdict(result.ok, result)
     for i, (stdin, expected) in enumerate(io_tests):
         result = sandbox.run_python(program, stdin=stdin, limits=limits)
-        if not result.ok or _lines(result.stdout) != _lines(expected):
+        if not result.ok or not outputs_match(result.stdout, expected):
             return _verdict(False, result, {"failed_case": i})
     return Verdict.passed(score=1.0, details={"cases": len(io_tests)})
 
 
-def _lines(output: str) -> list[str]:
-    """Output as judges compare it: line by line, trailing spaces and blank lines at the ends ignored."""
-    return [line.rstrip() for line in output.strip().splitlines()]
+def outputs_match(output: str, expected: str) -> bool:
+    """A program's stdout against the expected output, as LiveCodeBench's `grade_stdio` compares them: the same
+    number of lines once both are stripped; each line stripped and equal, or else every whitespace-separated
+    token of both lines a decimal number and the two lists of numbers equal (`3.0` is `3`, `1  2` is `1 2`)."""
+    got, want = _stripped_lines(output), _stripped_lines(expected)
+    return len(got) == len(want) and all(map(_line_matches, got, want))
+
+
+def _line_matches(got: str, want: str) -> bool:
+    if got == want:
+        return True
+    a, b = _decimals(got), _decimals(want)
+    try:
+        return a is not None and b is not None and a == b
+    except InvalidOperation:  # a signalling NaN refuses to compare
+        return False
+
+
+def _stripped_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def _decimals(line: str) -> list[Decimal] | None:
+    try:
+        return [Decimal(token) for token in line.split()]
+    except InvalidOperation:
+        return None
 
 
 def _io_tests(tests: str) -> list[tuple[str, str]] | None:

@@ -22,7 +22,7 @@ from ..config import EvalConfig, fingerprint, public_dump
 from ..errors import FactoryError
 from ..eval_metrics import mean_ci, problem_metrics
 from ..executors import generate_missing
-from ..filters.correctness import correctness_filter, final_answer
+from ..filters.correctness import correctness_filter, voted_answer
 from ..generation import CACHE_FIELDS, make_trace, plan
 from ..records import Prompt, Trace
 from ..rundir import package_versions
@@ -114,7 +114,7 @@ def score_problem(prompt: Prompt, rows: list[dict[str, Any]], params) -> list[di
         else:
             v = correctness_filter(row, prompt, params)
             sample.update(correct=v.status == "pass", reason=v.reason,
-                          answer=None if prompt.task == "code" else final_answer(row, params.lenient))
+                          answer=voted_answer(row, prompt, params))
         if lenient is not None:
             sample["correct_lenient"] = sample["correct"] or (
                 not row.get("error") and correctness_filter(row, prompt, lenient).status == "pass")
