@@ -44,8 +44,9 @@ def correctness_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
 
 
 # The chosen letter, as simple-evals reads it (`Answer: X`, its GPQA format), then as lighteval also accepts it
-# (a boxed letter, "the answer is (X)", an answer that is the letter alone); the last such mention counts.
-_CHOICE_PATTERNS = [re.compile(r"(?i)answer[ \t]*:[ \t]*\**[ \t]*\$?\(?([A-Z])\)?\$?\**(?![A-Za-z])"),
+# (a boxed letter, "the answer is (X)", an answer that is the letter alone, a quoted letter); the last such mention
+# counts.
+_CHOICE_PATTERNS = [re.compile(r"(?i)answer[ \t]*:[ \t]*\**[ \t]*[\"'“]?\$?\(?([A-Z])\)?\$?[\"'”]?\**(?![A-Za-z])"),
                     re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-Z])\)?\s*\}?\s*\}"),
                     re.compile(r"(?i)answer is[ \t]*:?[ \t]*\**\(?([A-Z])\)?(?![A-Za-z])"),
                     re.compile(r"^\s*\**\(?([A-Z])\)?\.?\**\s*$")]
