@@ -9,12 +9,14 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from .cache import sample_key, sampling_column
 from .config import GenerationSettings
 from .model_content import model_content
 from .records import Prompt, Trace
 from .redact import redact_text
+from .teacher_config import DEFAULT_BASE_URL, TeacherConfig
 from .teachers import Completion, Request
 from .teachers.reasoning import split_reasoning
 from .teachers.template import build_messages
@@ -29,11 +31,22 @@ def sampling_key(cfg: GenerationSettings) -> dict[str, Any]:
             "extra_body": cfg.teacher.extra_body}
 
 
-def model_key(model: str) -> dict[str, str]:
-    """The model's part of a sample's cache key: its name, and for a local directory its content too, so new
-    weights at the same path are sampled afresh (a name alone keys API models, as it always has)."""
-    content = model_content(model)
-    return {"model": model} if content is None else {"model": model, "model_content": content}
+def model_key(teacher: TeacherConfig) -> dict[str, str]:
+    """The model's part of a sample's cache key: its name; for a local directory its content too, so new weights
+    at the same path are sampled afresh; for a server, the endpoint that serves it (`cache_identity`)."""
+    content = model_content(teacher.model)
+    key = {"model": teacher.model} if content is None else {"model": teacher.model, "model_content": content}
+    if teacher.engine == "openai" and teacher.cache_identity == "endpoint":
+        key["endpoint"] = endpoint(teacher.base_url)
+    return key
+
+
+def endpoint(base_url: str | None) -> str:
+    """host[:port]/path of a server URL: no scheme, credentials or query (a key in a URL must not name a cache
+    entry); the SDK's default when none is set."""
+    parts = urlsplit(base_url or DEFAULT_BASE_URL)
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    return host + (parts.path.rstrip("/") or "")
 
 
 class Plan:
@@ -43,7 +56,7 @@ class Plan:
 
     def __init__(self, cfg: GenerationSettings, prompts: list[Prompt], n: int | None = None):
         self.cfg, self.prompts, self.sampling = cfg, prompts, sampling_key(cfg)
-        self.model = model_key(cfg.teacher.model)
+        self.model = model_key(cfg.teacher)
         self.n = n or cfg.sampling.n
         self.counts: dict[str, int] = {}
 

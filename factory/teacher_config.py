@@ -18,6 +18,9 @@ class Prices(Strict):
                                   "(OpenAI's and Anthropic's batch prices are half)")
 
 
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the openai SDK's default server
+
+
 class TeacherConfig(Strict):
     engine: Literal["openai", "vllm", "hf", "auto"] = Field(
         "auto", description="openai (any OpenAI-compatible server), vllm (offline engine), hf (transformers); "
@@ -25,6 +28,10 @@ class TeacherConfig(Strict):
     model: str = Field("qwen2.5-coder-0.5b", description="Served model name, local path, Hub id or bundled alias")
     base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key")
+    cache_identity: Literal["endpoint", "model"] = Field(
+        "endpoint", description="openai: what names a sample in the cache: the model at its endpoint (host, port "
+        "and path of base_url; never a credential), so two servers of one model name are each asked; or the model "
+        "name alone, for one model behind several URLs (mirrors, a load balancer) that may share its samples")
     concurrency: int = Field(256, ge=1, description="openai: requests in flight")
     requests_per_minute: float | None = Field(None, gt=0, description="openai: request rate limit")
     tokens_per_minute: float | None = Field(None, gt=0, description="openai: token rate limit (prompt + max)")

@@ -25,6 +25,7 @@ import orjson
 from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
 from ..redact import redact_text, register
+from ..teacher_config import DEFAULT_BASE_URL
 from .base import Completion, Request, Sink, Usage
 from .ratelimit import TokenBucket
 
@@ -49,7 +50,7 @@ def endpoint(cfg: TeacherConfig) -> tuple[str, dict[str, str]]:
     """The server's URL without credentials, and the Authorization header: `Bearer $KEY`, or Basic auth from
     credentials written in the URL (`http://user:pw@host/v1`, as proxies use). Both at once is a configuration
     error: a request carries one Authorization header."""
-    parts = urlsplit(cfg.base_url or "https://api.openai.com/v1")
+    parts = urlsplit(cfg.base_url or DEFAULT_BASE_URL)
     url = urlunsplit(parts._replace(query=""))  # the query goes with every request instead (url_query)
     if parts.username is None and parts.password is None:
         return url, {"Authorization": f"Bearer {api_key(cfg)}"}

@@ -78,3 +78,25 @@ def test_teacher_priority_keeps_one_trace_per_prompt_from_the_preferred_teacher(
 def test_teacher_priority_needs_the_teachers_named():
     with pytest.raises(ValueError, match="teacher_priority needs teacher_priority"):
         FilterConfig.model_validate({"selection": {"max_per_prompt": 1, "strategy": "teacher_priority"}})
+
+
+def test_one_model_name_on_two_servers_is_two_teachers_each_asked(tmp_path, fake_server):
+    """Issue 35: the sample's identity includes the endpoint (host, port and path; never a credential), so the
+    second server is asked, not served the first one's answers from the cache; `cache_identity: model` opts in to
+    sharing for one model behind two URLs."""
+    from factory.generation import model_key
+    from factory.teacher_config import TeacherConfig
+
+    right = {p: (str(i + 1), 1.0) for i, p in enumerate(PROBLEMS)}
+    first, first_url = fake_server(model="m", correct=right)
+    second, second_url = fake_server(model="m", correct=right)
+    report = generate.run(_cfg(tmp_path, [("m", first_url), ("m", second_url)]))
+    assert first.served() == 6 and second.served() == 6 and report["samples"] == 12
+    shared = _cfg(tmp_path, [("m", first_url), ("m", second_url)])
+    shared = shared.model_copy(update={"out": str(tmp_path / "shared")})
+    shared = shared.model_copy(update={"teachers": [t.model_copy(update={"cache_identity": "model"})
+                                                    for t in shared.teachers]})
+    generate.run(shared)
+    assert first.served() == 12 and second.served() == 6, "shared: the second teacher's samples are the first's"
+    keyed = model_key(TeacherConfig(engine="openai", model="m", base_url="https://user:secret@Host.example:8443/v1/?k=1"))
+    assert keyed == {"model": "m", "endpoint": "host.example:8443/v1"}

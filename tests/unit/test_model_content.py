@@ -7,6 +7,7 @@ import shutil
 
 from factory.generation import model_key
 from factory.model_content import RECORD, model_content, write_record
+from factory.teacher_config import TeacherConfig
 
 
 def _model(path, weights=b"\x00" * 64):
@@ -43,7 +44,8 @@ def test_a_stale_record_is_never_trusted(tmp_path, monkeypatch):
     assert model_content(str(model)) != written
 
 
-def test_names_that_are_not_local_directories_keep_their_name_alone(tmp_path):
+def test_a_samples_identity_is_the_name_the_content_of_a_directory_and_the_endpoint_of_a_server(tmp_path):
     assert model_content("Qwen/Qwen2.5-7B-Instruct") is None and model_content("smollm2-135m") is None
-    assert model_key("gpt-4o-mini") == {"model": "gpt-4o-mini"}  # API teachers' caches stay valid
-    assert set(model_key(str(_model(tmp_path / "m")))) == {"model", "model_content"}
+    assert model_key(TeacherConfig(engine="openai", model="gpt-4o-mini", cache_identity="model")) == {"model": "gpt-4o-mini"}
+    assert model_key(TeacherConfig(engine="openai", model="gpt-4o-mini"))["endpoint"] == "api.openai.com/v1"
+    assert set(model_key(TeacherConfig(engine="vllm", model=str(_model(tmp_path / "m"))))) == {"model", "model_content"}
