@@ -59,7 +59,13 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     """A random 2-layer Llama (hidden 64) with the bundled tokenizer and chat template: real code paths, fast."""
     from train.synthetic import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), smollm2_dir)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # built inside whichever test asks first: its stderr is that test's to read
+    try:
+        return build_tiny_model(tmp_path_factory.mktemp("tiny"), smollm2_dir)
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
