@@ -67,8 +67,8 @@ class GenerateSampling(SamplingConfig):
 
 class BudgetConfig(Strict):
     """Limits on what one run directory buys, counted over every sample of the plan it holds (so a rerun with a
-    larger budget goes on where the last one stopped). Requests in flight when a limit is reached still finish and
-    are kept: a run may pass a token or dollar budget by what was in flight."""
+    larger budget goes on where the last one stopped). Each request reserves its worst case (max_tokens a sample,
+    priced) before it is sent: a run passes a token or dollar budget by at most one request's worst case."""
 
     max_samples: int | None = Field(None, ge=1, description="Stop after this many samples")
     max_output_tokens: int | None = Field(None, ge=1, description="Stop after this many completion tokens")

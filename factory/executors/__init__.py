@@ -46,7 +46,7 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, bu
 
         report = generate_here(cfg, work, cache, report, budget, adaptive)
     if budget is not None and budget.stopped:
-        report["stopped_by"] = budget.stopped
+        report["stopped_by"] = budget.summary()
     return report
 
 

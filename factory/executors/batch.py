@@ -102,7 +102,7 @@ def _submit(cfg: GenerateConfig, work: Plan, cache: SampleCache, state: BatchSta
     if budget is not None and budget.cfg.max_samples is not None:
         room = max(0, budget.cfg.max_samples - budget.spent.samples)
         if room < len(lines):
-            budget.stopped = f"budget.max_samples reached: {budget.cfg.max_samples:,} samples submitted"
+            budget.stopped = "budget.max_samples"
         lines = lines[:room]
         budget.spent.samples += len(lines)
     for chunk in _split(lines, cfg.teacher.batch_max_requests, int(cfg.teacher.batch_max_mb * 1e6)):

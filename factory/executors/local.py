@@ -65,10 +65,12 @@ class Buyer:
                     self.cache.put(key, cache_record(self.same, c))
                     self.errors.pop(key, None)
                 if self.budget is not None:
-                    self.budget.record(c)
+                    self.budget.record(c, req)
                 advance()
             requests = missing_requests(work, self.cache)
-            self.teacher.generate(self.budget.admit(requests) if self.budget else requests, sink)
+            if self.budget is not None:
+                requests = self.budget.admit(requests, can_wait=getattr(self.teacher, "waits_for_room", False))
+            self.teacher.generate(requests, sink)
         self.requested += todo
         self.seconds += time.perf_counter() - started
 

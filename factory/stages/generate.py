@@ -39,7 +39,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
         prompts, cfg = in_shard(prompts, cfg)
     run_dir = check_out_dir(Path(cfg.out))
     created = not run_dir.exists()
-    budget = Budget(cfg.budget, cfg.teacher.prices) if cfg.budget.any() else None
+    budget = Budget(cfg.budget, cfg.teacher.prices, cfg.sampling.max_tokens) if cfg.budget.any() else None
     cache_dir = Path(cfg.cache) if cfg.cache else RunDir(run_dir).cache
     with SampleCache(cache_dir, CACHE_FIELDS) as cache:  # the run's lock: taken before anything else is written
         try:

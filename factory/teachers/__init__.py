@@ -6,9 +6,9 @@ import importlib.util
 
 from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
-from .base import Completion, Request, Teacher, Usage, billed_tokens
+from .base import PAUSE, Completion, Request, Teacher, Usage, billed_tokens
 
-__all__ = ["Completion", "Request", "Teacher", "Usage", "billed_tokens", "make_teacher", "parse_teacher", "resolve_engine"]
+__all__ = ["PAUSE", "Completion", "Request", "Teacher", "Usage", "billed_tokens", "make_teacher", "parse_teacher", "resolve_engine"]
 
 ENGINES = ("openai", "vllm", "hf", "auto")
 

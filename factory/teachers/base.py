@@ -53,6 +53,10 @@ class Usage:
 
 Sink = Callable[[Request, Completion], None]
 
+# What a stream of requests yields when it has none to give yet but may later (a budget whose room is held by
+# samples in flight): a teacher that can wait (`waits_for_room = True`) sleeps and asks again; others never see it.
+PAUSE = Request(prompt=None, messages=[], sample_indices=[])  # type: ignore[arg-type]
+
 
 class Teacher(Protocol):
     engine: str

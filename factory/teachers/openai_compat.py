@@ -26,9 +26,10 @@ from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
 from ..redact import redact_text, register
 from ..teacher_config import DEFAULT_BASE_URL
-from .base import Completion, Request, Sink, Usage
+from .base import PAUSE, Completion, Request, Sink, Usage
 from .ratelimit import TokenBucket
 
+PAUSE_S = 0.02  # how long a worker sleeps when a budget's room is held by requests in flight
 RETRYABLE = {"rate_limit", "server_error", "timeout", "connection", "bad_response"}
 
 
@@ -133,6 +134,7 @@ def _short(text: str, limit: int = 200) -> str:
 
 class OpenAITeacher:
     engine = "openai"
+    waits_for_room = True  # its workers sleep while a budget waits for requests in flight (teachers.PAUSE)
 
     def __init__(self, cfg: TeacherConfig, sampling: SamplingConfig):
         self.cfg, self.sampling = cfg, sampling
@@ -167,7 +169,9 @@ class OpenAITeacher:
 
     def _work(self, requests: Iterator[Request]) -> Iterator[tuple[Request, list[int]]]:
         for req in requests:
-            if self._native_n and len(req.sample_indices) > 1:
+            if req is PAUSE:
+                yield req, []
+            elif self._native_n and len(req.sample_indices) > 1:
                 yield req, req.sample_indices
             else:
                 yield from ((req, [i]) for i in req.sample_indices)
@@ -179,6 +183,9 @@ class OpenAITeacher:
             if item is None:
                 return
             req, indices = item
+            if req is PAUSE:  # a budget waits for what is in flight: ask again once some of it is back
+                await asyncio.sleep(PAUSE_S)
+                continue
             for completion in await self._serve(client, req, indices):
                 sink(req, completion)
 

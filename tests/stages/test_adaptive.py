@@ -223,3 +223,25 @@ def test_kill_9_in_a_round_then_resume_buys_each_sample_once(tmp_path, fake_serv
     assert again == 80 - cached, "the rerun buys exactly what the killed run had not cached"
     assert sum(_samples(tmp_path).values()) == 80
     assert _stats(tmp_path)["adaptive"]["prompts_by_status"] == {"reached": 10, "too_hard": 10}
+
+
+@pytest.mark.parametrize("budget, limit", [("budget.max_output_tokens=200", 200), ("budget.max_usd=200", 200)])
+def test_budgets_hold_at_full_concurrency(tmp_path, fake_server, capsys, budget, limit):
+    """Issue 35: 30 prompts at concurrency 256 bought 3,480 tokens on a budget of 200. Each request now reserves
+    its worst case (max_tokens, priced) before it goes out: the run passes the budget by at most one request's
+    worst case, and its last line says what was really bought."""
+    problems = [f"Problem {i}: what is {i} + {i}?" for i in range(30)]
+    server, url = fake_server(correct={p: (str(2 * i), 1.0) for i, p in enumerate(problems)})
+    write_jsonl(tmp_path / "p.jsonl", [{"problem": p, "answer": str(2 * i)} for i, p in enumerate(problems)])
+    worst = 40  # tokens a request may write (n=1): the fake teacher writes 20 a sample
+    assert main(["generate", "--prompts", str(tmp_path / "p.jsonl"), "--teacher", "openai:fake-teacher",
+                 "--base-url", url, "--out", str(tmp_path / "run"), "--no-progress", "--set", "sampling.n=1",
+                 "--set", f"sampling.max_tokens={worst}", "--set", "teacher.concurrency=256", "--set", budget,
+                 "--set", "teacher.prices.output_per_mtok=1000000"]) == 0  # $1 a token
+    rows = read_table(tmp_path / "run" / "traces").to_pylist()
+    bought = sum(r["completion_tokens"] for r in rows if not r["error"])
+    assert limit <= bought <= limit + worst and server.served() == len(rows) < 30
+    name = budget.split("=")[0]
+    said = f"{bought:,} completion tokens bought of 200" if "tokens" in name else f"${bought:,.4f} bought of $200.00"
+    assert f"{name} reached: {said}" in capsys.readouterr().err
+    assert _stats(tmp_path)["stopped_by"] == f"{name} reached: {said}"
