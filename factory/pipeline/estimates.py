@@ -103,7 +103,9 @@ def _inference_cost(teacher, prompt_tokens: int, completion_tokens: int, plan: P
         if not teacher.prices:
             return {}
         p = teacher.prices
-        return {"cost_usd": round((prompt_tokens * p.input_per_mtok + completion_tokens * p.output_per_mtok) / 1e6, 2)}
+        share = p.batch_discount if teacher.batch else 1.0  # a batch API's price
+        return {"cost_usd": round(share * (prompt_tokens * p.input_per_mtok + completion_tokens * p.output_per_mtok)
+                                  / 1e6, 2)}
     return {"gpu_hours": _round(completion_tokens / plan.generation_tokens_per_s / 3600)}
 
 

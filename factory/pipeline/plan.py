@@ -33,9 +33,10 @@ def dry_run(p: Pipeline) -> dict[str, Any]:
     for column in ("stage", "what", "cost"):
         table.add_column(column)
     generated: int | None = None
+    trained: dict[str, float | None] = {}  # a training stage's parameter count, for the stages that take its model
     for inst in p.instances:
         config = resolve_refs(inst, p, prepare=False)
-        est = stage_estimate(inst, config, p.plan, generated)
+        est = stage_estimate(inst, config, p.plan, generated, trained)
         if inst.kind == "generate":
             out[inst.name], generated = est, est.get("samples")
         if est:
@@ -44,26 +45,40 @@ def dry_run(p: Pipeline) -> dict[str, Any]:
         for i, line in enumerate(lines.splitlines()):
             table.add_row(inst.name, line, cost_line(est, p.plan) if i == 0 and est else "")
     out["total"] = total(list(out["costs"].values()), p.plan)
-    table.add_row("total", assumptions_line(p.plan), cost_line(out["total"], p.plan), style="bold")
+    unpriced = [name for name, e in out["costs"].items() if "train_tokens" in e and "gpu_hours" not in e]
+    if unpriced:  # a total that silently leaves stages out reads as the whole bill
+        out["total"]["incomplete"] = unpriced
+    table.add_row("total", assumptions_line(p.plan), cost_line(out["total"], p.plan) + (
+        f"; incomplete: {', '.join(unpriced)} not priced (parameter count unknown)" if unpriced else ""),
+        style="bold")
     console.print(table)
     out["plan"] = [list(row) for row in zip(*(column.cells for column in table.columns))]
     return out
 
 
-def stage_estimate(inst: StageInstance, config: Any, plan: PlanAssumptions, generated: int | None) -> dict[str, Any]:
+def stage_estimate(inst: StageInstance, config: Any, plan: PlanAssumptions, generated: int | None,
+                   trained: dict[str, float | None] | None = None) -> dict[str, Any]:
+    """`trained`: the parameter count of each training stage so far; a stage whose model is `stage:NAME` takes
+    the count of the stage that trained it (its path names no size)."""
+    trained = {} if trained is None else trained
+    if inst.kind in ("distill", "grpo"):
+        from train.students import resolve_student
+
+        field = "student" if inst.kind == "distill" else "model"
+        raw, model = str(getattr(inst.config, field)), getattr(config, field)
+        params = params_of(model, resolve_student(model).params_b)
+        if params is None and raw.startswith("stage:"):
+            params = trained.get(raw.removeprefix("stage:"))
+        trained[inst.name] = params
     if inst.kind == "generate":
         return generation_estimate(config, plan)[0]
     if inst.kind == "distill":
-        from train.students import resolve_settings, resolve_student
+        from train.students import resolve_settings
 
         s = resolve_settings(config)
-        params = params_of(config.student, resolve_student(config.student).params_b)
         return distill_estimate(config, plan, generated, s.epochs, params, s.max_length)
     if inst.kind == "grpo":
-        from train.students import resolve_student
-
         _, _, rollouts = grpo_rollouts(config, plan)
-        params = params_of(config.model, resolve_student(config.model).params_b)
         return grpo_estimate(rollouts, plan.mean_prompt_tokens, plan.completion_tokens(config.max_completion_length),
                              params, plan)
     if inst.kind == "eval":

@@ -231,3 +231,22 @@ def test_the_rl_demos_control_is_the_same_run_with_shuffled_rewards_from_the_qui
         evals["control"].model_dump(exclude=same), "the three models answer the same problems, sampled alike"
     assert "runs/quickstart" in evals["after"].exclude_runs, "the SFT's prompts are not held out"
     assert str(p.run_dir) in evals["after"].exclude_runs, "nor are the RL run's own"
+
+
+def test_a_batch_run_is_priced_at_the_batch_discount_and_a_stage_model_takes_its_trainers_size(tmp_path):
+    """Issue 35: the dry run printed the same $4,413 with teacher.batch=true; a GRPO stage whose model is the
+    path an earlier stage trains had no parameter count, and the total left it out without a word."""
+    from factory.pipeline import dry_run
+
+    full = dry_run(load_pipeline(str(REPO / "pipelines" / "r1-distill-qwen7b.yaml"),
+                                 ["generate.teacher.batch=true"]))
+    assert full["generate"]["cost_usd"] == pytest.approx(4413.0 * 0.5, abs=0.01)
+    multi = dry_run(load_pipeline(str(REPO / "pipelines" / "r1-multistage.yaml")))
+    costs = multi["costs"]
+    for stage in ("rl-reasoning", "rl-all"):  # stage:sft-cold and stage:sft, both qwen-7b
+        assert costs[stage]["gpu_hours"] > 0
+    assert "incomplete" not in multi["total"]
+    assert multi["total"]["gpu_hours"] == pytest.approx(sum(c.get("gpu_hours") or 0 for c in costs.values()), abs=0.5)
+    unknown = dry_run(load_pipeline(str(REPO / "pipelines" / "r1-multistage.yaml"),
+                                    ["sft-cold.student=/models/mystery", "sft.student=/models/mystery"]))
+    assert unknown["total"]["incomplete"] == ["sft-cold", "rl-reasoning", "sft", "rl-all"]
