@@ -4,7 +4,9 @@ chat answers (so pass rates and replies work as for live requests).
 
 Scripted per batch, in creation order (`plans`): "ok" (done at the first look), "hold" (in progress until
 `release()`), "expire:K" (expired after answering its first K lines), "fail_lines:NEEDLE" (lines whose prompt has
-NEEDLE go to the error file with a server_error), "failed" (the whole batch fails validation).
+NEEDLE go to the error file with a server_error), "failed" (the whole batch fails validation), "vanish" (created,
+then unknown: 404 at every look). `forget()` drops every batch and file, as a restarted server or another account
+would. Every route checks the key, as the provider does.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class FakeBatchAPI(FakeOpenAI):
     held: bool = True
 
     def _routes(self, app: web.Application) -> None:
+        app.middlewares.append(self._auth)
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{id}/content", self._content)
         app.router.add_post("/v1/batches", self._create)
@@ -37,6 +40,16 @@ class FakeBatchAPI(FakeOpenAI):
 
     def release(self) -> None:
         self.held = False
+
+    def forget(self) -> None:
+        self.batches.clear()
+        self.files.clear()
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        if request.path.startswith(("/v1/files", "/v1/batches")) and not self._authorised(request):
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
+        return await handler(request)
 
     async def _upload(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -72,7 +85,7 @@ class FakeBatchAPI(FakeOpenAI):
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         batch = self.batches.get(request.match_info["id"])
-        if batch is None:
+        if batch is None or batch["_plan"] == "vanish":
             return web.json_response({"error": {"message": "No such batch"}}, status=404)
         if batch["status"] in ("validating", "in_progress"):
             if batch["_plan"] == "hold" and self.held:

@@ -79,10 +79,12 @@ class FakeOpenAI:
         """More routes, for a subclass (the Batch API stand-in)."""
 
     def stop(self) -> None:
+        """Stops the server (again: nothing)."""
         if self._loop:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+            self._loop = None
 
     # --- handlers --------------------------------------------------------------------------------------------
     def _authorised(self, request: web.Request) -> bool:

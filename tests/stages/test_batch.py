@@ -133,3 +133,82 @@ def test_a_sample_budget_limits_what_is_submitted(tmp_path, batch_api, capsys):
     assert main(_args(tmp_path, url, "budget.max_samples=4")) == 0
     assert _state(tmp_path)[0]["requests"] == 4 and _ok_rows(tmp_path) == 4
     assert "budget.max_samples reached" in capsys.readouterr().err
+
+
+def _kill_while_held(tmp_path, server, url, *sets, batches=1):
+    """Runs generate in a child, kills it (SIGKILL) once `batches` batches exist and the held one is polled."""
+    proc = subprocess.Popen([sys.executable, "-m", "factory.cli", *_args(tmp_path, url, *sets)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(server.batches) < batches:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_batch_the_provider_forgot_is_submitted_again_never_paying_twice(tmp_path, batch_api, capsys):
+    server, url = batch_api(plans=["ok", "hold"])
+    _kill_while_held(tmp_path, server, url, "teacher.batch_max_requests=3", batches=2)
+    assert server.answered == 3 and [e.get("collected") for e in _state(tmp_path)] == [True, None]
+    server.forget()  # a restarted server, another key or account: the open batch is unknown there
+    assert main(_args(tmp_path, url, "teacher.batch_max_requests=3")) == 0
+    err = capsys.readouterr().err
+    assert "input-00001.jsonl: the provider does not know batch" in err and "its 3 sample(s)" in err
+    assert server.answered == 6 and _ok_rows(tmp_path) == 6, "the 3 read before are not bought again"
+    first, gone, again = _state(tmp_path)
+    assert gone["gone"] and again["requests"] == 3 and again["collected"]
+    assert main(_args(tmp_path, url, "teacher.batch_max_requests=3")) == 0 and server.answered == 6
+
+
+def test_a_changed_endpoint_leaves_the_old_batches_and_sends_the_rest_to_the_new_one(tmp_path, batch_api, capsys):
+    server, url = batch_api(plans=["ok", "hold"])
+    sets = ("teacher.batch_max_requests=3", "teacher.cache_identity=model")
+    _kill_while_held(tmp_path, server, url, *sets, batches=2)
+    server.stop()
+    other, new_url = batch_api()
+    assert main(_args(tmp_path, new_url, *sets)) == 0
+    assert "1 open batch(es)" in capsys.readouterr().err
+    assert other.answered == 3 and _ok_rows(tmp_path) == 6, "only the samples never read go to the new server"
+    assert _state(tmp_path)[1]["gone"].startswith("sent to 127.0.0.1:")
+
+
+def test_an_upload_the_provider_expired_is_uploaded_again(tmp_path, batch_api, capsys):
+    server, url = batch_api(plans=["hold"])
+    _kill_while_held(tmp_path, server, url)
+    state_path = tmp_path / "run" / "batches" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["batches"][0]["batch_id"]  # killed between the upload and the batch
+    state_path.write_text(json.dumps(state))
+    server.forget()
+    server.release()
+    assert main(_args(tmp_path, url)) == 0
+    assert "no longer has its upload" in capsys.readouterr().err
+    assert _ok_rows(tmp_path) == 6 and server.answered == 6
+
+
+def test_a_provider_that_loses_every_batch_stops_the_run_in_one_line(tmp_path, batch_api, capsys):
+    _, url = batch_api(plans=["vanish"] * 8)
+    assert main(_args(tmp_path, url)) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 127.0.0.1:") and "lost the batches 4 times in a row" in err
+
+
+def test_a_refused_key_in_batch_mode_is_one_line_and_leaves_nothing(tmp_path, batch_api, capsys, monkeypatch):
+    server, url = batch_api(api_key="the-right-key-123")
+    monkeypatch.setenv("OPENAI_API_KEY", "a-wrong-key-4567")
+    assert main(_args(tmp_path, url)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("HTTP 401: the API key in $OPENAI_API_KEY was refused") and "\n" not in err, err
+    assert not (tmp_path / "run").exists() and not server.files and not server.batches
+
+
+def test_a_sample_budget_in_batch_mode_writes_only_what_was_bought(tmp_path, batch_api, capsys):
+    _, url = batch_api()
+    assert main(_args(tmp_path, url, "budget.max_samples=5")) == 0
+    rows = read_table(tmp_path / "run" / "traces").to_pylist()
+    assert len(rows) == 5 and not any(r["error"] for r in rows), "no error row for a sample never sent"
+    stats = json.loads((tmp_path / "run" / "generate_stats.json").read_text())
+    assert stats["requested"] == 5 and stats["failed"] == 0 and stats["ok"] == 5
+    err = capsys.readouterr().err
+    assert "budget.max_samples reached: 5 samples of 5" in err and "samples failed" not in err
