@@ -407,12 +407,17 @@ def build(model: type[M], *layers: dict[str, Any], where: str = "config") -> M:
     try:
         return model.model_validate(merged)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{where}: field '{field}': {msg}")
-        raise FactoryError("; ".join(lines)) from None
+        raise FactoryError(describe(e, where)) from None
+
+
+def describe(e: ValidationError, where: str, prefix: str = "") -> str:
+    """A validation error as `WHERE: field 'a.b': what is wrong`, one clause per field (no pydantic URL)."""
+    lines = []
+    for err in e.errors():
+        field = prefix + ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: field '{field}': {msg}")
+    return "; ".join(lines)
 
 
 def public_dump(cfg: BaseModel) -> dict[str, Any]:

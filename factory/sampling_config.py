@@ -48,6 +48,9 @@ class AdaptiveConfig(Strict):
     def _consistent(self) -> AdaptiveConfig:
         if self.first_n > self.max_n:
             raise ValueError(f"first_n ({self.first_n}) is more than max_n ({self.max_n})")
+        if self.until_kept > self.max_n:
+            raise ValueError(f"until_kept ({self.until_kept}) is more than max_n ({self.max_n}): no prompt could "
+                             "reach it")
         if self.give_up_after is not None and not self.first_n <= self.give_up_after <= self.max_n:
             raise ValueError(f"give_up_after ({self.give_up_after}) must lie between first_n ({self.first_n}) and "
                              f"max_n ({self.max_n})")

@@ -19,6 +19,12 @@ class Prices(Strict):
 
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the openai SDK's default server
+OWNED_BY_FACTORY = {  # request keys the factory writes, and where each is set instead
+    "n": "the samples per prompt are sampling.n (the factory asks for them and keeps each one)",
+    "model": "set teacher.model", "messages": "the prompt template writes them (template.*)",
+    "stream": "the factory reads whole answers", "max_tokens": "set sampling.max_tokens",
+    "temperature": "set sampling.temperature", "top_p": "set sampling.top_p",
+}
 
 
 class TeacherConfig(Strict):
@@ -70,6 +76,16 @@ class TeacherConfig(Strict):
     batch_poll_s: float = Field(60.0, gt=0, description="batch: seconds between two looks at the batches")
     batch_resubmits: int = Field(3, ge=0, description="batch: times the failed and expired requests are submitted "
                                  "again before they are reported as failed")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_owned_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """extra_body is merged last into each request: a key the factory sets itself would change what is bought
+        behind its back ({n: 4} pays for 4 completions and keeps 1)."""
+        for key in v:
+            if key in OWNED_BY_FACTORY:
+                raise ValueError(f"{key!r} cannot be set in extra_body: {OWNED_BY_FACTORY[key]}")
+        return v
 
     @field_validator("base_url")
     @classmethod

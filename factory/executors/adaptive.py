@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..budget import Budget
 from ..cache import SampleCache
-from ..config import FilterConfig, GenerateConfig
+from ..config import FilterConfig, GenerateConfig, describe
 from ..errors import FactoryError
 from ..filters.rows import init_worker, judge_batch
 from ..generation import Plan, make_trace
@@ -45,8 +47,9 @@ def verify_config(cfg: GenerateConfig) -> FilterConfig:
     a = cfg.sampling.adaptive
     try:
         return FilterConfig.model_validate({"order": a.filters, **a.settings})
-    except ValueError as e:
-        raise FactoryError(f"sampling.adaptive.settings: {str(e).splitlines()[-1].strip()}") from None
+    except ValidationError as e:
+        raise FactoryError(describe(e, "generate", "sampling.adaptive.settings.")
+                           .replace("settings.order'", "filters'")) from None
 
 
 class Rounds:

@@ -30,12 +30,12 @@ def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, repor
             from .adaptive import Rounds
 
             report["adaptive"] = Rounds(cfg, work, cache, budget).run(buyer.buy)
-            report.update(samples=work.samples(), requested=buyer.requested,
-                          cached=max(0, work.samples() - buyer.requested))
+            report.update(samples=work.samples(), cached=max(0, work.samples() - buyer.requested))
         else:
             buyer.buy(work, report["requested"], "generate")
     finally:
         buyer.close()
+    report["requested"] = buyer.tried  # sent and answered (or failed): a budget may stop short of the plan
     if buyer.teacher is not None:
         report.update(usage_report(cfg, buyer.teacher.usage, buyer.seconds))
     return report
@@ -49,6 +49,7 @@ class Buyer:
         self.cfg, self.cache, self.errors, self.budget = cfg, cache, errors, budget
         self.teacher = None
         self.requested, self.seconds = 0, 0.0
+        self.tried = 0  # samples sent whose answer (or failure) came back
 
     def buy(self, work: Iterable[tuple], todo: int, label: str) -> None:
         if self.teacher is None:
@@ -66,6 +67,7 @@ class Buyer:
                     self.errors.pop(key, None)
                 if self.budget is not None:
                     self.budget.record(c, req)
+                self.tried += 1
                 advance()
             requests = missing_requests(work, self.cache)
             if self.budget is not None:

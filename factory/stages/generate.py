@@ -33,6 +33,8 @@ console = Console(stderr=True)
 def run(cfg: GenerateConfig) -> dict[str, Any]:
     started = time.perf_counter()
     prompts = load_prompts(cfg.prompts)  # bad input fails here, before a request is sent or a file written
+    if cfg.sampling.adaptive.enabled:
+        check_adaptive(cfg, prompts)
     teachers = [t.model_copy(update={"engine": resolve_engine(t.engine)}) for t in cfg.all_teachers()]
     cfg = cfg.model_copy(update={"teacher": teachers[0], "teachers": teachers if cfg.teachers else []})
     if cfg.shard:
@@ -68,6 +70,26 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
         raise FactoryError(f"{cfg.out}: no sample succeeded ({report['failed']} failed, mostly {first}); "
                            f"see the error column of {cfg.out}/traces")
     return report
+
+
+def check_adaptive(cfg: GenerateConfig, prompts: list[Prompt]) -> None:
+    """Adaptive rounds stop a prompt once its samples verify: a prompt with nothing to verify against would buy
+    max_n samples and be called too hard. And a fixed n it would ignore is said, not silently dropped."""
+    unverifiable = [p for p in prompts if not (p.tests if p.task == "code" else
+                                               p.reference_answer or p.task.startswith("gym:"))]
+    if unverifiable:
+        first = unverifiable[0]
+        what = "tests" if first.task == "code" else "reference answer"
+        raise FactoryError(f"{cfg.prompts.source}: sampling.adaptive needs a verifier, and {len(unverifiable)} of "
+                           f"{len(prompts)} prompts have none (first: prompt {first.prompt_id}, no {what}); set "
+                           "prompts.answer_field (or tests_field), or sample a fixed n")
+    from ..executors.adaptive import verify_config
+
+    verify_config(cfg)  # its filters' settings: a bad one named now, before anything is bought
+    if "n" in cfg.sampling.model_fields_set:
+        console.print(f"[yellow]warning[/]: sampling.n={cfg.sampling.n} is not used: sampling.adaptive decides each "
+                      f"prompt's count (first_n {cfg.sampling.adaptive.first_n}, until_kept "
+                      f"{cfg.sampling.adaptive.until_kept}, max_n {cfg.sampling.adaptive.max_n})")
 
 
 def in_shard(prompts: list[Prompt], cfg: GenerateConfig) -> tuple[list[Prompt], GenerateConfig]:

@@ -118,6 +118,7 @@ def test_a_budget_stops_the_run_and_a_larger_one_goes_on(tmp_path, fake_server, 
     assert "budget.max_samples reached: 5 samples of 5" in capsys.readouterr().err
     assert sum(_samples(tmp_path).values()) == 5 and server.served() == 5
     assert _stats(tmp_path)["stopped_by"].startswith("budget.max_samples")
+    assert _stats(tmp_path)["requested"] == 5, "what was bought, not the 12 planned"
     assert _generate(tmp_path, url, rates, "sampling.n=4", "budget.max_samples=20") == 0
     assert sum(_samples(tmp_path).values()) == 12 and server.served() == 12
     assert "stopped_by" not in _stats(tmp_path)
