@@ -41,12 +41,17 @@ LETTERS = "ABCD"
 def _gpqa_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt:
     """Multiple choice, as simple-evals asks it: the options shuffled (per seed and question: the right answer is
     not always A, and another seed is another order), the order and the right letter recorded in the metadata."""
-    try:
-        question, right = row["Question"], row["Correct Answer"]
-        wrong = [row[f"Incorrect Answer {k}"] for k in (1, 2, 3)]
-    except KeyError as e:
-        raise FactoryError(f"{name}: row {i} lacks column {e}") from None
-    choices = [str(c).strip() for c in [right, *wrong]]
+    columns = ["Question", "Correct Answer", *(f"Incorrect Answer {k}" for k in (1, 2, 3))]
+    for column in columns:
+        if column not in row:
+            raise FactoryError(f"{name}: row {i} lacks column {column!r}")
+        if row[column] is None or not str(row[column]).strip():
+            raise FactoryError(f"{name}: row {i}: column {column!r} is empty")
+    question, right, *wrong = (str(row[c]) for c in columns)
+    choices = [c.strip() for c in [right, *wrong]]
+    if right.strip() in choices[1:]:
+        raise FactoryError(f"{name}: row {i}: the correct answer {right.strip()!r:.60} is also listed as an "
+                           "incorrect one (no letter would be the right one)")
     random.Random(f"{cfg.seed}:{question}").shuffle(choices)
     letter = LETTERS[choices.index(str(right).strip())]
     body = "\n".join(f"{LETTERS[k]}) {c}" for k, c in enumerate(choices))
@@ -109,7 +114,10 @@ def _load_hub(name: str, b: HubBenchmark, cfg: EvalConfig) -> list[Prompt]:
         except Exception as e:  # offline, gated or renamed: the user needs the id and the reason
             raise FactoryError(f"{name}: could not load {b.hub_id} ({type(e).__name__}: {e}); pass "
                                "benchmark_path=FILE for a local copy") from None
-    prompts = [b.to_prompt(name, row, i, cfg) for i, row in enumerate(rows)]
+    try:
+        prompts = [b.to_prompt(name, row, i, cfg) for i, row in enumerate(rows)]
+    except FactoryError as e:
+        raise FactoryError(f"{cfg.benchmark_path}: {e}" if cfg.benchmark_path else str(e)) from None
     kept = [p for p in prompts if p is not None]
     if not kept:
         raise FactoryError(f"{name}: none of its {len(rows)} problems is in the window {cfg.date_from} to "
@@ -118,14 +126,60 @@ def _load_hub(name: str, b: HubBenchmark, cfg: EvalConfig) -> list[Prompt]:
 
 
 def _local_rows(path: Path) -> list[dict[str, Any]]:
-    import datasets
-
+    """A local copy of a Hub benchmark: JSON Lines, Parquet or CSV, read here (not through `datasets`, whose
+    errors name neither the file nor the line)."""
     if not path.exists():
         raise FactoryError(f"{path}: no such benchmark file")
-    kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix)
-    if kind is None:
+    if path.is_dir():
+        raise FactoryError(f"{path}: is a directory, not a benchmark file")
+    readers = {".parquet": _parquet_rows, ".jsonl": _jsonl_rows, ".json": _jsonl_rows, ".csv": _csv_rows}
+    if path.suffix not in readers:
         raise FactoryError(f"{path}: unsupported benchmark file type (use .parquet, .jsonl or .csv)")
-    return list(datasets.load_dataset(kind, data_files=str(path), split="train"))
+    rows = readers[path.suffix](path)
+    if not rows:
+        raise FactoryError(f"{path}: no rows: an empty benchmark file")
+    return rows
+
+
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+                row = json.loads(line) if line.strip() else None
+            except UnicodeDecodeError as e:
+                raise FactoryError(f"{path}:{lineno}:{e.start + 1}: not UTF-8 text") from None
+            except json.JSONDecodeError as e:
+                raise FactoryError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+            if row is not None and not isinstance(row, dict):
+                raise FactoryError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise FactoryError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:160]})") from None
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    try:  # every column as text: a benchmark's answers are compared as written ("007" is not 7)
+        names = pcsv.read_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20)).column_names
+        table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}))
+    except (pa.ArrowException, OSError) as e:
+        raise FactoryError(f"{path}: not a readable CSV file ({str(e).splitlines()[0][:160]})") from None
+    return table.to_pylist()
 
 
 def _load_file(path: str) -> list[Prompt]:

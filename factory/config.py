@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -322,6 +323,26 @@ class EvalConfig(GenerationSettings):
     def _label_is_a_file_name(cls, v: str | None) -> str | None:
         return check_path_name(v)
 
+    @field_validator("date_from", "date_to")
+    @classmethod
+    def _a_calendar_date(cls, v: str) -> str:
+        try:
+            date.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _sources_agree(self) -> EvalConfig:
+        if self.date_from > self.date_to:
+            raise ValueError(f"date_from ({self.date_from}) is after date_to ({self.date_to}): no problem is kept")
+        read_as_is = self.benchmark.startswith("gym:") or self.benchmark == "humaneval" or Path(
+            self.benchmark).suffix in (".jsonl", ".json", ".parquet")
+        if self.benchmark_path and read_as_is:
+            raise ValueError(f"benchmark_path is a local copy of a Hub benchmark (math500, aime24, aime25, "
+                             f"gpqa-diamond, livecodebench); {self.benchmark} is read as it is: drop benchmark_path")
+        return self
+
 
 class MergeConfig(Strict):
     run_dir: str = Field("runs/default", description="Run directory whose shards/I-of-N generate runs are joined")
@@ -351,6 +372,21 @@ class PushConfig(CardConfig):
 M = TypeVar("M", bound=BaseModel)
 
 
+class _PlainDates(yaml.SafeLoader):
+    """YAML without the timestamp type: `2024-08-01` stays the text the user wrote (a config's dates are text,
+    checked by their fields), and `2024-13-45` is not an error before any field is looked at."""
+
+
+_PlainDates.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as a config reads it (safe, dates as text)."""
+    return yaml.load(text, Loader=_PlainDates)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`a.b=v` pairs into a nested dict; values are parsed as YAML scalars (so 0.6 is a float, true a bool)."""
     out: dict[str, Any] = {}
@@ -365,7 +401,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise FactoryError(f"--set {pair!r}: '{part}' is both a value and a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+            node[parts[-1]] = read_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             from .redact import is_secret_name
@@ -383,10 +419,14 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    if Path(path).is_dir():
+        raise FactoryError(f"{path}: is a directory, not a config file (name a YAML file in it)")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = read_yaml(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise FactoryError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FactoryError(f"{path}: cannot read the config file ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -400,6 +440,8 @@ def build(model: type[M], *layers: dict[str, Any], where: str = "config") -> M:
     """Merge layers (later wins) and validate; a bad field becomes one readable line naming it."""
     merged: dict[str, Any] = {}
     for layer in layers:
+        if not isinstance(layer, dict):
+            raise FactoryError(f"{where}: expected a mapping of fields, got {type(layer).__name__} {layer!r:.60}")
         merged = deep_merge(merged, layer)
     from .redact import register_config
 

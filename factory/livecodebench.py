@@ -41,8 +41,9 @@ class _DataOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing {module}.{name}: the test cases must be plain data")
 
 
-def _cases(raw: Any, where: str) -> list[dict[str, Any]]:
+def _cases(raw: Any, where: str, column: str) -> list[dict[str, Any]]:
     """Public or private test cases: a JSON list, or the compressed pickle of one."""
+    where = f"{where}: {column}"
     if raw in (None, ""):
         return []
     if isinstance(raw, list):
@@ -53,14 +54,15 @@ def _cases(raw: Any, where: str) -> list[dict[str, Any]]:
             packed = zlib.decompressobj().decompress(base64.b64decode(text), MAX_TESTS_BYTES)
             text = _DataOnly(io.BytesIO(packed)).load()
         except (ValueError, zlib.error, pickle.UnpicklingError, EOFError) as e:
-            raise FactoryError(f"{where}: private_test_cases cannot be read ({e})") from None
+            raise FactoryError(f"{where} cannot be read: neither a JSON list nor LiveCodeBench's compressed "
+                               f"form ({e})") from None
     try:
         cases = json.loads(text) if isinstance(text, str) else text
     except ValueError as e:
-        raise FactoryError(f"{where}: test cases are not JSON ({e})") from None
+        raise FactoryError(f"{where}: not JSON ({e})") from None
     if not isinstance(cases, list) or not all(isinstance(c, dict) and "input" in c and "output" in c
                                               for c in cases):
-        raise FactoryError(f"{where}: test cases should be a list of {{input, output, testtype}}")
+        raise FactoryError(f"{where}: should be a list of {{input, output, testtype}}")
     return cases
 
 
@@ -74,18 +76,34 @@ def _harness(func_name: str, cases: list[dict[str, Any]]) -> str:
             "    assert _got == _json.loads(_want), f'case {_i}: got {_got!r}'\n")
 
 
+def _metadata(raw: Any, where: str) -> dict[str, Any]:
+    """A row's metadata: a JSON object (as text in the release files) or nothing."""
+    if raw in (None, ""):
+        return {}
+    try:
+        meta = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as e:
+        raise FactoryError(f"{where}: metadata is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise FactoryError(f"{where}: metadata should be a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 def lcb_prompt(name: str, row: dict[str, Any], i: int, date_from: str, date_to: str) -> Prompt | None:
     where = f"{name}: row {i}"
     try:
         content, date = row["question_content"], str(row["contest_date"])[:10]
     except KeyError as e:
         raise FactoryError(f"{where} lacks column {e}") from None
+    if not isinstance(content, str) or not content.strip():
+        raise FactoryError(f"{where}: question_content is empty or not text")
     if not date_from <= date <= date_to:
         return None
-    cases = _cases(row.get("public_test_cases"), where) + _cases(row.get("private_test_cases"), where)
+    cases = (_cases(row.get("public_test_cases"), where, "public_test_cases")
+             + _cases(row.get("private_test_cases"), where, "private_test_cases"))
     if not cases:
         raise FactoryError(f"{where}: no test cases")
-    meta = json.loads(row.get("metadata") or "{}") if isinstance(row.get("metadata"), str) else row.get("metadata")
+    meta = _metadata(row.get("metadata"), where)
     starter = (row.get("starter_code") or "").strip()
     functional = cases[0].get("testtype") == "functional"
     if functional:

@@ -26,6 +26,8 @@ _SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "pwd"
 _NOT_SECRET_SUFFIX = ("_env",)  # api_key_env names a variable; its value is not the key
 _MIN_SECRET_LEN = 8  # shorter registered values would mask ordinary text (real keys are longer)
 _registered: set[str] = set()
+# `api_key.yaml: no such config file` names a file, not a key: an error about it must keep the words after it
+_FILE_NAME = re.compile(r"\.(ya?ml|json|jsonl|ndjson|parquet|csv|txt|md|toml|py|png|log|html)$")
 
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s/@:?#]*)(?::(?P<pw>[^\s/@?#]*))?@")
 _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s;]+)=(?P<value>[^&#\s;\"']*)")
@@ -39,7 +41,7 @@ _ASSIGNMENT = re.compile(r"(?P<q0>[\"']?)(?P<name>[A-Za-z0-9_.-]+)(?P<q1>[\"']?)
 def is_secret_name(name: str) -> bool:
     """`X-Api-Key`, `hf_token`, `teacher.headers.Authorization`: yes; `max_tokens`, `api_key_env`: no."""
     lowered = str(name).lower()
-    if lowered.endswith(_NOT_SECRET_SUFFIX):
+    if lowered.endswith(_NOT_SECRET_SUFFIX) or _FILE_NAME.search(lowered):
         return False
     words = [w for w in re.split(r"[^a-z0-9]+", lowered) if w]
     if not words:

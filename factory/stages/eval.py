@@ -78,9 +78,13 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     if not prompts:
         raise FactoryError(f"{cfg.benchmark}: no problems left to evaluate")
     engine = resolve_engine(cfg.teacher.engine)
+    gen = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine})})
     if engine != "openai":
         check_model_loads(cfg.model)
-    gen = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine})})
+    else:
+        from ..teachers.openai_compat import preflight
+
+        preflight(gen.teacher)  # a refused key or a wrong URL: one line, before the cache (and its lock) exists
     work = plan(gen, prompts)
     with SampleCache(Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache", CACHE_FIELDS) as cache:
         generation = generate_missing(gen, work, cache)

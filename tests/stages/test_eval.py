@@ -154,8 +154,8 @@ def test_livecodebench_from_a_local_copy_in_its_format_scored_in_the_sandbox(tmp
     evil["private_test_cases"] = base64.b64encode(zlib.compress(attack)).decode()
     path = tmp_path / "evil.jsonl"  # a file of its own: datasets caches what it read from the first one
     path.write_text(json.dumps(evil) + "\n")
-    with pytest.raises(FactoryError, match=r"livecodebench: row 0: private_test_cases cannot be read \(refusing "
-                                           r"os.system"):
+    with pytest.raises(FactoryError, match=r"livecodebench: row 0: private_test_cases cannot be read: .*"
+                                           r"\(refusing os.system"):
         load_benchmark(EvalConfig(benchmark="livecodebench", benchmark_path=str(path)))
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     old = tmp_path / "old.jsonl"
