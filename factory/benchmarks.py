@@ -147,7 +147,7 @@ def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
-                row = json.loads(line) if line.strip() else None
+                row = json.loads(line.rstrip("\r\n")) if line.strip() else None
             except UnicodeDecodeError as e:
                 raise FactoryError(f"{path}:{lineno}:{e.start + 1}: not UTF-8 text") from None
             except json.JSONDecodeError as e:

@@ -49,7 +49,7 @@ def _cases(raw: Any, where: str, column: str) -> list[dict[str, Any]]:
     if isinstance(raw, list):
         return raw
     text = str(raw).strip()
-    if not text.startswith("["):
+    if not text.startswith(("[", "{")):  # JSON as it is; else the compressed form
         try:
             packed = zlib.decompressobj().decompress(base64.b64decode(text), MAX_TESTS_BYTES)
             text = _DataOnly(io.BytesIO(packed)).load()
