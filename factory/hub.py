@@ -35,6 +35,16 @@ def check_repo_id(repo: str) -> None:
         raise FactoryError(f"--repo {repo!r}: not a valid repo id ({e})") from None
 
 
+# The Hub client's transport raises its own library's errors (requests, httpx or httpx2, by huggingface_hub
+# version), none of which we import: a network failure is known by its class's name.
+_NETWORK = {"TransportError", "RequestException", "RequestError", "ConnectionError", "OSError", "TimeoutError"}
+
+
+def unreachable(e: BaseException) -> bool:
+    """The Hub did not answer (no route, refused, timed out, offline mode), as opposed to answering no."""
+    return any(c.__name__ in _NETWORK for c in type(e).__mro__)
+
+
 def check_owner(api, repo: str) -> str:
     """The repo's namespace must be the token's user or one of its organisations."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -44,6 +54,11 @@ def check_owner(api, repo: str) -> str:
     except HfHubHTTPError as e:
         status = getattr(e.response, "status_code", "?")
         raise FactoryError(f"the Hub refused the token (HTTP {status}): log in again or set HF_TOKEN") from None
+    except Exception as e:
+        if not unreachable(e):
+            raise
+        raise FactoryError(f"{api.endpoint}: cannot reach the Hub ({type(e).__name__}); nothing was uploaded "
+                           "(--dry-run stages the upload offline)") from None
     names = [who["name"], *(o["name"] for o in who.get("orgs", []))]
     namespace = repo.split("/")[0]
     if namespace not in names:

@@ -82,7 +82,13 @@ def run(cfg: PushConfig) -> dict[str, Any]:
     user = hub.check_owner(api, cfg.repo)
     files = stage(cfg, staging)
     _show(staging, files)
-    report = hub.upload(api, cfg.repo, staging, cfg.private, cfg.commit_mb * 1024 * 1024)
+    try:
+        report = hub.upload(api, cfg.repo, staging, cfg.private, cfg.commit_mb * 1024 * 1024)
+    except Exception as e:
+        if not hub.unreachable(e):
+            raise
+        raise FactoryError(f"{api.endpoint}: the Hub stopped answering ({type(e).__name__}); what was committed "
+                           "is there: rerun to go on (committed files are skipped)") from None
     console.print(f"pushed as {user}: {report['uploaded']} files uploaded, {report['skipped']} already there, "
                   f"{len(report['deleted'])} stale files removed, {report['commits']} commits -> {report['url']}")
     return report
@@ -98,10 +104,15 @@ def _dry_run(cfg: PushConfig, staging: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"dry_run": True, "staging": str(staging), "files": len(files), "deleted": None}
     token = get_token()
     if token:
+        api = HfApi(token=token)
         try:
-            report["deleted"] = hub.stale(hub.remote_files(HfApi(token=token), cfg.repo), staging)
-        except (HfHubHTTPError, OSError) as e:
-            console.print(f"could not list {cfg.repo} on the Hub ({type(e).__name__}): stale files not checked")
+            api.whoami()  # one quick call first: the listing retries for half a minute where no Hub answers
+            report["deleted"] = hub.stale(hub.remote_files(api, cfg.repo), staging)
+        except Exception as e:
+            if not (isinstance(e, HfHubHTTPError) or hub.unreachable(e)):
+                raise
+            console.print(f"could not list {cfg.repo} at {api.endpoint} ({type(e).__name__}): stale files not "
+                          "checked")
     if report["deleted"] is None:
         console.print("no Hub listing (no token or no answer): files the push would delete are not known")
     else:

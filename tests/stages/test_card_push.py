@@ -220,3 +220,17 @@ def test_a_pipeline_of_named_instances_gets_its_card(tmp_path, fake_server):
     assert resolved["gen"]["kind"] == "generate" and resolved["keep"]["kind"] == "filter"
     text = (run / "card" / "README.md").read_text()
     assert "`fake-teacher`" in text and "**2** of 4 traces" in text
+
+
+def test_push_with_no_hub_to_answer(run_dir):
+    """An offline cluster node with a token: the dry run stages everything and says it could not list the remote
+    files; a real push is one line naming the endpoint (issue 36)."""
+    dry = _push(run_dir, "http://127.0.0.1:9", "hf_offline_token_123", "--repo", "acme/traces", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    err = " ".join(dry.stderr.split())
+    assert "could not list acme/traces at http://127.0.0.1:9" in err and "Traceback" not in err
+    assert (run_dir / "push" / "README.md").exists()
+    real = _push(run_dir, "http://127.0.0.1:9", "hf_offline_token_123", "--repo", "acme/traces")
+    assert real.returncode == 1 and "Traceback" not in real.stderr
+    assert real.stderr.strip().splitlines()[-1].startswith("error: http://127.0.0.1:9: cannot reach the Hub")
+    assert "hf_offline_token_123" not in dry.stderr + real.stderr
