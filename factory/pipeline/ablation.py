@@ -19,13 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
+from rich.console import Console
 
 from ..config import build, load_yaml
 from ..errors import FactoryError
 from ..strict import Strict
-from .load import Pipeline, load_pipeline
+from .load import Pipeline, load_pipeline, resolve_model_ref
+
+console = Console(stderr=True)
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a directory name under runs/ablate/NAME/
+# what the ablation itself keeps in runs/ablate/NAME/, beside the runs: no variant may be called so
+RESERVED = {"base": "reserved for the base", "cache": "the shared sample cache's directory",
+            "eval-cache": "the shared eval cache's directory", "results.json": "the ablation's results file",
+            "report.md": "the ablation's report", "ablation.png": "the ablation's chart"}
+# what makes two runs of the deciding eval one measurement: the same problems, sampled the same way
+SAME_EVAL = ("benchmark", "benchmark_path", "limit", "size", "seed", "gym_args", "date_from", "date_to")
 
 
 class Variant(Strict):
@@ -53,9 +62,15 @@ class AblationConfig(Strict):
     def _distinct_names(self) -> AblationConfig:
         names = [v.name for v in self.variants]
         for n in names:
-            if n == "base" or names.count(n) > 1:
-                raise ValueError(f"variant name {n!r} is " + ("reserved for the base" if n == "base" else
-                                                              "used twice"))
+            if n in RESERVED or names.count(n) > 1:
+                raise ValueError(f"variant name {n!r} is " + RESERVED.get(n, "used twice"))
+        for v in self.variants:
+            if not v.set:
+                raise ValueError(f"variant {v.name!r} has no `set`: it would be the base again")
+            moved = [k for k in v.set if k == "run_dir" or k.endswith(".run_dir")]
+            if moved:
+                raise ValueError(f"variant {v.name!r} sets {moved[0]}: the ablation places every run "
+                                 "(runs/ablate/NAME/VARIANT)")
         return self
 
 
@@ -86,7 +101,49 @@ def load_ablation(path: str, root: str | Path = "runs/ablate") -> Ablation:
     if cfg.decide_by not in evals:
         raise FactoryError(f"{path}: field 'decide_by': {cfg.decide_by!r} is not an eval of {cfg.base} "
                            f"(its evals: {', '.join(evals) or 'none'})")
+    _check_deciding_eval(path, cfg, runs)
     return Ablation(path, cfg, out, runs)
+
+
+def _check_deciding_eval(path: str, cfg: AblationConfig, runs: dict[tuple[str, int | None], Pipeline]) -> None:
+    """Every run must have the deciding eval, measuring its own trained model on the base's problems, sampled
+    alike: else the report would fail after all the training, or compare different things."""
+    base = dict(runs["base", (cfg.seeds or [None])[0]].evals)[cfg.decide_by]
+    models = set()
+    for (variant, _), p in runs.items():
+        mine = dict(p.evals).get(cfg.decide_by)
+        if mine is None:
+            raise FactoryError(f"{path}: variant {variant!r} has no eval {cfg.decide_by!r} (decide_by): its set "
+                               "removes it")
+        holder = next(i for i in p.instances if i.kind == "eval" and cfg.decide_by in dict(i.config))
+        if mine.model == "student" and p.before(holder.name, "distill") is None:
+            raise FactoryError(f"{path}: variant {variant!r} trains no student before {cfg.decide_by} (no distill "
+                               "stage): nothing of its own to evaluate")
+        models.add(resolve_model_ref(mine.model, p, holder.name, prepare=False))
+        for key in (*SAME_EVAL, "model"):
+            if getattr(mine, key) != getattr(base, key):
+                raise FactoryError(f"{path}: variant {variant!r} changes {cfg.decide_by}.{key} ({getattr(base, key)!r}"
+                                   f" -> {getattr(mine, key)!r}): the deciding eval must measure the same thing in "
+                                   "every run")
+        if _sampled(mine) != _sampled(base):
+            raise FactoryError(f"{path}: variant {variant!r} changes how {cfg.decide_by} samples "
+                               f"({_sampled(base)} -> {_sampled(mine)}): pass@1 would not be comparable")
+
+
+    if len(models) == 1:
+        console.print(f"[yellow]warning[/]: decide_by {cfg.decide_by!r} evaluates {base.model!r}, the same model "
+                      f"({models.pop()}) in every run: the variants cannot differ on it; decide by an eval of the "
+                      "trained model (model: student or stage:NAME)")
+
+
+def _sampled(e) -> dict[str, Any]:
+    return {**e.sampling.model_dump(), "template": e.template.model_dump()}
+
+
+def _shape(instances: list) -> list[tuple[str, str, Any]]:
+    """What a pipeline runs, to compare two: each instance's name, kind and config."""
+    return [(i.name, i.kind, [(n, e.model_dump()) for n, e in i.config] if i.kind == "eval" else
+             i.config.model_dump()) for i in instances]
 
 
 def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Variant, seed: int | None,
@@ -95,6 +152,8 @@ def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Varian
     pairs = [f"run_dir={run_dir}", *overrides(variant.set)]
     try:
         instances = load_pipeline(base, pairs).instances  # the variant's stage names, for the pairs below
+        if variant.set and _shape(instances) == _shape(load_pipeline(base, pairs[:1]).instances):
+            raise FactoryError(f"its set {variant.set} changes nothing: the base already runs so")
         # one sample cache for every run (a variant buys only the samples no other run has bought), and the seed
         pairs += [f"{i.name}.cache={out / 'cache'}" for i in instances if i.kind == "generate"]
         if seed is not None:

@@ -44,6 +44,24 @@ def test_each_variant_and_seed_is_a_pipeline_of_its_own(tmp_path):
     ({"variants": []}, r"field 'variants'"),
     ({"seeds": [1, 1]}, r"field 'seeds': .*listed twice"),
     ({"colour": "red"}, r"field 'colour': unknown field"),
+    # issue 36: what would fail after all the training, or compare different things, is refused at load
+    ({"variants": [{"name": "cache", "set": {"generate.sampling.n": 1}}]}, r"'cache' is the shared sample cache"),
+    ({"variants": [{"name": "eval-cache", "set": {"generate.sampling.n": 1}}]}, r"'eval-cache' is the shared eval"),
+    ({"variants": [{"name": "results.json", "set": {"generate.sampling.n": 1}}]}, r"the ablation's results file"),
+    ({"variants": [{"name": "x"}]}, r"variant 'x' has no `set`: it would be the base again"),
+    ({"variants": [{"name": "x", "set": {"run_dir": "runs/quickstart"}}]}, r"variant 'x' sets run_dir: the "),
+    ({"variants": [{"name": "x", "set": {"generate.sampling.n": 4}}]}, r"variant 'x': its set .* changes nothing"),
+    ({"variants": [{"name": "x", "set": {"stages": ["generate", "filter", "card", "eval"]}}]},
+     r"variant 'x' trains no student before student-after \(no distill stage\)"),
+    ({"variants": [{"name": "x", "set": {"eval": [{"name": "student-after", "model": "student",
+                                                    "benchmark": "gym:chain_sum", "size": 40}]}}]},
+     r"variant 'x' changes student-after.gym_args"),
+    ({"variants": [{"name": "x", "set": {"eval": [{"name": "student-after", "model": "student",
+                                                    "benchmark": "math500"}]}}]},
+     r"variant 'x' changes student-after.benchmark \('gym:chain_sum' -> 'math500'\)"),
+    ({"variants": [{"name": "x", "set": {"eval": [{"name": "other", "model": "student",
+                                                    "benchmark": "gym:chain_sum"}]}}]},
+     r"variant 'x' has no eval 'student-after' \(decide_by\): its set removes it"),
 ])
 def test_a_bad_ablation_names_the_field(tmp_path, change, message):
     with pytest.raises(FactoryError, match=message):
@@ -71,3 +89,9 @@ def test_the_quickstart_ablations_dry_run_buys_only_each_new_students_eval(tmp_p
     assert out["runs"]["base"]["new_samples"] == 96 * 4 + 3 * 40 * 4
     assert [out["runs"][v]["new_samples"] for v in ("no-correctness", "one-sample", "one-per-prompt")] == [160] * 3
     assert out["total"]["new_samples"] == 864 + 3 * 160
+
+
+def test_deciding_by_a_model_every_run_shares_is_warned(tmp_path, capsys):
+    load_ablation(_write(tmp_path, _doc(decide_by="teacher")), tmp_path / "ablate")
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: decide_by 'teacher' evaluates 'teacher', the same model (qwen2.5-coder-0.5b) in every run" in err
