@@ -165,6 +165,8 @@ class GenerateConfig(GenerationSettings):
     def _check_teacher(self, teacher: TeacherConfig) -> None:
         if self.budget.max_usd is not None and teacher.prices is None:
             raise ValueError("budget.max_usd needs teacher.prices (USD per million input and output tokens)")
+        if self.budget.max_usd is not None and not (teacher.prices.input_per_mtok or teacher.prices.output_per_mtok):
+            raise ValueError("budget.max_usd with teacher.prices all 0 would never stop the run: set the prices")
         if self.executor.kind == "ray" and (self.sampling.adaptive.enabled or self.budget.any() or teacher.batch):
             raise ValueError("sampling.adaptive, budget and teacher.batch run on the local executor (--executor "
                              "local) for now")

@@ -107,6 +107,9 @@ class SelectionParams(Strict):
     def _priority_named(self) -> SelectionParams:
         if self.strategy == "teacher_priority" and not self.teacher_priority:
             raise ValueError("strategy teacher_priority needs teacher_priority: [model, ...] (preferred first)")
+        if self.teacher_priority and self.strategy != "teacher_priority":
+            raise ValueError(f"teacher_priority is used only with strategy: teacher_priority (the strategy is "
+                             f"{self.strategy})")
         return self
 
 

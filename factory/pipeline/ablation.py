@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from rich.console import Console
 
 from ..config import build, load_yaml
@@ -58,20 +58,21 @@ class AblationConfig(Strict):
             raise ValueError(f"a seed is listed twice: {v}")
         return v
 
-    @model_validator(mode="after")
-    def _distinct_names(self) -> AblationConfig:
-        names = [v.name for v in self.variants]
+    @field_validator("variants")
+    @classmethod
+    def _distinct_names(cls, variants: list[Variant]) -> list[Variant]:
+        names = [v.name for v in variants]
         for n in names:
             if n in RESERVED or names.count(n) > 1:
                 raise ValueError(f"variant name {n!r} is " + RESERVED.get(n, "used twice"))
-        for v in self.variants:
+        for v in variants:
             if not v.set:
                 raise ValueError(f"variant {v.name!r} has no `set`: it would be the base again")
             moved = [k for k in v.set if k == "run_dir" or k.endswith(".run_dir")]
             if moved:
                 raise ValueError(f"variant {v.name!r} sets {moved[0]}: the ablation places every run "
                                  "(runs/ablate/NAME/VARIANT)")
-        return self
+        return variants
 
 
 @dataclass

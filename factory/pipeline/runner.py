@@ -62,6 +62,9 @@ def check_flags(p: Pipeline, start: str | None, only: str | None) -> None:
     for flag_name, flag in (("--from", start), ("--only", only)):
         if flag and flag not in p.stages:
             raise FactoryError(f"{flag_name} {flag}: not a stage of {p.path} ({', '.join(p.stages)})")
+    if start and only and start != only:
+        raise FactoryError(f"--only {only} --from {start}: --only runs one stage, --from reruns every stage from "
+                           f"one on; give one of them (--only {only} --from {only} reruns {only} alone)")
 
 
 def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[str, Any]:

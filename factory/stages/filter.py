@@ -49,8 +49,11 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     manifest = read_manifest(traces)  # a run without finished traces fails here, before anything is written
     cfg = with_judge(with_generation_limit(cfg, manifest))
     tasks: set[str] = set()
-    for table in iter_shards(traces, TRACE_SCHEMA, columns=["task"]):
+    teachers: set[str] = set()
+    for table in iter_shards(traces, TRACE_SCHEMA, columns=["task", "teacher_model"]):
         tasks.update(table.column(0).unique().to_pylist())  # every shard's columns are checked up front too
+        teachers.update(table.column(1).unique().to_pylist())
+    _check_priority(cfg, teachers)
     if "correctness" in cfg.active() and "code" in tasks:
         _check_sandbox()
     remove_stale_temps(run_dir, ".filter-")
@@ -127,6 +130,17 @@ def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int)
                                             j.bands))
             advance(len(pids))
     return summaries
+
+
+def _check_priority(cfg: FilterConfig, teachers: set[str]) -> None:
+    """A teacher_priority that names no teacher of the run would silently rank nothing."""
+    sel = cfg.selection
+    if "selection" not in cfg.active() or sel.strategy != "teacher_priority":
+        return
+    unknown = [t for t in sel.teacher_priority if t not in teachers]
+    if unknown:
+        raise FactoryError(f"filter: field 'selection.teacher_priority': {unknown[0]!r} is no teacher of "
+                           f"{cfg.run_dir} (its traces' teachers: {', '.join(sorted(teachers)) or 'none'})")
 
 
 def _set_filters(cfg: FilterConfig, traces: Path, rows: list[RowSummary]) -> dict[int, tuple[str, str]]:

@@ -73,7 +73,8 @@ def test_n_with_adaptive_sampling_is_said_to_be_unused(prompts, capsys):
 # --- files where a config is expected ----------------------------------------------------------------------------
 def test_a_directory_or_a_list_where_a_config_is_expected(run_env, capsys):
     (run_env / "pipelines").mkdir()
-    (run_env / "ab.yaml").write_text(f"name: x\nbase: {run_env / 'pipelines'}\ndecide_by: e\nvariants: [{{name: a}}]\n")
+    (run_env / "ab.yaml").write_text(f"name: x\nbase: {run_env / 'pipelines'}\ndecide_by: e\n"
+                                        "variants: [{name: a, set: {x: 1}}]\n")
     one_line_error(run_env, capsys, ["run", "pipelines", "--dry-run"], "pipelines: is a directory, not a config")
     one_line_error(run_env, capsys, ["ablate", "pipelines", "--dry-run"], "pipelines: is a directory")
     one_line_error(run_env, capsys, ["ablate", "ab.yaml", "--dry-run"], "pipelines: is a directory")
@@ -197,3 +198,30 @@ def test_compare_writes_the_chart_it_names_and_warns_across_benchmarks(results, 
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user on a read-only directory
     one_line_error(results, capsys, ["eval", "--compare", "a.json", "b.json", "--png", "ro/x.png"],
                    "--png ro/x.png: cannot write the chart there (ro is not a writable directory)")
+
+
+# --- silent acceptances that cost money or mislead ---------------------------------------------------------------
+def test_only_and_from_together_are_refused(run_env, capsys):
+    quickstart = str(REPO / "pipelines" / "quickstart.yaml")
+    one_line_error(run_env, capsys, ["run", quickstart, "--dry-run", "--only", "eval", "--from", "filter"],
+                   "--only eval --from filter: --only runs one stage, --from reruns")
+
+
+def test_a_dollar_budget_with_no_prices_is_refused(prompts, capsys):
+    one_line_error(prompts, capsys, ["generate", "--prompts", "ok.jsonl", "--out", "run", *NO_SERVER,
+                                     "--set", "budget.max_usd=5", "--set", "teacher.prices={}"],
+                   "budget.max_usd with teacher.prices all 0 would never stop the run")
+
+
+def test_teacher_priority_must_name_a_teacher_and_its_strategy(run_env, capsys, fake_server):
+    _, url = fake_server()
+    write_jsonl(run_env / "p.jsonl", [{"problem": "What is 1 + 1?", "answer": "2"}])
+    assert main(["generate", "--prompts", "p.jsonl", "--teacher", "openai:fake-teacher", "--base-url", url,
+                 "--out", "run", "--no-progress", "--n", "2"]) == 0
+    capsys.readouterr()
+    one_line_error(run_env, capsys, ["filter", "run", "--no-progress", "--set", "selection.teacher_priority=[a]"],
+                   "teacher_priority is used only with strategy: teacher_priority (the strategy is shortest)")
+    one_line_error(run_env, capsys, ["filter", "run", "--no-progress", "--set", "selection.strategy=teacher_priority",
+                                     "--set", "selection.teacher_priority=[gpt-9]"],
+                   "field 'selection.teacher_priority': 'gpt-9' is no teacher of run (its traces' teachers: "
+                   "fake-teacher)")
