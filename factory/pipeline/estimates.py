@@ -78,7 +78,10 @@ def generation_estimate(g: GenerateConfig, plan: PlanAssumptions) -> tuple[dict[
         for t in teachers:  # each teacher's share at its own prices (or on its own GPUs)
             for key, value in _inference_cost(t, est["prompt_tokens"] // len(teachers),
                                               est["completion_tokens"] // len(teachers), plan).items():
-                est[key] = round(est.get(key, 0) + value, 2)
+                est[key] = est.get(key, 0) + value
+        est.update({k: (round(v, 2) if k == "cost_usd" else _round(v)) for k, v in est.items()
+                    if k in ("cost_usd", "gpu_hours")})
+    capped = _cap_by_budget(g, est)
     bound = "at most " if g.sampling.adaptive.enabled else ""
     who = ", ".join(f"{t.engine}:{t.model}" for t in teachers)
     what = (f"{who} on {g.prompts.source}: {prompts or '?'} prompts × {bound}{n}"
@@ -86,6 +89,8 @@ def generation_estimate(g: GenerateConfig, plan: PlanAssumptions) -> tuple[dict[
             + f" = {est['samples'] or '?'} samples, ~{per_sample} completion tokens each")
     if "completion_tokens" in est:
         what += f" (~{_tokens(est['completion_tokens'])} tokens)"
+    if capped:
+        what += f"; {capped}"
     if g.executor.kind == "ray":
         where = g.executor.address or "a Ray instance started here"
         if g.teacher.engine == "vllm":
@@ -94,6 +99,27 @@ def generation_estimate(g: GenerateConfig, plan: PlanAssumptions) -> tuple[dict[
         else:
             what += f"; on Ray ({where}): {g.executor.actors or 'one per CPU'} client actors"
     return est, what
+
+
+def _cap_by_budget(g: GenerateConfig, est: dict[str, Any]) -> str | None:
+    """A budget stops the run: the plan is what the budget lets it buy (every figure scaled alike), and a line
+    that says which budget caps it."""
+    b, samples = g.budget, est.get("samples")
+    if not samples:
+        return None
+    limits = [("budget.max_samples", b.max_samples, samples),
+              ("budget.max_output_tokens", b.max_output_tokens, est.get("completion_tokens")),
+              ("budget.max_usd", b.max_usd, est.get("cost_usd"))]
+    shares = [(limit / planned, name) for name, limit, planned in limits if limit is not None and planned]
+    share, name = min(shares, default=(1.0, None))
+    if share >= 1:
+        return None
+    full = samples
+    for key in ("samples", "completion_tokens", "prompt_tokens"):
+        est[key] = int(est[key] * share)
+    est.update({k: (round(est[k] * share, 2) if k == "cost_usd" else _round(est[k] * share))
+                for k in ("cost_usd", "gpu_hours") if est.get(k) is not None})
+    return f"capped by {name}: {est['samples']:,} of {full:,} samples"
 
 
 def _inference_cost(teacher, prompt_tokens: int, completion_tokens: int, plan: PlanAssumptions) -> dict[str, Any]:
@@ -127,14 +153,35 @@ def params_of(model: str, preset_params: float | None) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def distill_estimate(d: DistillConfig, plan: PlanAssumptions, generated: int | None, epochs: float,
+class Upstream(Strict):
+    """What the stages before a distill stage decide about its data: the samples generated, of how many prompts,
+    at what generation limit, and how many traces the filter keeps per prompt at most."""
+
+    samples: int | None = None
+    prompts: int | None = None
+    max_tokens: int | None = None
+    max_per_prompt: int | None = None
+
+    def kept(self, plan: PlanAssumptions) -> int | None:
+        if not self.samples:
+            return None
+        kept = int(self.samples * plan.kept_share)
+        if self.max_per_prompt and self.prompts:
+            kept = min(kept, self.prompts * self.max_per_prompt)  # selection keeps at most this many per prompt
+        return kept
+
+
+def distill_estimate(d: DistillConfig, plan: PlanAssumptions, upstream: Upstream, epochs: float,
                      params_b: float | None, max_length: int) -> dict[str, Any]:
-    """Samples: each mixture source's count (a run directory: the samples generated × kept_share), × epochs."""
-    per_sample = min(plan.mean_prompt_tokens + plan.completion_tokens(max_length), max_length)
+    """Samples: each mixture source's count (a run directory: what the filter keeps of what was generated),
+    × epochs; a sample's tokens: a prompt and a completion as long as the teacher's limit allows, cut at
+    max_length."""
+    completion = plan.completion_tokens(upstream.max_tokens or max_length)
+    per_sample = min(plan.mean_prompt_tokens + completion, max_length)
     samples = 0
+    kept = upstream.kept(plan)
     for m in d.mix or [None]:
-        count = m.count if m is not None and m.count else (
-            int(generated * plan.kept_share) if generated else None)
+        count = m.count if m is not None and m.count else kept
         if count is None:
             return {"samples": None}
         samples += math.ceil(count * (m.weight if m is not None and m.weight else 1.0))

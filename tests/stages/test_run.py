@@ -250,3 +250,25 @@ def test_a_batch_run_is_priced_at_the_batch_discount_and_a_stage_model_takes_its
     unknown = dry_run(load_pipeline(str(REPO / "pipelines" / "r1-multistage.yaml"),
                                     ["sft-cold.student=/models/mystery", "sft.student=/models/mystery"]))
     assert unknown["total"]["incomplete"] == ["sft-cold", "rl-reasoning", "sft", "rl-all"]
+
+
+def test_the_plan_follows_the_budget_the_selection_and_the_teachers_limit():
+    """Issue 36: the dry run planned past a budget, trained on every sample whatever max_per_prompt kept, at the
+    student's length rather than the teacher's, rounded the quickstart's generation to 0 GPU-hours, and left
+    the RL demo's GRPO (a path a distill stage wrote) unpriced."""
+    from factory.pipeline import dry_run
+
+    path = str(REPO / "pipelines" / "quickstart.yaml")
+    plain = dry_run(load_pipeline(path))
+    assert 0 < plain["costs"]["generate"]["gpu_hours"] < 0.01, "small, never rounded to 0"
+    assert plain["total"]["gpu_hours"] >= plain["costs"]["generate"]["gpu_hours"] + plain["costs"]["distill"][
+        "gpu_hours"]
+    capped = dry_run(load_pipeline(path, ["generate.budget.max_samples=100"]))
+    assert capped["costs"]["generate"]["samples"] == 100 < plain["costs"]["generate"]["samples"]
+    assert any("capped by budget.max_samples: 100 of 384 samples" in " ".join(row) for row in capped["plan"])
+    one = dry_run(load_pipeline(path, ["filter.selection.max_per_prompt=1"]))
+    assert one["costs"]["distill"]["samples"] == 96 < plain["costs"]["distill"]["samples"], "one per prompt"
+    short = dry_run(load_pipeline(path, ["generate.sampling.max_tokens=64", "filter.length.max_tokens=64"]))
+    assert short["costs"]["distill"]["train_tokens"] < plain["costs"]["distill"]["train_tokens"]
+    rl = dry_run(load_pipeline(str(REPO / "pipelines" / "quickstart-rl.yaml")))
+    assert rl["costs"]["grpo"]["gpu_hours"] > 0 and "incomplete" not in rl["total"]
