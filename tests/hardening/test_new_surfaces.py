@@ -225,3 +225,21 @@ def test_teacher_priority_must_name_a_teacher_and_its_strategy(run_env, capsys, 
                                      "--set", "selection.teacher_priority=[gpt-9]"],
                    "field 'selection.teacher_priority': 'gpt-9' is no teacher of run (its traces' teachers: "
                    "fake-teacher)")
+
+
+def test_an_impossible_date_in_any_set_is_a_field_error(prompts, capsys):
+    one_line_error(prompts, capsys, ["generate", "--prompts", "ok.jsonl", "--out", "run", *NO_SERVER,
+                                     "--set", "prompts.seed=2024-13-45"],
+                   "field 'prompts.seed': Input should be a valid integer")
+
+
+@pytest.mark.parametrize("variant, needle", [
+    ("{name: cache, set: {generate.sampling.n: 1}}", "variant name 'cache' is the shared sample cache's directory"),
+    ("{name: moved, set: {run_dir: runs/quickstart}}", "variant 'moved' sets run_dir"),
+    ("{name: other, set: {eval: [{name: student-after, model: student, benchmark: math500}]}}",
+     "variant 'other' changes student-after.benchmark"),
+])
+def test_an_ablation_that_would_fail_after_training_is_refused_before(run_env, capsys, variant, needle):
+    (run_env / "ab.yaml").write_text(f"name: ab\nbase: {REPO / 'pipelines' / 'quickstart.yaml'}\n"
+                                     f"decide_by: student-after\nvariants: [{variant}]\n")
+    one_line_error(run_env, capsys, ["ablate", "ab.yaml", "--dry-run", "--root", "runs"], needle)
