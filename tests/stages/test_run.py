@@ -181,9 +181,10 @@ def test_the_r1_recipe_prices_every_stage_and_the_gpu_changes_the_hours(capsys):
     h100 = dry_run(load_pipeline(path))
     costs = h100["costs"]
     assert costs["generate"]["cost_usd"] == pytest.approx(4413.0)
-    # distill: 400k generated x 60% kept + 60k smoltalk = 300k samples of 150 + 5,000 tokens, 2 epochs, 7.62B
+    # distill: 400k generated x 60% kept, at most 2 per prompt of 100k (selection) + 60k smoltalk = 260k samples
+    # of 150 + 5,000 tokens, 2 epochs, 7.62B
     d = costs["distill"]
-    assert d["samples"] == 300_000 and d["train_tokens"] == 300_000 * 5150 * 2
+    assert d["samples"] == 260_000 and d["train_tokens"] == 260_000 * 5150 * 2
     assert d["gpu_hours"] == pytest.approx(6 * 7.62e9 * d["train_tokens"] / (0.35 * 989e12) / 3600, abs=0.1)
     # evals on vLLM: MATH-500 x 4 twice and AIME 2024 x 64, 5,000 tokens each, at 2,500 tokens/s per GPU
     e = costs["eval"]
