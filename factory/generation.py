@@ -104,7 +104,9 @@ def usage_report(cfg: GenerationSettings, usage, seconds: float) -> dict[str, An
     out = {"http_requests": usage.requests, "retries": usage.retries, "failures_by_class": dict(usage.failures),
            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
            "generation_seconds": round(seconds, 2),
-           "completion_tokens_per_s": round(usage.completion_tokens / max(seconds, 1e-9), 1)}
+           "completion_tokens_per_s": round(usage.completion_tokens / max(seconds, 1e-9), 1),
+           **{k: getattr(usage, k) for k in ("first_token_s", "first_sample_s")
+              if getattr(usage, k, None) is not None}}  # a local engine's: how long nothing moved
     prices = cfg.teacher.prices
     if prices:
         discount = prices.batch_discount if cfg.teacher.batch else 1.0  # the batch API's price

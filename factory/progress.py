@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
@@ -11,6 +12,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -20,19 +22,58 @@ from rich.text import Text
 from .teachers.base import Usage
 
 
+class LiveTokens(ProgressColumn):
+    """Tokens per second and a token-based ETA, read from the teacher's counts at every redraw (rich redraws 4
+    times a second on its own thread): an engine that decodes every sample in lockstep finishes none for minutes,
+    and a rate of finished samples would show nothing moving until then."""
+
+    def __init__(self, owner: GenerationProgress):
+        super().__init__()
+        self.owner = owner
+
+    def render(self, task) -> Text:
+        o, u = self.owner, self.owner.usage
+        elapsed = max(time.perf_counter() - o.started, 1e-9)
+        written = u.completion_tokens + u.decoding_tokens
+        if not written:
+            return Text("waiting for the first tokens")
+        rate = written / elapsed
+        line = f"{o.done / elapsed:.2f} samples/s {rate:,.0f} tok/s"
+        eta = o.eta_s(rate)
+        return Text(line + ("" if eta is None else f" ETA ~{_clock(eta)}"))
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 class GenerationProgress:
+    """Samples done of those asked for; tokens/s and an ETA from tokens (the engine's own counts, written tokens
+    included), so something moves from the first decoded token on. `max_tokens`: a sample's limit, the length
+    assumed for the ETA until samples have finished (then their mean)."""
+
     def __init__(self, total: int, usage: Usage, enabled: bool = True, console: Console | None = None,
-                 label: str = "generate"):
+                 label: str = "generate", max_tokens: int | None = None):
         self.usage = usage
         self.started = time.perf_counter()
         self.done = 0
         self.total = total
+        self.max_tokens = max_tokens
         self._shown = 0.0
         self.progress = Progress(
-            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[fails]}"),
+            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), LiveTokens(self),
+            TimeElapsedColumn(), TextColumn("{task.fields[fails]}"),
             console=console or Console(stderr=True), disable=not enabled, transient=False, refresh_per_second=4)
-        self.task = self.progress.add_task("generate", total=total, rate="", fails="")
+        self.task = self.progress.add_task("generate", total=total, fails="")
+
+    def eta_s(self, tokens_per_s: float) -> float | None:
+        """Seconds left at this rate: the samples not finished × their expected length, less what they wrote."""
+        mean = self.usage.completion_tokens / self.done if self.done else self.max_tokens
+        if not mean or tokens_per_s <= 0:
+            return None
+        left = max(0.0, (self.total - self.done) * mean - self.usage.decoding_tokens)
+        return left / tokens_per_s
 
     def __enter__(self) -> Callable[[], None]:
         self.progress.start()
@@ -44,13 +85,22 @@ class GenerationProgress:
         if now - self._shown < 0.25 and self.done < self.total:
             return  # at thousands of samples/s, redrawing per sample would cost more than the sample
         self._shown = now
-        elapsed = max(now - self.started, 1e-9)
-        rate = f"{self.done / elapsed:.2f} samples/s {self.usage.completion_tokens / elapsed:,.0f} tok/s"
         fails = "errors " + " ".join(f"{k}:{v}" for k, v in sorted(self.usage.failures.items()))
-        self.progress.update(self.task, completed=self.done, rate=rate, fails=f"[red]{fails}" if self.usage.failures else "")
+        self.progress.update(self.task, completed=self.done, fails=f"[red]{fails}" if self.usage.failures else "")
 
     def __exit__(self, *_: object) -> None:
         self.progress.stop()
+
+
+@contextmanager
+def starting(what: str, enabled: bool = True) -> Iterator[None]:
+    """A line with a spinner and the time it has taken while something slow starts (a local engine: minutes on
+    a CPU), so the first minute of a stage is never silent."""
+    progress = Progress(SpinnerColumn(), TextColumn(f"starting {what}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), disable=not enabled, transient=True)
+    progress.add_task(what, total=None)
+    with progress:
+        yield
 
 
 class RowRate(ProgressColumn):

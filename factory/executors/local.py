@@ -15,8 +15,8 @@ from ..config import FilterConfig, GenerationSettings
 from ..filters.decontam import DecontamIndex
 from ..filters.rows import RowJudgement, hung_row_group, init_worker, judge_row_group
 from ..generation import Plan, missing_requests, sampling_key, usage_report
-from ..progress import GenerationProgress
-from ..teachers import Completion, Request, make_teacher
+from ..progress import GenerationProgress, starting
+from ..teachers import Completion, Request, make_teacher, resolve_engine
 from ..workpool import ordered_map
 
 
@@ -53,11 +53,14 @@ class Buyer:
 
     def buy(self, work: Iterable[tuple], todo: int, label: str) -> None:
         if self.teacher is None:
-            self.teacher = make_teacher(self.cfg.teacher, self.cfg.sampling)
+            t = self.cfg.teacher
+            with starting(f"{resolve_engine(t.engine)}:{t.model}", enabled=self.cfg.progress):
+                self.teacher = make_teacher(t, self.cfg.sampling)
             self.same = {"teacher_model": self.teacher.model, "engine": self.teacher.engine,
                          "sampling": json.loads(sampling_column(sampling_key(self.cfg)))}  # alike for every sample
         started = time.perf_counter()
-        with GenerationProgress(todo, self.teacher.usage, enabled=self.cfg.progress, label=label) as advance:
+        with GenerationProgress(todo, self.teacher.usage, enabled=self.cfg.progress, label=label,
+                                max_tokens=self.cfg.sampling.max_tokens) as advance:
             def sink(req: Request, c: Completion) -> None:
                 key = req.keys[c.sample_index]
                 if c.error:

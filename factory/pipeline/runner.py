@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +81,16 @@ def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[
             results[name] = {**state[name], "action": "skipped"}
             continue
         console.rule(f"[bold]{name}[/] ({action})")
-        state[name] = {"fingerprint": fps[name], "done": False}
+        started_at = datetime.now(timezone.utc).isoformat()  # bench/quickstart.py: when its first trace landed
+        state[name] = {"fingerprint": fps[name], "done": False, "started_at": started_at}
         write_json_atomic(state_path, state)
         began = time.perf_counter()
         inst = p.instance(name)
         with stage_section(name if name != inst.kind else None):
             summary = STAGES[inst.kind].run(resolve_refs(inst, p), Context(p, inst, resume=action == "resume",
                                                                            model_ref=model_refs(p, inst.name)))
-        state[name] = {"fingerprint": fps[name], "done": True, "seconds": round(time.perf_counter() - began, 1),
-                       "summary": summary}
+        state[name] = {"fingerprint": fps[name], "done": True, "started_at": started_at,
+                       "seconds": round(time.perf_counter() - began, 1), "summary": summary}
         write_json_atomic(state_path, state)
         results[name] = {**state[name], "action": action}
     print_summary(p, results)

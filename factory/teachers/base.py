@@ -46,6 +46,9 @@ class Usage:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    decoding_tokens: int = 0  # tokens written so far by samples not finished yet (an engine that steps reports it)
+    first_token_s: float | None = None  # seconds from the first request to the first token decoded (idem)
+    first_sample_s: float | None = None  # ... and to the first sample finished: how long a user sees nothing land
 
     def fail(self, cls: str) -> None:
         self.failures[cls] = self.failures.get(cls, 0) + 1

@@ -30,7 +30,11 @@ def on_gpu() -> bool:
 def native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX512_BF16 or AMX, Arm's BF16 extension); elsewhere bf16
     is emulated, at under half float32's speed. Read from /proc/cpuinfo: torch exposes this only through private
-    functions. Anything unreadable counts as no."""
+    functions. Anything unreadable counts as no. FACTORY_CPU_BF16=0 or 1 overrides it (to measure on one machine
+    what another instruction set runs)."""
+    forced = os.environ.get("FACTORY_CPU_BF16")
+    if forced is not None and cpuinfo is None:  # "0": behave as on a CPU without it (bench/quickstart.py --isa avx2)
+        return forced.strip().lower() in ("1", "true", "yes")
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -103,7 +107,9 @@ class VLLMTeacher:
         pending = iter(requests)
         more = True
         in_flight: dict[str, tuple[Request, float]] = {}
+        decoding: dict[str, int] = {}  # request -> tokens its unfinished samples have written
         engine = self.llm.llm_engine
+        began = time.perf_counter()
         while more or in_flight:
             window = []
             while more and len(in_flight) + len(window) < self.cfg.batch_size:
@@ -119,9 +125,18 @@ class VLLMTeacher:
                 now = time.perf_counter()
                 in_flight.update({_external_id(rid): (r, now) for rid, r in zip(ids, window)})
             for out in engine.step():
-                if out.finished and _external_id(out.request_id) in in_flight:
-                    req, started = in_flight.pop(_external_id(out.request_id))
+                rid = _external_id(out.request_id)
+                if out.finished and rid in in_flight:
+                    decoding.pop(rid, None)
+                    req, started = in_flight.pop(rid)
                     self._emit(req, out, time.perf_counter() - started, sink)
+                elif rid in in_flight:  # outputs are cumulative: what each sample has written so far
+                    decoding[rid] = sum(len(c.token_ids) for c in out.outputs)
+            self.usage.decoding_tokens = sum(decoding.values())  # the progress bar's live tokens/s and ETA
+            if self.usage.first_token_s is None and (self.usage.decoding_tokens or self.usage.completion_tokens):
+                self.usage.first_token_s = round(time.perf_counter() - began, 2)
+            if self.usage.first_sample_s is None and self.usage.completion_tokens:
+                self.usage.first_sample_s = round(time.perf_counter() - began, 2)
             if in_flight and not more and not engine.has_unfinished_requests():
                 self._fail_lost(in_flight, sink)  # never spin on requests the engine no longer knows
 

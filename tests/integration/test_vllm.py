@@ -92,6 +92,9 @@ def test_offline_vllm_engine_with_resume(tmp_path, smollm2_dir):
     rows = read_table(out / "traces").to_pylist()
     assert len(rows) == 6 and all(r["error"] is None and r["engine"] == "vllm" for r in rows)
     assert all(0 < r["completion_tokens"] <= 32 for r in rows)
+    stats = json.loads((out / "generate_stats.json").read_text())
+    # the engine's own counts (issue 37): a token was decoded before the first sample finished
+    assert 0 < stats["first_token_s"] < stats["first_sample_s"] <= stats["generation_seconds"]
     res = _factory(*args, "--n", "2")
     assert res.returncode == 0 and json.loads((out / "generate_stats.json").read_text())["requested"] == 0
 
