@@ -56,6 +56,37 @@ def engine_settings(cfg: TeacherConfig, gpu: bool, bf16: bool) -> tuple[str, flo
     return dtype, cfg.gpu_memory_utilization or default_util
 
 
+class DecodedTokens:
+    """Tokens the engine has decoded, finished samples or not, from its own counter (`LLM.get_metrics`, the
+    `vllm:generation_tokens` counter): the offline engine returns a sample only when it finishes, and with every
+    sample decoding in lockstep none finishes for minutes. Read about once a second, into the teacher's usage (the
+    progress bar's tokens/s and ETA, and generate_stats' first_token_s / first_sample_s)."""
+
+    NAME = "vllm:generation_tokens"
+
+    def __init__(self, llm, usage: Usage, every_s: float = 1.0):
+        self.llm, self.every_s, self.began, self.last = llm, every_s, time.perf_counter(), 0.0
+        self.base, self.base_completion = self._read(), usage.completion_tokens
+
+    def _read(self) -> int | None:
+        try:
+            return sum(m.value for m in self.llm.get_metrics() if m.name == self.NAME)
+        except Exception:  # noqa: BLE001 - a progress display never stops a run; without the counter: samples only
+            return None
+
+    def look(self, usage: Usage) -> None:
+        now = time.perf_counter()
+        if usage.first_sample_s is None and usage.completion_tokens > self.base_completion:
+            usage.first_sample_s = round(now - self.began, 2)
+        if self.base is None or (usage.first_token_s is not None and now - self.last < self.every_s):
+            return  # every step until the first token, then about once a second
+        self.last = now
+        decoded = (self._read() or self.base) - self.base
+        usage.decoding_tokens = max(0, decoded - (usage.completion_tokens - self.base_completion))
+        if usage.first_token_s is None and decoded > 0:
+            usage.first_token_s = round(now - self.began, 2)
+
+
 def _external_id(request_id: str) -> str:
     """vLLM returns internal ids (`7-1a2b3c4d`: the counter plus a random suffix) but reports outputs under
     the external one (`7`), depending on the version; the counter part identifies the request either way."""
@@ -82,7 +113,8 @@ class VLLMTeacher:
         self._before = _children()  # what is not ours to end at close (a server a test started, say)
         self.llm = LLM(model=resolve_model(cfg.model), dtype=dtype, gpu_memory_utilization=util,
                        max_model_len=cfg.max_model_len, enable_prefix_caching=True, enforce_eager=cfg.enforce_eager,
-                       tensor_parallel_size=cfg.tensor_parallel_size)
+                       tensor_parallel_size=cfg.tensor_parallel_size,
+                       disable_log_stats=False)  # its token counter feeds the progress bar (DecodedTokens)
         self.chat_template = prompt_template(self.llm.get_tokenizer())  # no hidden system prompt (R1 used none)
 
     def _params(self, n: int):
@@ -107,9 +139,8 @@ class VLLMTeacher:
         pending = iter(requests)
         more = True
         in_flight: dict[str, tuple[Request, float]] = {}
-        decoding: dict[str, int] = {}  # request -> tokens its unfinished samples have written
         engine = self.llm.llm_engine
-        began = time.perf_counter()
+        counter = DecodedTokens(self.llm, self.usage)
         while more or in_flight:
             window = []
             while more and len(in_flight) + len(window) < self.cfg.batch_size:
@@ -125,18 +156,10 @@ class VLLMTeacher:
                 now = time.perf_counter()
                 in_flight.update({_external_id(rid): (r, now) for rid, r in zip(ids, window)})
             for out in engine.step():
-                rid = _external_id(out.request_id)
-                if out.finished and rid in in_flight:
-                    decoding.pop(rid, None)
-                    req, started = in_flight.pop(rid)
+                if out.finished and _external_id(out.request_id) in in_flight:
+                    req, started = in_flight.pop(_external_id(out.request_id))
                     self._emit(req, out, time.perf_counter() - started, sink)
-                elif rid in in_flight:  # outputs are cumulative: what each sample has written so far
-                    decoding[rid] = sum(len(c.token_ids) for c in out.outputs)
-            self.usage.decoding_tokens = sum(decoding.values())  # the progress bar's live tokens/s and ETA
-            if self.usage.first_token_s is None and (self.usage.decoding_tokens or self.usage.completion_tokens):
-                self.usage.first_token_s = round(time.perf_counter() - began, 2)
-            if self.usage.first_sample_s is None and self.usage.completion_tokens:
-                self.usage.first_sample_s = round(time.perf_counter() - began, 2)
+            counter.look(self.usage)
             if in_flight and not more and not engine.has_unfinished_requests():
                 self._fail_lost(in_flight, sink)  # never spin on requests the engine no longer knows
 
