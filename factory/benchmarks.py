@@ -142,21 +142,9 @@ def _local_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-                row = json.loads(line.rstrip("\r\n")) if line.strip() else None
-            except UnicodeDecodeError as e:
-                raise FactoryError(f"{path}:{lineno}:{e.start + 1}: not UTF-8 text") from None
-            except json.JSONDecodeError as e:
-                raise FactoryError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-            if row is not None and not isinstance(row, dict):
-                raise FactoryError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            if row is not None:
-                rows.append(row)
-    return rows
+    from .sources.files import jsonl_rows
+
+    return [row for _, row in jsonl_rows(path, "benchmark")]
 
 
 def _parquet_rows(path: Path) -> list[dict[str, Any]]:

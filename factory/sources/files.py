@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +44,30 @@ def located_file(path_str: str, cfg: PromptsConfig) -> list[tuple[str, Prompt]]:
 
 
 def _read_jsonl(path: Path, cfg: PromptsConfig):
+    for where, row in jsonl_rows(path, "prompt"):
+        yield where, row_to_prompt(row, cfg, where, f"file:{path.name}")
+
+
+def jsonl_rows(path: Path, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each JSON object of a JSON Lines file with where it is (`FILE:LINE`); blank lines skipped. Bad bytes, bad
+    JSON or a line that is not an object: one error naming file, line and column (`kind` names the file's use)."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise FactoryError(f"{where}:{e.start + 1}: not UTF-8 text (byte 0x{raw[e.start]:02x}); prompt files "
+                raise FactoryError(f"{where}:{e.start + 1}: not UTF-8 text (byte 0x{raw[e.start]:02x}); {kind} files "
                                    "are UTF-8 JSON Lines") from None
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # a column on this line, even where the line is cut short
             except json.JSONDecodeError as e:
                 raise FactoryError(f"{where}:{e.colno}: invalid JSON: {e.msg}") from None
             if not isinstance(row, dict):
                 raise FactoryError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row_to_prompt(row, cfg, where, f"file:{path.name}")
+            yield where, row
 
 
 def _check_unicode(value: Any, where: str, field: str = "") -> None:
