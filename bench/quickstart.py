@@ -34,7 +34,7 @@ AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FACTORY_CP
 
 
 def cpu() -> dict:
-    from factory.teachers.vllm_engine import native_bf16
+    from factory.hardware import native_bf16
 
     text = Path("/proc/cpuinfo").read_text()
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")

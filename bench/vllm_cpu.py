@@ -36,7 +36,7 @@ def run(model: str, dtype: str, eager: bool, args: argparse.Namespace, out: Path
 
 
 def cpu() -> dict:
-    from factory.teachers.vllm_engine import native_bf16
+    from factory.hardware import native_bf16
 
     text = Path("/proc/cpuinfo").read_text()
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")

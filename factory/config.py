@@ -252,6 +252,10 @@ class TrainingSettings(Strict):
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it; on a CPU that computes bf16 natively (AVX512_BF16, "
+        "AMX, Arm BF16) float32 weights with bf16 autocast (bench/results/quickstart_levers.json); float32 "
+        "elsewhere. bf16: bf16 (on a CPU, autocast; emulated, so slower, where the CPU lacks it). fp32: float32")
     save_steps: int = Field(50, ge=1, description="Save a checkpoint every this many steps")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk")
     resume: bool = Field(False, description="Continue from the last complete checkpoint")

@@ -62,8 +62,10 @@ class TeacherConfig(Strict):
                                       "each actor asks Ray for this many GPUs)")
     dtype: str = Field("auto", description="vllm/hf: weight dtype (vllm on a CPU: auto is bf16 where the CPU "
                        "computes it natively, else float32)")
-    enforce_eager: bool = Field(False, description="vllm: skip torch.compile and CUDA graphs: the engine starts "
-                                "much faster and may decode slower (bench/vllm_cpu.py measures both on a CPU)")
+    enforce_eager: bool | None = Field(
+        None, description="vllm: skip torch.compile and CUDA graphs. Default: eager on a CPU, where compiling costs "
+        "~45 s at every engine start and gains ~2% tokens/s on the quickstart (bench/results/quickstart_levers.json); "
+        "compiled on a GPU")
     client: Literal["aiohttp", "openai-sdk"] = Field(
         "aiohttp", description="openai: HTTP client; openai-sdk uses the SDK's own (slower at high concurrency)")
     headers: dict[str, str] = Field(default_factory=dict, description="openai: extra HTTP headers")

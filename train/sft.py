@@ -33,7 +33,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
     """Every process of a distributed launch runs this; only the main one writes the run's files."""
     from accelerate import PartialState
 
-    dev = detect()
+    dev = detect(cfg.precision)
     state = PartialState(cpu=not dev.cuda)  # cpu: torchrun processes then join over gloo
     s = resolve_settings(cfg)
     preset = s.preset
@@ -132,7 +132,7 @@ def build_trainer(cfg: DistillConfig, s: Settings, path: str, tokenizer, data, o
     from .callbacks import CompleteMarker, MetricsAndGuard
     from .trainer import FactorySFTTrainer
 
-    dev = dev or detect()
+    dev = dev or detect(cfg.precision)
     args = SFTConfig(**sft_arguments(cfg, s, out, dev))
     peft_config = None
     if cfg.lora:

@@ -61,6 +61,8 @@ def test_every_training_configuration_builds_for_a_gpu_node_and_for_this_cpu(lab
     assert args.model_init_kwargs["attn_implementation"] == "flash_attention_2" and args.use_liger_kernel
     cpu_args = kind(**_arguments(cfg, CPU, tmp_path)[1])
     assert cpu_args.model_init_kwargs == {"dtype": torch.float32} and not cpu_args.bf16 and cpu_args.use_cpu
+    autocast = kind(**_arguments(cfg, Devices(cpu_bf16=True), tmp_path)[1])  # a CPU with AVX512_BF16 or AMX
+    assert autocast.model_init_kwargs == {"dtype": torch.float32} and autocast.bf16 and autocast.use_cpu
     if isinstance(cfg, DistillConfig):
         assert cpu_args.packing is (cfg.packing is True)
     if cfg.launch:
@@ -73,7 +75,12 @@ def test_the_devices_are_detected_from_torch_and_the_installed_kernels(monkeypat
 
     from train import devices
 
-    assert devices.detect() == CPU or torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("FACTORY_CPU_BF16", "0")  # a CPU without native bf16: float32 throughout
+        assert devices.detect() == CPU and devices.detect("fp32") == CPU
+        assert devices.detect("bf16") == Devices(cpu_bf16=True), "asked for: autocast, emulated"
+        monkeypatch.setenv("FACTORY_CPU_BF16", "1")  # AVX512_BF16, AMX or Arm BF16: autocast unless fp32 is asked
+        assert devices.detect() == Devices(cpu_bf16=True) and devices.detect("fp32") == CPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     found = {"flash_attn", "liger_kernel"}
@@ -82,3 +89,4 @@ def test_the_devices_are_detected_from_torch_and_the_installed_kernels(monkeypat
     assert devices.detect() == GPU
     found.clear()
     assert devices.detect() == Devices(cuda=True, bf16=True)
+    assert devices.detect("fp32") == Devices(cuda=True), "fp32 asked for on a bf16 GPU"

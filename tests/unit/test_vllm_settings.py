@@ -7,7 +7,8 @@ import types
 import pytest
 
 from factory.config import SamplingConfig, TeacherConfig
-from factory.teachers.vllm_engine import engine_settings, native_bf16
+from factory.hardware import native_bf16
+from factory.teachers.vllm_engine import engine_settings
 
 AVX2_EPYC = "processor\t: 0\nflags\t\t: fpu vme sse2 avx avx2 fma bmi2\n"
 SAPPHIRE_RAPIDS = "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -19,14 +20,15 @@ def test_native_bf16_is_read_from_the_cpu_flags():
     assert not native_bf16("")
 
 
-@pytest.mark.parametrize("gpu, bf16, set_dtype, set_util, expected", [
-    (False, False, "auto", None, ("float32", 0.55)),  # AVX2-only: bf16 is emulated at under half the speed
-    (False, True, "auto", None, ("bfloat16", 0.35)),
-    (True, False, "auto", None, ("auto", 0.9)),  # a GPU: the model's own dtype
-    (False, False, "bfloat16", 0.2, ("bfloat16", 0.2)),  # what the user asks for wins
+@pytest.mark.parametrize("gpu, bf16, set_dtype, set_util, set_eager, expected", [
+    (False, False, "auto", None, None, ("float32", 0.55, True)),  # AVX2-only: bf16 is emulated at under half the speed
+    (False, True, "auto", None, None, ("bfloat16", 0.35, True)),  # a CPU: eager, compiling costs every start
+    (True, False, "auto", None, None, ("auto", 0.9, False)),  # a GPU: the model's own dtype, compiled
+    (False, False, "bfloat16", 0.2, False, ("bfloat16", 0.2, False)),  # what the user asks for wins
+    (True, False, "auto", None, True, ("auto", 0.9, True)),
 ])
-def test_engine_settings(gpu, bf16, set_dtype, set_util, expected):
-    cfg = TeacherConfig(engine="vllm", dtype=set_dtype, gpu_memory_utilization=set_util)
+def test_engine_settings(gpu, bf16, set_dtype, set_util, set_eager, expected):
+    cfg = TeacherConfig(engine="vllm", dtype=set_dtype, gpu_memory_utilization=set_util, enforce_eager=set_eager)
     assert engine_settings(cfg, gpu, bf16) == expected
 
 
@@ -51,6 +53,7 @@ def test_the_engine_is_built_with_them(monkeypatch, smollm2_dir):
     monkeypatch.setattr(vllm_engine, "native_bf16", lambda: False)
     vllm_engine.VLLMTeacher(TeacherConfig(engine="vllm", model="some/model"), SamplingConfig())
     assert (built["dtype"], built["gpu_memory_utilization"], built["model"]) == ("float32", 0.55, "some/model")
+    assert built["enforce_eager"] is True
 
 
 def test_an_engine_that_dies_mid_run_is_one_error_saying_what_to_do(monkeypatch, smollm2_dir):
