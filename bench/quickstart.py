@@ -33,6 +33,11 @@ PIPELINE = REPO / "pipelines" / "quickstart.yaml"
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FACTORY_CPU_BF16": "0"}
 
 
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def cpu() -> dict:
     from factory.hardware import native_bf16
 
@@ -99,7 +104,7 @@ def main() -> None:
     name = f"bench-quickstart-{args.isa}" + (f"-{args.label}" if args.label else "")
     entry = {"isa": args.isa, "label": args.label or "shipped", "sets": args.sets,
              "env": AVX2 if args.isa == "avx2" else {}, "cpu": cpu(),
-             "date": time.strftime("%Y-%m-%d"), **run(REPO / "runs" / name, args.isa, args.sets)}
+             "date": time.strftime("%Y-%m-%d"), "commit": commit(), **run(REPO / "runs" / name, args.isa, args.sets)}
     results = json.loads(RESULT.read_text()) if RESULT.exists() else {"runs": []}
     results["runs"] = [r for r in results["runs"] if (r["isa"], r["label"]) != (entry["isa"], entry["label"])]
     results["runs"].append(entry)
