@@ -68,7 +68,9 @@ def test_a_kept_pool_serves_every_map_on_the_same_workers_forked_from_a_clean_se
     try:
         first = set(pool.map(pids, [(i,) for i in range(8)], 30, print))
         second = set(pool.map(pids, [(i,) for i in range(8)], 30, print))
-        assert {p for p, _ in second} <= {p for p, _ in first} and len({p for p, _ in first}) <= 2, "kept workers"
+        # Which of the two workers takes a task is the scheduler's choice (one may do all eight while the other
+        # starts); kept workers means no map adds a process: two maps together used at most the pool's two.
+        assert len({p for p, _ in first | second}) <= 2, "kept workers"
         assert all(parent != os.getpid() for _, parent in first | second), "forked by the server, not by us"
         assert list(pool.map(tenfold, [(i, 2) for i in range(4)], 2, lambda t: "hung")) == [0, 10, "hung", 30]
         assert list(pool.map(tenfold, [(i,) for i in range(3)], 30, print)) == [0, 10, 20], "replaced, still serving"
