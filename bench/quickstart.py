@@ -5,7 +5,9 @@
 Each call is one `factory run pipelines/quickstart.yaml` in a fresh run directory (runs/bench-quickstart-ISA[-LABEL]),
 nothing cached, in a process of its own. `--isa avx2` runs, on a machine that has AVX-512, the kernels an AVX2-only
 CPU runs: oneDNN's ONEDNN_MAX_CPU_ISA=AVX2, PyTorch's ATEN_CPU_CAPABILITY=avx2, and FACTORY_CPU_BF16=0 (so
-`dtype: auto` picks float32, as it does on such a CPU). `--set` passes pipeline overrides (a lever to measure).
+`dtype: auto` picks float32, as it does on such a CPU). `engine: auto` then runs the bundled teacher with llama.cpp,
+as on such a CPU, with a llama-server built for AVX2 only (`factory.teachers.llamacpp_build --isa avx2`: kernels
+an AVX2 CPU runs, not emulated). `--set` passes pipeline overrides (a lever to measure).
 
 Writes one entry per (isa, label) into bench/results/quickstart.json:
 - wall time and peak memory of the whole run; each stage's seconds;
@@ -48,8 +50,17 @@ def cpu() -> dict:
             "avx512": any(f.startswith("avx512") for f in flags), "machine": platform.machine()}
 
 
+def isa_env(isa: str) -> dict[str, str]:
+    if isa != "avx2":
+        return {}
+    from factory.teachers.llamacpp import SERVER_ENV
+    from factory.teachers.llamacpp_build import build
+
+    return {**AVX2, SERVER_ENV: str(build("avx2"))}
+
+
 def run(run_dir: Path, isa: str, sets: list[str]) -> dict:
-    env = {**os.environ, **(AVX2 if isa == "avx2" else {})}
+    env = {**os.environ, **isa_env(isa)}
     cmd = [sys.executable, "-m", "factory.cli", "run", str(PIPELINE), "--set", f"run_dir={run_dir}"]
     for s in sets:
         cmd += ["--set", s]
@@ -70,7 +81,10 @@ def stages(run_dir: Path, sets: list[str]) -> dict:
     state = json.loads((run_dir / "pipeline_state.json").read_text())
     out: dict = {"stages_s": {name: s.get("seconds") for name, s in state.items()}}
     gen = json.loads((run_dir / "generate_stats.json").read_text())
-    out["generate"] = {"engine_start_and_overhead_s": round(state["generate"]["seconds"] - gen["generation_seconds"], 1),
+    import polars as pl
+
+    engines = pl.read_parquet(run_dir / "traces" / "*.parquet", columns=["engine"])["engine"].unique().to_list()
+    out["generate"] = {"engine": ",".join(sorted(engines)), "engine_start_and_overhead_s": round(state["generate"]["seconds"] - gen["generation_seconds"], 1),
                        **{k: gen.get(k) for k in ("generation_seconds", "first_token_s", "first_sample_s",
                                                   "completion_tokens", "completion_tokens_per_s")}}
     p = load_pipeline(str(PIPELINE), [f"run_dir={run_dir}", *sets])
@@ -103,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     name = f"bench-quickstart-{args.isa}" + (f"-{args.label}" if args.label else "")
     entry = {"isa": args.isa, "label": args.label or "shipped", "sets": args.sets,
-             "env": AVX2 if args.isa == "avx2" else {}, "cpu": cpu(),
+             "env": isa_env(args.isa), "cpu": cpu(),
              "date": time.strftime("%Y-%m-%d"), "commit": commit(), **run(REPO / "runs" / name, args.isa, args.sets)}
     results = json.loads(RESULT.read_text()) if RESULT.exists() else {"runs": []}
     results["runs"] = [r for r in results["runs"] if (r["isa"], r["label"]) != (entry["isa"], entry["label"])]

@@ -64,7 +64,7 @@ def _put(d: dict[str, Any], dotted: str, value: Any) -> None:
 @app.command()
 def generate(
     prompts: Annotated[str | None, typer.Option(help="FILE.jsonl|FILE.parquet, gym:TASK, hf:NAME or humaneval")] = None,
-    teacher: Annotated[str | None, typer.Option(help="ENGINE:MODEL, ENGINE in openai, vllm, hf, auto")] = None,
+    teacher: Annotated[str | None, typer.Option(help="ENGINE:MODEL, ENGINE in openai, vllm, llamacpp, hf, auto")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai engine)")] = None,
     n: Annotated[int | None, typer.Option(help="Samples per prompt")] = None,
     out: Annotated[str | None, typer.Option(help="Run directory")] = None,
@@ -278,7 +278,7 @@ def eval_(
     benchmark: Annotated[str | None, typer.Option(help="math500, aime24, aime25, gpqa-diamond, humaneval, "
                                                   "gym:TASK or FILE.jsonl")] = None,
     n: Annotated[int | None, typer.Option(help="Samples per problem")] = None,
-    engine: Annotated[str | None, typer.Option(help="vllm, hf, openai or auto")] = None,
+    engine: Annotated[str | None, typer.Option(help="vllm, llamacpp, hf, openai or auto")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai engine)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most new tokens per sample")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N problems")] = None,

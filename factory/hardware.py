@@ -22,3 +22,12 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
     flags = {word for line in cpuinfo.splitlines() if line.lower().startswith(("flags", "features"))
              for word in line.split(":", 1)[-1].split()}
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (False where torch is not installed); torch is imported only when asked."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()

@@ -71,6 +71,21 @@ def prepare(model: Bundled) -> Path:
     return out
 
 
+def gguf_path(alias: str) -> Path | None:
+    """The bundled model's GGUF as shipped, for engines that run GGUF (llama.cpp): the student's file inside its
+    package; the teacher's assembled once into the cache (491 MB, checked by its hash). None: not a bundled alias."""
+    if alias not in BUNDLED:
+        return None
+    if alias == SMOLLM2.alias:
+        return _smollm2_gguf()
+    path = cache_root() / "gguf" / QWEN_CODER.gguf_name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            os.replace(assemble_qwen_gguf(Path(tmp)), path)  # whole or absent: a killed download leaves nothing
+    return path
+
+
 def _smollm2_gguf() -> Path:
     import importlib.util
 

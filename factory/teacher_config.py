@@ -28,9 +28,11 @@ OWNED_BY_FACTORY = {  # request keys the factory writes, and where each is set i
 
 
 class TeacherConfig(Strict):
-    engine: Literal["openai", "vllm", "hf", "auto"] = Field(
-        "auto", description="openai (any OpenAI-compatible server), vllm (offline engine), hf (transformers); "
-        "auto picks vllm when importable, else hf")
+    engine: Literal["openai", "vllm", "llamacpp", "hf", "auto"] = Field(
+        "auto", description="openai (any OpenAI-compatible server), vllm (offline engine), llamacpp (llama.cpp's "
+        "server on a GGUF file or bundled model), hf (transformers); auto picks llamacpp for a GGUF model on a CPU "
+        "without native bf16 once setup has built it (faster there: bench/results/llama_cpp.json), else vllm when "
+        "importable, else hf")
     model: str = Field("qwen2.5-coder-0.5b", description="Served model name, local path, Hub id or bundled alias")
     base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key")
@@ -54,10 +56,12 @@ class TeacherConfig(Strict):
     backoff_max_s: float = Field(60.0, gt=0, description="openai: longest backoff between retries")
     native_n: Literal["auto", "always", "never"] = Field(
         "auto", description="openai: ask for n choices in one request (auto: fall back when unsupported)")
-    batch_size: int = Field(64, ge=1, description="vllm/hf: prompts per engine call (the unit of resume)")
+    batch_size: int = Field(64, ge=1, description="vllm/hf: prompts per engine call (the unit of resume); "
+                            "llamacpp: the server's slots, sequences decoded together")
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="vllm: memory share for weights + KV cache (auto: 0.9 GPU, 0.35 CPU)")
-    max_model_len: int | None = Field(None, ge=1, description="vllm: context length (default: from the model)")
+    max_model_len: int | None = Field(None, ge=1, description="vllm: context length (default: from the model); "
+                                 "llamacpp: each slot's (default: max_tokens + 1,024 for the prompt)")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one replica spans (with --executor ray, "
                                       "each actor asks Ray for this many GPUs)")
     dtype: str = Field("auto", description="vllm/hf: weight dtype (vllm on a CPU: auto is bf16 where the CPU "

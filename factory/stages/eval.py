@@ -77,11 +77,11 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     prompts = load_benchmark(cfg)  # an unknown benchmark or a file without answers stops here
     if not prompts:
         raise FactoryError(f"{cfg.benchmark}: no problems left to evaluate")
-    engine = resolve_engine(cfg.teacher.engine)
+    engine = resolve_engine(cfg.teacher.engine, cfg.model)
     gen = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine})})
-    if engine != "openai":
-        check_model_loads(cfg.model)
-    else:
+    if engine in ("vllm", "hf"):
+        check_model_loads(cfg.model)  # llamacpp checks its GGUF as it starts (a .gguf file is no checkpoint)
+    elif engine == "openai":
         from ..teachers.openai_compat import preflight
 
         preflight(gen.teacher)  # a refused key or a wrong URL: one line, before the cache (and its lock) exists

@@ -35,7 +35,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     prompts = load_prompts(cfg.prompts)  # bad input fails here, before a request is sent or a file written
     if cfg.sampling.adaptive.enabled:
         check_adaptive(cfg, prompts)
-    teachers = [t.model_copy(update={"engine": resolve_engine(t.engine)}) for t in cfg.all_teachers()]
+    teachers = [t.model_copy(update={"engine": resolve_engine(t.engine, t.model)}) for t in cfg.all_teachers()]
     cfg = cfg.model_copy(update={"teacher": teachers[0], "teachers": teachers if cfg.teachers else []})
     if cfg.shard:
         prompts, cfg = in_shard(prompts, cfg)

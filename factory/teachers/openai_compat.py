@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -136,8 +136,11 @@ class OpenAITeacher:
     engine = "openai"
     waits_for_room = True  # its workers sleep while a budget waits for requests in flight (teachers.PAUSE)
 
-    def __init__(self, cfg: TeacherConfig, sampling: SamplingConfig):
+    def __init__(self, cfg: TeacherConfig, sampling: SamplingConfig,
+                 transport: Callable[[TeacherConfig], Transport] | None = None):
+        """`transport`: the HTTP client for a server with quirks of its own (llama-server's usage)."""
         self.cfg, self.sampling = cfg, sampling
+        self._transport = transport
         self.model = cfg.model
         self.usage = Usage()
         self._native_n = cfg.native_n != "never"
@@ -158,7 +161,10 @@ class OpenAITeacher:
     async def _generate(self, requests: Iterable[Request], sink: Sink) -> None:
         """`concurrency` workers take from one iterator of (request, sample indices): requests are drawn from the
         caller's generator only as workers free up, so memory holds what is in flight, not the plan."""
-        transport = AiohttpTransport(self.cfg) if self.cfg.client == "aiohttp" else SdkTransport(self.cfg)
+        if self._transport:
+            transport = self._transport(self.cfg)
+        else:
+            transport = AiohttpTransport(self.cfg) if self.cfg.client == "aiohttp" else SdkTransport(self.cfg)
         self._again: deque[tuple[Request, list[int]]] = deque()  # samples to ask for again, one by one
         work = self._work(iter(requests))
         workers = [asyncio.create_task(self._worker(transport, work, sink)) for _ in range(self.cfg.concurrency)]

@@ -14,17 +14,10 @@ from collections.abc import Iterable
 from ..chat_templates import prompt_template
 from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
+from ..hardware import cuda_available as on_gpu
 from ..hardware import native_bf16
 from ..models import resolve_model
 from .base import Completion, Request, Sink, Usage
-
-
-def on_gpu() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 def engine_settings(cfg: TeacherConfig, gpu: bool, bf16: bool) -> tuple[str, float, bool]:

