@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import FactoryError
 from ..hardware import cuda_available, native_bf16
-from ..models import BUNDLED, cache_root
+from ..models import BUNDLED, cache_root, gguf_path
 
 SOURCE = "llama-cpp-python==0.3.36"  # its vendor/llama.cpp is the one bench/results/llama_cpp.json measured
 ISA_FLAGS = {"native": ["-DGGML_NATIVE=ON"],
@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llama.cpp: building llama-server from {SOURCE}'s source (~4 min on 2 cores, once)", flush=True)
     try:
         print(f"llama.cpp: {build(args.isa)}")
+        if args.if_auto_picks_it:  # what the server will run: the bundled models' GGUFs, ready before the demo
+            for alias in BUNDLED:
+                print(f"llama.cpp: {alias}: {gguf_path(alias)}")
     except FactoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
