@@ -30,7 +30,7 @@ def call(cmd: list[str]) -> int:
     """Runs cmd with this process's environment, plus the pipeline instance whose section it writes, and returns
     its exit code. The child never outlives this process: it is killed with it (even by kill -9), and a SIGTERM or
     Ctrl-C here terminates it first (a training or vLLM child would otherwise go on holding the GPU)."""
-    from .workpool import die_with_parent
+    from .workpool import die_with_parent, stop
 
     env = dict(os.environ)
     section = current_section()
@@ -41,12 +41,7 @@ def call(cmd: list[str]) -> int:
         try:
             return proc.wait()
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, grace_s=60)
             raise
 
 

@@ -20,6 +20,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
+        if "integration" in item.keywords or "ray" in item.keywords:
+            item.add_marker(pytest.mark.slow)  # one list for `make test-fast` to skip: -m "not slow"
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +68,22 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
         return build_tiny_model(tmp_path_factory.mktemp("tiny"), smollm2_dir)
     finally:
         hf_logging.enable_progress_bar()
+
+
+def python_without_the_project(root: Path) -> Path:
+    """A virtual environment's python that imports every installed dependency but not this project: a `.pth` line
+    puts this environment's site-packages on its path, and the editable install's own `.pth` there is not run
+    (only a site directory's are). What a machine that never installed the project runs."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

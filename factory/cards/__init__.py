@@ -17,7 +17,8 @@ from ..shards import iter_batches, read_json, read_json_object, read_manifest
 from ..sources.spec import parse_source
 from . import plots
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
+# data_cards/ is the template's source, the one to edit; this link to it travels in the wheel as the file itself.
+TEMPLATES = Path(__file__).parent / "templates"
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M")]
 

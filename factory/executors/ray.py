@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +34,11 @@ def connect(ex: ExecutorConfig) -> Any:
     except ImportError:
         raise FactoryError("--executor ray needs Ray: pip install 'r1-factory[ray]'") from None
     if not ray.is_initialized():
-        code = str(Path(__file__).resolve().parents[1])
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH")) if p)}
+        # The Ray way to ship code: the driver's factory package (this file's grandparent folder) goes to every
+        # worker, uploaded once and cached per node, so a cluster runs the driver's code, installed there or not.
+        package = str(Path(__file__).resolve().parents[1])
         try:
-            ray.init(address=ex.address, runtime_env={"env_vars": env}, log_to_driver=False,
+            ray.init(address=ex.address, runtime_env={"py_modules": [package], "excludes": ["__pycache__"]}, log_to_driver=False,
                      include_dashboard=False, configure_logging=False)
         except ConnectionError as e:
             raise FactoryError(f"--ray-address {ex.address}: cannot join the Ray cluster ({e})") from None

@@ -208,7 +208,17 @@ def _defaults(name: str, kind: str, section: Any, run_dir: Path) -> Any:
 def _merge(base: Any, over: Any) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
         return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    if isinstance(base, list) and isinstance(over, dict) and base and all(isinstance(e, dict) for e in base):
+        return _merge_named(base, over)
     return over
+
+
+def _merge_named(entries: list[dict], over: dict) -> list[dict]:
+    """`--set eval.NAME.size=80` reaches the eval named NAME, `--set eval.size=80` every eval; a key that names an
+    eval is that eval (the quickstart's eval named `teacher` is not every eval's `teacher` field)."""
+    names = {str(e.get("name")) for e in entries if e.get("name") is not None}
+    shared = {k: v for k, v in over.items() if k not in names}
+    return [_merge(e, _merge(shared, over.get(str(e.get("name"))) or {})) for e in entries]
 
 
 def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[tuple[str, Any]]:

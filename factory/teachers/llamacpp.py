@@ -10,11 +10,13 @@ there llama.cpp wrote the quickstart's traces at 91.7 tokens/s against vLLM's 78
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -24,7 +26,8 @@ from typing import Any
 from ..config import SamplingConfig, TeacherConfig
 from ..errors import FactoryError
 from ..models import BUNDLED, gguf_path, resolve_model
-from .base import Request, Sink
+from ..workpool import die_with_parent, stop
+from .base import Request, Sink, Usage
 from .llamacpp_build import built_server, has_gguf, why_not_preferred
 from .openai_compat import AiohttpTransport, OpenAITeacher
 
@@ -86,6 +89,52 @@ class RecountingTransport(AiohttpTransport):
         return data
 
 
+class SlotWatcher:
+    """Tokens decoded by samples not finished yet, from the server's own `/slots` (each busy slot's `n_decoded`),
+    about once a second into the teacher's usage: an answer comes back only when its n choices are done, and the
+    progress bar's tokens/s and ETA, and generate_stats' first_token_s / first_sample_s, should not wait for it."""
+
+    def __init__(self, url: str, usage: Usage, every_s: float = 1.0):
+        self.url, self.usage, self.every_s = url, usage, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="llama-server-slots", daemon=True)
+
+    def __enter__(self) -> SlotWatcher:
+        self.began, self.base = time.perf_counter(), self.usage.completion_tokens
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.usage.decoding_tokens = 0
+        if self.usage.completion_tokens > self.base:  # done before a look saw it: bounds from the end
+            self.usage.first_sample_s = self.usage.first_sample_s or self._since()
+            self.usage.first_token_s = self.usage.first_token_s or self.usage.first_sample_s
+
+    def _since(self) -> float:
+        return round(time.perf_counter() - self.began, 2)
+
+    def _read(self) -> int | None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as r:
+                slots = json.loads(r.read())
+            return sum(sum(t.get("n_decoded", 0) for t in s.get("next_token") or []) for s in slots
+                       if s.get("is_processing"))
+        except (OSError, ValueError, TypeError, AttributeError):  # a progress display never stops a run
+            return None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s if self.usage.first_token_s is not None else 0.2):
+            decoded = self._read()
+            if decoded is not None:
+                self.usage.decoding_tokens = decoded
+                if self.usage.first_token_s is None and decoded > 0:
+                    self.usage.first_token_s = self._since()
+            if self.usage.first_sample_s is None and self.usage.completion_tokens > self.base:
+                self.usage.first_sample_s = self._since()
+
+
 class LlamaCppTeacher:
     engine = "llamacpp"
     waits_for_room = True
@@ -111,7 +160,8 @@ class LlamaCppTeacher:
         except BaseException:
             self._dir.cleanup()
             raise
-        client = cfg.model_copy(update={"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
+        self._url = f"http://127.0.0.1:{port}"
+        client = cfg.model_copy(update={"engine": "openai", "base_url": f"{self._url}/v1",
                                         "concurrency": cfg.batch_size, "api_key_env": UNUSED_KEY_ENV})
         count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
         self._client = OpenAITeacher(client, sampling, transport=lambda c: RecountingTransport(c, count))
@@ -137,14 +187,12 @@ class LlamaCppTeacher:
 
     def _start(self, cmd: list[str], port: int) -> subprocess.Popen:
         """The server, once it answers /health; stopped again if it does not (or the wait is interrupted)."""
-        from ..workpool import die_with_parent
-
         with open(self._log, "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         try:
             self._wait_healthy(proc, port)
         except BaseException:
-            self._stop(proc)
+            stop(proc, grace_s=30)
             raise
         return proc
 
@@ -170,17 +218,9 @@ class LlamaCppTeacher:
     def generate(self, requests: Iterable[Request], sink: Sink) -> None:
         if self._proc.poll() is not None:
             raise FactoryError(f"llama-server has exited (code {self._proc.returncode}): {self._tail()}")
-        self._client.generate(requests, sink)
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen) -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with SlotWatcher(f"{self._url}/slots", self.usage):
+            self._client.generate(requests, sink)
 
     def close(self) -> None:
-        self._stop(self._proc)
+        stop(self._proc, grace_s=30)
         self._dir.cleanup()

@@ -67,6 +67,7 @@ def test_generate_on_llama_cpp_writes_traces_counts_every_choice_and_resumes(tmp
     decoded = sum(len(tokenizer(r["raw_completion"], add_special_tokens=False).input_ids) for r in rows)
     stats = json.loads((out / "generate_stats.json").read_text())
     assert abs(stats["completion_tokens"] - decoded) <= len(rows), (stats["completion_tokens"], decoded)
+    assert 0 < stats["first_token_s"] <= stats["first_sample_s"] <= stats["generation_seconds"], stats
     assert main(args) == 0
     stats = json.loads((out / "generate_stats.json").read_text())
     assert (stats["cached"], stats["requested"], stats["rows"]) == (12, 0, 12)

@@ -22,7 +22,7 @@ from factory.cli import main
 from factory.records import TRACE_SCHEMA, Prompt, Trace
 from factory.rundir import RunDir
 from factory.shards import read_table, write_shards
-from tests.conftest import write_jsonl
+from tests.conftest import python_without_the_project, write_jsonl
 
 pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")
@@ -39,31 +39,42 @@ def _free_port() -> int:
 
 
 class Cluster:
+    """The nodes run a python that has every dependency but not this project, as a cluster that never installed
+    it: its workers import factory only from what the driver ships them (`runtime_env` py_modules)."""
+
     second: subprocess.Popen | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, python: Path) -> None:
+        self.ray = [str(python), "-c", "from ray.scripts.scripts import main; main()"]
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
-        subprocess.run([RAY, "start", "--head", "--num-cpus", "1", "--port", str(self.port),
-                        "--include-dashboard=false", "--disable-usage-stats"], check=True, env=ENV,
+        subprocess.run([*self.ray, "start", "--head", "--num-cpus", "1", "--port", str(self.port),
+                        "--include-dashboard=false", "--disable-usage-stats"], check=True, env=ENV, cwd="/",
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.add_node()
 
     def add_node(self) -> None:
         """The second node, in a process group of its own so that it can be killed whole."""
-        self.second = subprocess.Popen([RAY, "start", "--block", "--address", self.address, "--num-cpus", "1"],
-                                       env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
+        self.second = subprocess.Popen([*self.ray, "start", "--block", "--address", self.address, "--num-cpus", "1"],
+                                       env=ENV, cwd="/", start_new_session=True, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         self.wait_for_nodes(2)
 
     def wait_for_nodes(self, count: int) -> None:
-        if not ray.is_initialized():
+        """Waits on a connection of its own when the tests hold none, and drops it after: the run under test
+        must make its own (`factory.executors.ray.connect`, with the code it ships)."""
+        own = not ray.is_initialized()
+        if own:
             ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        for _ in range(300):
-            if sum(n["Alive"] for n in ray.nodes()) == count:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"the Ray cluster did not reach {count} nodes")
+        try:
+            for _ in range(300):
+                if sum(n["Alive"] for n in ray.nodes()) == count:
+                    return
+                time.sleep(0.1)
+            raise RuntimeError(f"the Ray cluster did not reach {count} nodes")
+        finally:
+            if own:
+                ray.shutdown()
 
     def kill_second(self) -> None:
         os.killpg(self.second.pid, signal.SIGKILL)
@@ -77,12 +88,12 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in AUTH}
     os.environ.update(AUTH)
     c = Cluster.__new__(Cluster)
     try:
-        c.__init__()
+        c.__init__(python_without_the_project(tmp_path_factory.mktemp("cluster-python")))
         yield c
     finally:
         c.stop()

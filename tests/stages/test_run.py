@@ -273,3 +273,14 @@ def test_the_plan_follows_the_budget_the_selection_and_the_teachers_limit():
     assert short["costs"]["distill"]["train_tokens"] < plain["costs"]["distill"]["train_tokens"]
     rl = dry_run(load_pipeline(str(REPO / "pipelines" / "quickstart-rl.yaml")))
     assert rl["costs"]["grpo"]["gpu_hours"] > 0 and "incomplete" not in rl["total"]
+
+
+def test_set_reaches_every_eval_or_one_by_name():
+    """`--set eval.size=80` sets every eval of the list; `--set eval.NAME.field=v` the one named; a key that names
+    an eval (the quickstart's `teacher`) is that eval, not every eval's field of that name."""
+    path = str(REPO / "pipelines" / "quickstart.yaml")
+    p = load_pipeline(path, ["eval.size=80", "eval.student-after.size=10", "eval.teacher.sampling.n=2"])
+    got = {name: (e.size, e.sampling.n) for name, e in p.evals}
+    assert got == {"student-before": (80, 4), "student-after": (10, 4), "teacher": (80, 2)}
+    with pytest.raises(FactoryError, match="size"):
+        load_pipeline(path, ["eval.size=lots"])
