@@ -68,7 +68,7 @@ def measure(run_dir: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(QWEN_CODER.alias))
     tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids)
     return {"stage_s": state["generate"]["seconds"], "generation_seconds": gen["generation_seconds"],
-            "first_sample_s": gen.get("first_sample_s"), "samples": gen["samples"], "truncated": gen["truncated"],
+            "first_token_s": gen.get("first_token_s"), "first_sample_s": gen.get("first_sample_s"), "samples": gen["samples"], "truncated": gen["truncated"],
             "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / gen["generation_seconds"], 1),
             "usage_completion_tokens": gen["completion_tokens"],
             "kept": filt["funnel"]["kept"], "rejected_by": {k: v for k, v in filt["funnel"]["rejected_by"].items() if v},

@@ -38,7 +38,8 @@ def connect(ex: ExecutorConfig) -> Any:
         # worker, uploaded once and cached per node, so a cluster runs the driver's code, installed there or not.
         package = str(Path(__file__).resolve().parents[1])
         try:
-            ray.init(address=ex.address, runtime_env={"py_modules": [package], "excludes": ["__pycache__"]}, log_to_driver=False,
+            ray.init(address=ex.address, runtime_env={"py_modules": [package], "excludes": ["__pycache__"]},
+                     log_to_driver=False,
                      include_dashboard=False, configure_logging=False)
         except ConnectionError as e:
             raise FactoryError(f"--ray-address {ex.address}: cannot join the Ray cluster ({e})") from None

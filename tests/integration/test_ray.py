@@ -93,7 +93,9 @@ def cluster(tmp_path_factory):
     os.environ.update(AUTH)
     c = Cluster.__new__(Cluster)
     try:
-        c.__init__(python_without_the_project(tmp_path_factory.mktemp("cluster-python")))
+        python = python_without_the_project(tmp_path_factory.mktemp("cluster-python"))
+        assert subprocess.run([python, "-c", "import factory"], cwd="/", capture_output=True).returncode != 0
+        c.__init__(python)
         yield c
     finally:
         c.stop()
@@ -269,3 +271,18 @@ def test_several_teachers_on_ray_write_what_a_local_run_writes(tmp_path, fake_se
     _same_traces(tmp_path / "local", tmp_path / "ray")
     generate.run(config("ray", kind="ray", address=cluster.address))
     assert [s.served() for s, _ in servers] == [24, 24], "a rerun on the cluster buys nothing from either"
+
+
+def test_workers_run_the_code_the_driver_ships_them(tmp_path, fake_server, cluster):
+    """A driver started outside the checkout (the project imported through its installed finder, no path to it on
+    sys.path for Ray to pass on) still runs on nodes that cannot import the project: the package travels as the
+    job's `runtime_env` py_modules."""
+    prompts = _prompts(tmp_path, 6)
+    _, url = fake_server()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, "-m", "factory.cli", "generate", "--prompts", str(prompts), "--teacher",
+           "openai:fake-teacher", "--base-url", url, "--n", "2", "--out", str(tmp_path / "run"), "--no-progress",
+           "--executor", "ray", "--ray-address", cluster.address]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_table(RunDir(tmp_path / "run").traces).num_rows == 12

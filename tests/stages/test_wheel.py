@@ -40,6 +40,6 @@ def test_the_installed_wheel_writes_a_card_and_finds_launch_configs(installed, r
     readme = (run_dir / "card" / "README.md").read_text()
     assert readme.startswith("---\n") and "traces" in readme and "{{" not in readme
     launch = run_in(tmp_path, str(python), "-c", "from train.launch import launch_config, shipped; "
-                    "print(shipped()); print(launch_config('fsdp').read_text()[:200])")
+                    "print(shipped()); print(launch_config('fsdp').read_text())")
     assert launch.returncode == 0, launch.stderr[-2000:]
-    assert "'cpu_gloo', 'deepspeed_zero3', 'fsdp'" in launch.stdout and "distributed_type" in launch.stdout
+    assert "'cpu_gloo', 'deepspeed_zero3', 'fsdp'" in launch.stdout and "distributed_type: FSDP" in launch.stdout
