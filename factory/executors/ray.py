@@ -28,13 +28,13 @@ from ..errors import FactoryError
 
 
 def connect(ex: ExecutorConfig) -> Any:
-    """Joins the cluster (or starts Ray on this machine) with this checkout importable on every worker."""
+    """Joins the cluster (or starts Ray on this machine), shipping the factory package to every worker."""
     try:
         import ray
     except ImportError:
         raise FactoryError("--executor ray needs Ray: pip install 'r1-factory[ray]'") from None
     if not ray.is_initialized():
-        # The Ray way to ship code: the driver's factory package (this file's grandparent folder) goes to every
+        # The Ray way to ship code: the driver's factory package (two folders up from this file) goes to every
         # worker, uploaded once and cached per node, so a cluster runs the driver's code, installed there or not.
         package = str(Path(__file__).resolve().parents[1])
         try:
