@@ -34,6 +34,34 @@ def models(prepare: Annotated[bool, typer.Option(help="Convert the bundled model
         typer.echo(f"{alias}\t{bundled.hub_id}\t{path}\t{state}")
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Every configuration key: its type, default and meaning.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("reference")
+def config_reference(out: Annotated[str | None, typer.Option(help="Write it to this file")] = None) -> None:
+    """Every stage's keys, types, defaults and help, as docs/config-reference.md (generated from the code)."""
+    from pathlib import Path
+
+    from .pipeline.reference import markdown
+
+    text = markdown()
+    if out:
+        Path(out).write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
+@config_app.command("show")
+def config_show(pipeline: Annotated[str, typer.Argument(help="A pipeline file (pipelines/*.yaml)")],
+                set_: SetOpt = None) -> None:
+    """Every resolved value of every stage of a pipeline, and where it came from: --set, the file, the
+    default, or derived by the loader (output folders, references to other stages)."""
+    from .pipeline.reference import show_pipeline
+
+    typer.echo(show_pipeline(pipeline, set_ or []), nl=False)
+
+
 def _layers(config: str | None, flags: dict[str, Any], sets: list[str] | None) -> list[dict[str, Any]]:
     """Config file < command-line flags < --set overrides."""
     file_layer = load_yaml(config) if config else {}

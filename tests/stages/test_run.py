@@ -284,3 +284,21 @@ def test_set_reaches_every_eval_or_one_by_name():
     assert got == {"student-before": (80, 4), "student-after": (10, 4), "teacher": (80, 2)}
     with pytest.raises(FactoryError, match="size"):
         load_pipeline(path, ["eval.size=lots"])
+
+
+def test_config_show_prints_every_resolved_value_and_where_it_came_from(capsys):
+    path = str(REPO / "pipelines" / "quickstart.yaml")
+    assert main(["config", "show", path, "--set", "eval.size=80",
+                 "--set", "generate.teacher.headers.X-Key=hunter2-very-secret"]) == 0
+    out = capsys.readouterr().out
+    sections = {b.split("\n", 1)[0].strip("[]"): b.splitlines()[1:] for b in out.strip().split("\n\n")}
+    assert list(sections) == ["generate", "filter", "card", "distill", "eval.student-before", "eval.student-after",
+                              "eval.teacher"]
+    generate = sections["generate"]
+    for line in ["teacher.model = 'qwen2.5-coder-0.5b'  # file", "teacher.concurrency = 256  # default",
+                 "out = 'runs/quickstart'  # derived", "teacher.headers = {'X-Key': '***'}  # --set",
+                 "teacher.prices = None  # default"]:
+        assert line in generate, line
+    assert "size = 80  # --set" in sections["eval.student-after"]
+    assert "judge.teacher.model = 'gpt-4o-mini'  # default" in sections["filter"]
+    assert "hunter2" not in out

@@ -45,10 +45,13 @@ def test_every_command_shown_is_a_real_subcommand_with_real_options():
     for page, line in commands:
         words = line.split()[1:]
         for name in words[0].split("|"):
-            command = group.commands.get(name)
+            command, rest = group.commands.get(name), words[1:]
             assert command is not None, f"{page}: `{line}`: no subcommand {name!r}"
+            if isinstance(command, typer.core.TyperGroup):  # `factory config show ...`
+                command, rest = command.commands.get(rest[0]), rest[1:]
+                assert command is not None, f"{page}: `{line}`: no subcommand {name} {words[1]!r}"
             options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-            for word in words[1:]:
+            for word in rest:
                 option = word.strip("[]").split("=")[0]
                 if option.startswith("--"):
                     assert option in options, f"{page}: `{line}`: {name} has no option {option}"
@@ -64,3 +67,11 @@ def test_the_readme_draws_the_layers_lint_imports_checks_and_stays_short():
     toml = (REPO / "pyproject.toml").read_text().split("[[tool.importlinter.contracts]]")[1]
     assert 'type = "layers"' in toml
     assert layers == ast.literal_eval(re.search(r"^layers = (\[.*?\])$", toml, re.S | re.M).group(1))
+
+
+def test_the_config_reference_is_what_the_code_says():
+    from factory.pipeline.reference import markdown
+
+    committed = (REPO / "docs" / "config-reference.md").read_text()
+    assert committed == markdown(), "stale: regenerate with `factory config reference --out docs/config-reference.md`"
+    assert "| `teacher.engine` |" in committed and "| `judge.teacher.model` | str | `'gpt-4o-mini'` |" in committed
