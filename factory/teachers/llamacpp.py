@@ -29,7 +29,7 @@ from ..models import BUNDLED, gguf_path, resolve_model
 from ..workpool import die_with_parent, stop
 from .base import Request, Sink, Usage
 from .llamacpp_build import built_server, has_gguf, why_not_preferred
-from .openai_compat import AiohttpTransport, OpenAITeacher
+from .openai_compat import AiohttpTransport, OpenAITeacher, SampleFailure
 
 SERVER_ENV = "FACTORY_LLAMA_SERVER"  # a llama-server binary to use instead of the one setup built
 PROMPT_ROOM = 1024  # context tokens each slot keeps for the prompt beside max_tokens (teacher.max_model_len: all)
@@ -70,17 +70,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class RecountingTransport(AiohttpTransport):
-    """llama-server answers a request for n > 1 choices with the first choice's usage only (11,957 completion
-    tokens reported for 46,928 decoded in the bench): the other choices are counted here, by re-tokenising their
-    text with the model's tokenizer (within a token of what was decoded), so budgets and tokens/s hold."""
+class LlamaServerTransport(AiohttpTransport):
+    """The openai engine's client, with two things llama-server does its own way:
+    - it answers a request for n > 1 choices with the first choice's usage only (11,957 completion tokens
+      reported for 46,928 decoded in the bench): the other choices are counted here, by re-tokenising their text
+      with the model's tokenizer (within a token of what was decoded), so budgets and tokens/s hold;
+    - a prompt longer than a slot holds is refused with HTTP 400: the error then says which setting to raise."""
 
     def __init__(self, cfg: TeacherConfig, count: Callable[[str], int]):
         super().__init__(cfg)
         self.count = count
 
     async def post(self, body: dict[str, Any], n: int) -> Any:
-        data = await super().post(body, n)
+        try:
+            data = await super().post(body, n)
+        except SampleFailure as f:
+            if f.status == 400 and "context size" in str(f):
+                raise SampleFailure(f.error_class, f"{f} (each slot holds teacher.max_model_len tokens, by default "
+                                    f"max_tokens + {PROMPT_ROOM}: raise it)", status=f.status) from None
+            raise
         choices = data.get("choices") if isinstance(data, dict) else None
         usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(choices, list) and len(choices) > 1 and isinstance(usage, dict):
@@ -164,7 +172,7 @@ class LlamaCppTeacher:
         client = cfg.model_copy(update={"engine": "openai", "base_url": f"{self._url}/v1",
                                         "concurrency": cfg.batch_size, "api_key_env": UNUSED_KEY_ENV})
         count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
-        self._client = OpenAITeacher(client, sampling, transport=lambda c: RecountingTransport(c, count))
+        self._client = OpenAITeacher(client, sampling, transport=lambda c: LlamaServerTransport(c, count))
         self.usage = self._client.usage
 
     def _template(self, model: str, gguf: Path):

@@ -16,6 +16,7 @@ from factory.cli import main
 from factory.shards import read_table
 from factory.teachers.llamacpp import SERVER_ENV
 from factory.teachers.llamacpp_build import build
+from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +103,16 @@ def test_the_server_dies_with_a_generate_killed_by_sigkill(tmp_path, server):
     while any(alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in children), "no server outlives its generate"
+
+
+def test_a_prompt_longer_than_a_slot_fails_naming_the_setting(tmp_path, server, monkeypatch):
+    monkeypatch.setenv(SERVER_ENV, str(server))
+    prompts = write_jsonl(tmp_path / "long.jsonl", [{"problem": "Add these: " + " + ".join(["1"] * 2000),
+                                                     "answer": "2000"}])
+    out = tmp_path / "run"
+    code = main(["generate", "--prompts", str(prompts), "--teacher", "llamacpp:smollm2-135m", "--n", "1",
+                 "--max-tokens", "8", "--out", str(out), "--no-progress", "--set", "teacher.batch_size=2",
+                 "--set", "teacher.max_retries=0"])
+    assert code != 0, "no sample can succeed"
+    (error,) = {r["error"] for r in read_table(out / "traces").to_pylist()}
+    assert "exceeds the available context size" in error and "teacher.max_model_len" in error, error
