@@ -186,6 +186,7 @@ def _ask_the_judge(cfg: FilterConfig, traces: Path, rows: list[RowSummary]
                    "answer"]
         for batch in iter_batches(traces, TRACE_SCHEMA, columns=columns, batch_rows=cfg.batch_rows):
             for row in batch.to_pylist():
+                _check_aligned(rows, i, row["prompt_id"])
                 if i in wanted:
                     yield i, row
                 i += 1
@@ -208,6 +209,16 @@ def _check_the_judge(report: dict[str, Any] | None, judged: dict[int, Verdict]) 
                        f"{first}); the filtered output was left as it was: fix the judge and run filter again")
 
 
+def _check_aligned(rows: list[RowSummary], i: int, prompt_id: str) -> None:
+    """The passes read the traces one after another and meet by row number: a row whose prompt is not the one the
+    row filters saw at that number means the traces were read in another order (or changed), and every verdict
+    from there on would land on the wrong trace. Stop before anything is written."""
+    if i >= len(rows) or rows[i].prompt_id != prompt_id:
+        seen = rows[i].prompt_id if i < len(rows) else "no row"
+        raise FactoryError(f"filter: row {i} of the traces is prompt {prompt_id}, where the row filters saw "
+                           f"{seen}; the traces changed or were read in another order: nothing was written")
+
+
 def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSummary],
                    final: dict[int, tuple[str, str]], judged: dict[int, Verdict]) -> None:
     """Pass 3, columnar: the trace columns are never turned into Python objects, only the new columns are."""
@@ -225,6 +236,7 @@ def _write_outputs(cfg: FilterConfig, traces: Path, tmp: Path, rows: list[RowSum
         for batch in iter_batches(traces, TRACE_SCHEMA, batch_rows=cfg.batch_rows):
             flags, reasons, verdict_col, rate_col = [], [], [], []
             for pid in batch.column("prompt_id").to_pylist():
+                _check_aligned(rows, i, pid)
                 verdicts, first = json.loads(next(vf))
                 if i in judged:
                     verdicts["judge"] = judged[i].to_json()

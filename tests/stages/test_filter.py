@@ -155,3 +155,23 @@ def test_stats_are_computed_without_the_reasoning_column(tmp_path):
     assert s["reasons"] == {"correctness: wrong": 1, "length: too_long": 1}
     assert s["pass_rate"] == {"by_task": {"math": 0.5}, "by_source": {"s": 0.5}, "prompts": 1}
     assert s["tokens"]["kept"]["p50"] == 120 and s["tokens"]["rejected"]["max"] == 9000
+
+
+def test_passes_that_read_the_traces_in_another_order_stop_before_writing(run_dir, monkeypatch, capsys):
+    """The row filters and the writing pass meet by row number: read in another order, the verdicts would land
+    on other traces. The writing pass checks each row's prompt and stops; the previous output stays whole."""
+    from factory.stages import filter as stage
+
+    assert _filter(run_dir) == 0
+    before = (run_dir / "filtered" / "stats.json").read_bytes()
+    real = stage.iter_batches
+
+    def reversed_rows(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            yield batch.take(pa.array(range(batch.num_rows - 1, -1, -1)))
+
+    monkeypatch.setattr(stage, "iter_batches", reversed_rows)
+    assert _filter(run_dir) != 0
+    assert "the traces changed or were read in another order: nothing was written" in capsys.readouterr().err
+    assert (run_dir / "filtered" / "stats.json").read_bytes() == before
+    assert not list(run_dir.glob(".filter-*")), "no staging folder is left behind"
