@@ -59,15 +59,9 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     """A random 2-layer Llama (hidden 64) with the bundled tokenizer and chat template: real code paths, fast."""
-    from transformers.utils import logging as hf_logging
-
     from train.synthetic import build_tiny_model
 
-    hf_logging.disable_progress_bar()  # built inside whichever test asks first: its stderr is that test's to read
-    try:
-        return build_tiny_model(tmp_path_factory.mktemp("tiny"), smollm2_dir)
-    finally:
-        hf_logging.enable_progress_bar()
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), smollm2_dir)
 
 
 def python_without_the_project(root: Path) -> Path:

@@ -20,6 +20,7 @@ def build_tiny_model(out: Path, tokenizer_dir: str | Path, max_positions: int = 
     (vLLM's CPU attention needs a head size of 32 or more: hidden 128 with 2 heads for a model it serves.)"""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
@@ -27,7 +28,13 @@ def build_tiny_model(out: Path, tokenizer_dir: str | Path, max_positions: int = 
                       max_position_embeddings=max_positions,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
     torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
+    shown = hf_logging.is_progress_bar_enabled()  # built inside a command (`--student tiny`) or a test whose
+    hf_logging.disable_progress_bar()  # stderr is read: no "Writing model shards" bar before its one-line error
+    try:
+        LlamaForCausalLM(cfg).save_pretrained(out)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     tok.save_pretrained(out)
     return out
 

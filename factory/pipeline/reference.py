@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 HEADER = """# Configuration reference
 
@@ -38,14 +37,15 @@ def _type(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("NoneType", "None")
 
 
+REQUIRED = object()  # a field without a default
+
+
 def _default_value(field: Any) -> Any:
-    if field.default_factory is not None:
-        return field.default_factory()
-    return field.default
+    return REQUIRED if field.is_required() else field.get_default(call_default_factory=True)
 
 
 def _shown(value: Any) -> str:
-    return "(required)" if value is PydanticUndefined else f"`{value!r}`"
+    return "(required)" if value is REQUIRED else f"`{value!r}`"
 
 
 def _cell(text: str) -> str:
