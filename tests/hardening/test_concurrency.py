@@ -4,6 +4,8 @@ import multiprocessing
 import os
 import sys
 
+import pytest
+
 from factory.shards import read_manifest, read_table
 from tests.conftest import write_jsonl
 
@@ -19,6 +21,7 @@ def _generate(barrier, url: str, prompts: str, out: str, log: str) -> None:
     os._exit(code)
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_twenty_races_on_a_new_run_dir(tmp_path, fake_server):
     server, url = fake_server(delay_s=0.3)
     prompts = str(write_jsonl(tmp_path / "p.jsonl", [{"problem": f"{i} + 1?", "answer": str(i + 1)} for i in range(4)]))

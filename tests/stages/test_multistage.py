@@ -4,6 +4,7 @@ every stage; a changed stage reruns with everything after it."""
 
 import json
 
+import pytest
 import yaml
 
 from factory.cli import main
@@ -35,6 +36,7 @@ def _doc(tmp_path, teacher):
     }
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_the_r1_chain_runs_end_to_end_then_skips_then_reruns_what_changed(tmp_path, capsys, tiny_model_dir):
     path = tmp_path / "chain.yaml"
     path.write_text(yaml.safe_dump(_doc(tmp_path, tiny_model_dir)))

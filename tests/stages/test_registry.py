@@ -73,6 +73,7 @@ def test_checking_what_is_up_to_date_has_no_side_effects(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_the_same_kind_twice_runs_skips_and_invalidates_in_order(tmp_path, capsys):
     write_kept(tmp_path / "run", n=6)
     doc = {k: v for k, v in TWO_SFT.items() if k != "evals"}

@@ -98,6 +98,7 @@ def test_the_r1_recipe_is_the_papers():
         assert needle in plan, needle
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
     path = _write(tmp_path)
     assert main(["run", str(path)]) == 0
@@ -132,6 +133,7 @@ def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
     assert "card (run)" in err and "filter" not in err.split("card (run)")[0]
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_killed_mid_generation_resumes_without_duplicates(tmp_path):
     doc = {k: v for k, v in MINI.items() if k in ("name", "generate", "filter")}
     doc["generate"] = {**doc["generate"], "sampling": {"n": 3, "max_tokens": 48}, "teacher":

@@ -20,6 +20,7 @@ SMALL = ["--prompts", "gym:chain_sum", "--no-progress", "--set", "prompts.size=4
          "--set", "grad_accum=1", "--set", "beta=0"]
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_a_few_steps_on_smollm2_change_the_weights_and_log_every_reward(tmp_path):
     """Accuracy, format and DAPO's length penalty (from 16 tokens on) give the groups different rewards."""
     from safetensors.torch import load_file
@@ -105,6 +106,7 @@ def _prompts_by_step(out):
     return by_step
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_kill_then_resume_continues_from_the_last_complete_checkpoint_with_the_same_prompts(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     whole = tmp_path / "whole"
@@ -142,6 +144,7 @@ def test_bad_settings_are_one_line(tmp_path):
         grpo.run(build(GrpoConfig, {"model": "tiny", "use_vllm": True, "run_dir": str(tmp_path)}))
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_two_gloo_processes_train_one_policy_and_rank_0_alone_writes_the_logs(tmp_path):
     """The distributed path of GRPO on CPU: each rank scores its completions on its own kept pool; one writer
     per log (two appending to one rollouts.jsonl would interleave lines)."""

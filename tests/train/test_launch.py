@@ -61,6 +61,7 @@ def _first_loss(out):
     return [r["loss"] for r in rows if "loss" in r][0]
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_two_gloo_processes_match_one_process_first_loss(tmp_path):
     run = write_kept(tmp_path / "run", n=16)
     base = ["distill", str(run), "--student", "tiny", "--max-steps", "2", "--no-progress"]
@@ -85,6 +86,7 @@ def test_grpo_launches_with_the_same_configs(tmp_path):
     assert again == cfg.model_copy(update={"launch": None, "num_processes": None}), "the same config, read back"
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_a_pipeline_trains_on_every_process_of_its_launch_and_skips_it_on_a_rerun(tmp_path):
     """`factory run` trains in processes of its own (two over gloo here, every GPU of a node there) while it keeps
     the pipeline's state; the tokens seen are both ranks' batches, not rank 0's alone."""

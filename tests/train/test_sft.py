@@ -25,6 +25,7 @@ def _losses(out):
     return {r["step"]: r["loss"] for r in _metrics(out) if "loss" in r}
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_loss_falls_and_the_checkpoint_generates(tmp_path):
     run = write_kept(tmp_path / "run", n=32)
     assert main(["distill", str(run), "--student", "tiny", "--max-steps", "24", "--no-progress",
@@ -56,6 +57,7 @@ def _cmd(run, *extra):
             "--no-progress", "--set", "save_steps=3", *extra]
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_kill_then_resume_continues_at_the_right_step_with_the_same_data_order(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     whole = write_kept(tmp_path / "whole", n=32)
@@ -220,6 +222,7 @@ def test_the_context_is_extended_before_training_and_recorded(tmp_path):
     assert AutoConfig.from_pretrained(student).max_position_embeddings == 48, "the base is left untouched"
 
 
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
 def test_a_student_from_a_base_model_is_trained_and_saved_to_stop_at_the_end_of_turn(tmp_path):
     """Qwen2.5-Math and Llama-3.1 base tokenizers end text with <|endoftext|> / <|end_of_text|>; the R1-style
     template ends a turn with <|im_end|> / <|eot_id|>. A final that keeps the base EOS never stops."""
