@@ -160,10 +160,9 @@ class LlamaCppTeacher:
             raise FactoryError(f"engine llamacpp: {gguf}: no such file")
         self.model = cfg.model
         self._dir = tempfile.TemporaryDirectory(prefix="llama-server-")
-        tokenizer, template = self._template(cfg.model, gguf)
-        port = free_port()
-        self._log = Path(self._dir.name) / "server.log"
+        self._log, port = Path(self._dir.name) / "server.log", free_port()
         try:
+            tokenizer, template = self._template(cfg.model, gguf)
             self._proc = self._start(server_command(binary, gguf, cfg, sampling, port, template), port)
         except BaseException:
             self._dir.cleanup()
