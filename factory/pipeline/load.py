@@ -214,11 +214,16 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def _merge_named(entries: list[dict], over: dict) -> list[dict]:
-    """`--set eval.NAME.size=80` reaches the eval named NAME, `--set eval.size=80` every eval; a key that names an
-    eval is that eval (the quickstart's eval named `teacher` is not every eval's `teacher` field)."""
     names = {str(e.get("name")) for e in entries if e.get("name") is not None}
+    return [_merge(e, entry_override(over, names, str(e.get("name")))) for e in entries]
+
+
+def entry_override(over: dict, names: set[str], name: str) -> Any:
+    """What `--set` gives the list entry `name`: `eval.size=80` reaches every eval, `eval.NAME.size=80` the one
+    named; a key that names an entry is that entry (the quickstart's eval named `teacher` is not every eval's
+    `teacher` field)."""
     shared = {k: v for k, v in over.items() if k not in names}
-    return [_merge(e, _merge(shared, over.get(str(e.get("name"))) or {})) for e in entries]
+    return _merge(shared, over.get(name) or {})
 
 
 def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[tuple[str, Any]]:

@@ -132,7 +132,7 @@ def _resolved(cfg: BaseModel, leaf: str) -> tuple[str, Any]:
 def show_pipeline(path: str, sets: list[str]) -> str:
     """Every resolved value of every stage instance of a pipeline file, with where it came from."""
     from ..config import load_yaml, parse_overrides
-    from .load import load_pipeline
+    from .load import entry_override, load_pipeline
 
     p, doc, over = load_pipeline(path, sets), load_yaml(path), parse_overrides(sets)
     blocks = []
@@ -142,8 +142,7 @@ def show_pipeline(path: str, sets: list[str]) -> str:
             file_part, set_part = doc.get(inst.name), over.get(inst.name)
             if inst.kind == "eval":
                 file_part = next((e for e in file_part or [] if e.get("name") == name), {})
-                shared = {k: v for k, v in (set_part or {}).items() if k not in {n for n, _ in named}}
-                set_part = {**shared, **((set_part or {}).get(name) or {})}
+                set_part = entry_override(set_part or {}, {n for n, _ in named}, name)
             title = f"{inst.name}.{name}" if inst.kind == "eval" else name
             blocks.append(_block(title, provenance(cfg, file_part, set_part)))
     return "\n".join(blocks)
