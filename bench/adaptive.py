@@ -49,7 +49,7 @@ HARD = 0.2  # a prompt whose true pass rate is below this is hard
 
 
 def generate(out: Path, prompts: Path, teacher: dict, sampling: dict) -> dict:
-    from factory.config import GenerateConfig
+    from factory.config.stages import GenerateConfig
     from factory.stages import generate as stage
 
     cfg = GenerateConfig.model_validate({"out": str(out), "prompts": {"source": str(prompts)}, "teacher": teacher,
@@ -60,10 +60,10 @@ def generate(out: Path, prompts: Path, teacher: dict, sampling: dict) -> dict:
 def verified(run: Path, max_tokens: int) -> dict[str, list[bool]]:
     """The filter stage over a run with the filters adaptive sampling verifies with: per prompt, each sample's
     verdict in sample order."""
-    from factory.config import FilterConfig
-    from factory.sampling_config import VERIFY_FILTERS
-    from factory.shards import read_table
+    from factory.config.sampling import VERIFY_FILTERS
+    from factory.config.stages import FilterConfig
     from factory.stages import filter as stage
+    from factory.storage.shards import read_table
 
     stage.run(FilterConfig(run_dir=str(run), order=VERIFY_FILTERS, length={"max_tokens": max_tokens},
                            progress=False))
@@ -91,7 +91,7 @@ def score(bought: dict[str, int], verdicts: dict[str, list[bool]], rates: dict[s
 
 
 def per_prompt_counts(run: Path) -> dict[str, int]:
-    from factory.shards import read_table
+    from factory.storage.shards import read_table
 
     return dict(Counter(read_table(run / "traces").column("prompt_id").to_pylist()))
 
@@ -157,7 +157,7 @@ def simulated(pass_rates: list[float], n_prompts: int, work: Path) -> dict:
 
 
 def _true_rates(run: Path, problems: dict[str, tuple[str, float]]) -> dict[str, float]:
-    from factory.shards import read_table
+    from factory.storage.shards import read_table
 
     t = read_table(run / "traces").select(["prompt_id", "problem"]).to_pylist()
     return {r["prompt_id"]: problems[r["problem"]][1] for r in t}

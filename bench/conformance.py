@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from factory.eval_metrics import majority_correct, normalise_answer, pass_at_k
-from factory.filter_config import CorrectnessParams, FormatParams, RepetitionParams
+from factory.config.filter import CorrectnessParams, FormatParams, RepetitionParams
+from factory.config.grpo import RewardsConfig
+from factory.core.eval_metrics import majority_correct, normalise_answer, pass_at_k
 from factory.filters.basic import format_filter, repetition_filter
 from factory.filters.correctness import correctness_filter
-from factory.grpo_config import RewardsConfig
-from factory.records import PROMPT_FIELDS, Prompt
-from factory.rewards import completion_row, overlong_penalty, score
+from factory.filters.rewards import completion_row, overlong_penalty, score
+from factory.storage.records import PROMPT_FIELDS, Prompt
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "conformance" / "data"
 DIFFERENCES = DATA.parent / "differences.yaml"
@@ -109,7 +109,7 @@ def open_r1_case(row: dict[str, Any]) -> tuple[float, float]:
 
 def livecodebench_case(row: dict[str, Any]) -> tuple[float, float]:
     """A program judged by our sandbox on a problem in LiveCodeBench's own row format."""
-    from factory.livecodebench import lcb_prompt
+    from factory.sources.livecodebench import lcb_prompt
 
     functional = row["testtype"] == "functional"
     lcb_row = {"question_content": row["what"], "contest_date": "2025-01-01", "starter_code": "",

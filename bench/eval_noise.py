@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from factory.eval_metrics import difference
+from factory.core.eval_metrics import difference
 from factory.stages.compare import load_result
 
 Z_POWER = 1.96 + 0.84  # two-sided 5% test, 80% power

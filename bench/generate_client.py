@@ -24,7 +24,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from factory.config import GenerateConfig, PromptsConfig, SamplingConfig, TeacherConfig  # noqa: E402
+from factory.config.stages import GenerateConfig, PromptsConfig  # noqa: E402
+from factory.config.teacher import SamplingConfig, TeacherConfig  # noqa: E402
 from factory.stages import generate  # noqa: E402
 
 BODY_CHARS = 24_000  # ~6k tokens of reasoning

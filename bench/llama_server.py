@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from factory.models import QWEN_CODER, gguf_path
+from factory.storage.models import QWEN_CODER, gguf_path
 from factory.teachers.llamacpp import SERVER_ENV
 from factory.teachers.llamacpp_build import build, built_server
 
@@ -59,7 +59,7 @@ def measure(run_dir: Path) -> dict:
     import polars as pl
     from transformers import AutoTokenizer
 
-    from factory.models import resolve_model
+    from factory.storage.models import resolve_model
 
     state = json.loads((run_dir / "pipeline_state.json").read_text())
     gen = json.loads((run_dir / "generate_stats.json").read_text())

@@ -41,7 +41,7 @@ def commit() -> str:
 
 
 def cpu() -> dict:
-    from factory.hardware import native_bf16
+    from factory.core.hardware import native_bf16
 
     text = Path("/proc/cpuinfo").read_text()
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
@@ -94,7 +94,7 @@ def stages(run_dir: Path, sets: list[str]) -> dict:
 
 def gain(p) -> dict:
     """student-after against student-before, paired over the same problems (what the README reports)."""
-    from factory.eval_metrics import difference
+    from factory.core.eval_metrics import difference
     from factory.stages.eval import result_path
 
     evals = dict(p.evals)

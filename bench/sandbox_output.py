@@ -20,7 +20,7 @@ PROGRAM = "import sys\nfor _ in range({chunks}):\n    sys.stdout.write('x' * 655
 
 SANDBOX = """
 import resource, time
-from factory.sandbox import Limits, run_python
+from factory.filters.sandbox import Limits, run_python
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.monotonic()
 r = run_python({program!r}, limits=Limits(timeout_s={timeout}))

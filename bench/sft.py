@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from factory.config import DistillConfig  # noqa: E402
+from factory.config.stages import DistillConfig  # noqa: E402
 from train import synthetic  # noqa: E402
 
 WORDS = "we add the numbers then check each step so the total matches what the problem asks".split()

@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from transformers import AutoTokenizer
 import datasets, pyarrow  # the libraries both variants load, so that the baseline is the same
-from factory.config import DistillConfig
-from factory.models import resolve_model
+from factory.config.stages import DistillConfig
+from factory.storage.models import resolve_model
 from train.sft import student_tokenizer
 from train.students import resolve_student
 

@@ -36,7 +36,7 @@ def run(model: str, dtype: str, eager: bool, args: argparse.Namespace, out: Path
 
 
 def cpu() -> dict:
-    from factory.hardware import native_bf16
+    from factory.core.hardware import native_bf16
 
     text = Path("/proc/cpuinfo").read_text()
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
@@ -44,7 +44,7 @@ def cpu() -> dict:
 
 
 def main() -> None:
-    from factory.models import resolve_model
+    from factory.storage.models import resolve_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import GenerateConfig, build, load_yaml, parse_overrides
-from .errors import FactoryError
-from .processes import sigterm_interrupts
+from .config.loader import build, load_yaml, parse_overrides
+from .config.stages import GenerateConfig
+from .core.errors import FactoryError
+from .core.processes import sigterm_interrupts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The DeepSeek-R1 distillation recipe: teacher traces, rejection filters, SFT of students.")
@@ -26,7 +27,7 @@ def _root() -> None:
 @app.command()
 def models(prepare: Annotated[bool, typer.Option(help="Convert the bundled models now (once)")] = False) -> None:
     """List the bundled models (aliases usable as --teacher ENGINE:ALIAS) and where they live."""
-    from . import models as m
+    from .storage import models as m
 
     for alias, bundled in m.BUNDLED.items():
         path = m.prepare(bundled) if prepare else m.model_dir(alias)
@@ -136,7 +137,7 @@ def merge(
     set_: SetOpt = None,
 ) -> None:
     """Join the shards of generate --shard I/N into RUN_DIR/traces, checking every shard is there and finished."""
-    from .config import MergeConfig
+    from .config.stages import MergeConfig
     from .stages import merge as stage
 
     stage.run(build(MergeConfig, *_layers(config, {"run_dir": run_dir}, set_), where=config or "merge"))
@@ -153,7 +154,7 @@ def filter_(
     set_: SetOpt = None,
 ) -> None:
     """Apply the R1 rejection filters: RUN_DIR/filtered/kept, filtered/rejected and filtered/stats.json."""
-    from .config import FilterConfig
+    from .config.stages import FilterConfig
     from .stages import filter as stage
 
     flags: dict[str, Any] = {"run_dir": run_dir}
@@ -173,7 +174,7 @@ def view(
     set_: SetOpt = None,
 ) -> None:
     """A read-only trace viewer in the browser: the funnel, the traces and their verdicts, the evals."""
-    from .config import ViewConfig
+    from .config.stages import ViewConfig
     from .view import run as serve
 
     flags: dict[str, Any] = {"run_dir": run_dir}
@@ -215,7 +216,7 @@ def distill(
     set_: SetOpt = None,
 ) -> None:
     """SFT of a student on the kept traces (TRL SFTTrainer): RUN_DIR/student/PRESET/final."""
-    from .config import DistillConfig
+    from .config.stages import DistillConfig
 
     flags: dict[str, Any] = {"run_dir": run_dir}
     for key, value in [("student", student), ("max_steps", max_steps), ("resume", resume or None),
@@ -246,7 +247,7 @@ def grpo(
     set_: SetOpt = None,
 ) -> None:
     """GRPO (TRL GRPOTrainer) with the filters as rewards: RUN_DIR/rl/NAME/final."""
-    from .grpo_config import GrpoConfig
+    from .config.grpo import GrpoConfig
 
     flags: dict[str, Any] = {"run_dir": run_dir}
     for key, value in [("model", model), ("prompts.source", prompts), ("max_steps", max_steps),
@@ -271,7 +272,7 @@ def card(
     set_: SetOpt = None,
 ) -> None:
     """The dataset card: RUN_DIR/card/README.md (Hub front matter, funnel, lineage) and its plots."""
-    from .config import CardConfig
+    from .config.stages import CardConfig
     from .stages import card as stage
 
     flags: dict[str, Any] = {"run_dir": run_dir}
@@ -290,7 +291,7 @@ def push(
     set_: SetOpt = None,
 ) -> None:
     """Upload the card, its plots and the kept shards to a Hugging Face dataset repo (token: HF_TOKEN or login)."""
-    from .config import PushConfig
+    from .config.stages import PushConfig
     from .stages import push as stage
 
     flags: dict[str, Any] = {"run_dir": run_dir, "repo": repo}
@@ -327,7 +328,7 @@ def eval_(
 
         run_compare([*compare, *(files or [])], png or "eval/compare.png")
         return
-    from .config import EvalConfig
+    from .config.stages import EvalConfig
     from .stages import eval as stage
 
     flags: dict[str, Any] = {}
@@ -389,16 +390,17 @@ def ablate(
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
-    from . import rundir
+    from .core import section
+    from .storage.rundir import redacted_command
 
-    rundir.COMMAND = rundir.redacted_command(["factory", *(sys.argv[1:] if argv is None else argv)])
+    section.COMMAND = redacted_command(["factory", *(sys.argv[1:] if argv is None else argv)])
     try:
         with sigterm_interrupts():  # a SIGTERM unwinds like Ctrl-C: engines shut down, caches close
             app(args=argv, prog_name="factory")  # standalone: click prints usage errors itself and exits 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except FactoryError as e:
-        from .redact import redact_text
+        from .core.redact import redact_text
 
         typer.echo(f"error: {redact_text(str(e))}", err=True)
         return 1

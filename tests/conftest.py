@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.models import is_prepared, model_dir
+from factory.storage.models import is_prepared, model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from factory.config import public_dump
-from factory.errors import FactoryError
-from factory.shards import write_json_atomic
+from factory.config.loader import public_dump
+from factory.core.errors import FactoryError
+from factory.storage.shards import write_json_atomic
 
 
 class MetricsAndGuard(TrainerCallback):

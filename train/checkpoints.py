@@ -9,9 +9,9 @@ import shutil
 import time
 from pathlib import Path
 
-from factory.errors import FactoryError
-from factory.model_content import write_record
-from factory.rundir import FINAL
+from factory.core.errors import FactoryError
+from factory.storage.model_content import write_record
+from factory.storage.rundir import FINAL
 
 COMPLETE = "COMPLETE"
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
 
 
 def _local_dir(path: str) -> Path:

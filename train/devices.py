@@ -29,7 +29,7 @@ def detect(precision: str = "auto") -> Devices:
     optimizer stay float32)."""
     import torch
 
-    from factory.hardware import native_bf16
+    from factory.core.hardware import native_bf16
 
     cuda = torch.cuda.is_available()
     wanted = {"fp32": False, "bf16": True}.get(precision)

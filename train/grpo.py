@@ -1,4 +1,4 @@
-"""`factory grpo RUN_DIR --model M`: GRPO with TRL's GRPOTrainer, the rewards being the filters (factory/rewards.py).
+"""`factory grpo RUN_DIR --model M`: GRPO with TRL's GRPOTrainer, the rewards being the filters (factory/filters/rewards.py).
 
 What is added to TRL: prompts from any factory source with R1-Zero's template or the chat template, the filters as
 named, weighted rewards scored in worker processes and cached, prompts over the length limit dropped and counted,
@@ -13,14 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from factory.benchmarks import PROMPTS_SEEN
-from factory.chat_templates import R1_ZERO, prompt_template, r1_zero_chat_template
-from factory.errors import FactoryError
-from factory.filter_stats import prompt_pass_rates
-from factory.grpo_config import GrpoConfig
-from factory.records import PROMPT_FIELDS
-from factory.rundir import FINAL, RunDir, write_resolved_config
-from factory.shards import MANIFEST, write_json_atomic
+from factory.config.grpo import GrpoConfig
+from factory.core.chat_templates import R1_ZERO, prompt_template, r1_zero_chat_template
+from factory.core.errors import FactoryError
+from factory.filters.stats import prompt_pass_rates
+from factory.sources.benchmarks import PROMPTS_SEEN
+from factory.storage.records import PROMPT_FIELDS
+from factory.storage.rundir import FINAL, RunDir, write_resolved_config
+from factory.storage.shards import MANIFEST, write_json_atomic
 
 from . import context
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
@@ -49,7 +49,7 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
     """Every process of a distributed launch runs this; only the main one writes the run's files."""
     from accelerate import PartialState
 
-    from factory.rewards import RewardScorer
+    from factory.filters.rewards import RewardScorer
 
     dev = detect(cfg.precision)
     if cfg.use_vllm and not dev.cuda:  # measured: docs/rl-demo-choices.md

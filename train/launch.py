@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from factory.errors import FactoryError
-from factory.processes import call, write_config
+from factory.core.errors import FactoryError
+from factory.core.processes import call, write_config
 
 LAUNCH_DIR = Path(__file__).parent / "launch"
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory.config import DistillConfig, MixSource
-from factory.errors import FactoryError
-from factory.rundir import RunDir
+from factory.config.stages import DistillConfig, MixSource
+from factory.core.errors import FactoryError
 from factory.sources.spec import is_file_spec, parse_source
+from factory.storage.rundir import RunDir
 
 PROMPT_KEYS = ("problem", "question", "prompt", "instruction")
 RESPONSE_KEYS = ("response", "answer", "output", "completion")
@@ -92,7 +92,7 @@ def _count(src: MixSource) -> int:
     """The source's rows: a run's kept traces from their manifest, a file or dataset by a pass over it."""
     path = Path(src.source)
     if path.is_dir():
-        from factory.shards import read_manifest
+        from factory.storage.shards import read_manifest
 
         return int(read_manifest(RunDir(path).kept)["rows"])
     return sum(1 for _ in _rows(src))
@@ -115,7 +115,7 @@ def run_items(kept: Path) -> Iterator[Item]:
 
 
 def _run_rows(kept: Path, src: MixSource) -> Iterator[Item]:
-    from factory.shards import iter_batches
+    from factory.storage.shards import iter_batches
 
     for batch in iter_batches(kept, columns=["messages", "reasoning", "answer"]):
         for row in batch.to_pylist():

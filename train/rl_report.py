@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from factory.redact import redact_text
+from factory.core.redact import redact_text
 
 SUMMARY_KEYS = ("reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "kl", "entropy")
 EXAMPLES = 3  # rollouts shown from the first step and from the last

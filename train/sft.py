@@ -12,11 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from factory.chat_templates import r1_template
-from factory.config import DistillConfig
-from factory.errors import FactoryError
-from factory.rundir import write_resolved_config
-from factory.shards import write_json_atomic
+from factory.config.stages import DistillConfig
+from factory.core.chat_templates import r1_template
+from factory.core.errors import FactoryError
+from factory.storage.rundir import write_resolved_config
+from factory.storage.shards import write_json_atomic
 
 from . import context
 from .batching import bucket_order, use_packing

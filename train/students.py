@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from factory.config import DistillConfig
-from factory.errors import FactoryError
-from factory.rundir import FINAL, RunDir
+from factory.config.stages import DistillConfig
+from factory.core.errors import FactoryError
+from factory.storage.rundir import FINAL, RunDir
 
 LLAMA_QWEN_LORA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -25,7 +25,7 @@ class Student:
     batch_size: int = 1
     grad_accum: int = 16
     lora_targets: list[str] = field(default_factory=lambda: list(LLAMA_QWEN_LORA))
-    chat_template: str | None = None  # None: the family's R1-style template (factory.chat_templates)
+    chat_template: str | None = None  # None: the family's R1-style template (factory.core.chat_templates)
     on_cpu: bool = False
     max_position_embeddings: int | None = None  # context extension before training (train/context.py)
     rope_theta: float | None = None
@@ -96,7 +96,7 @@ def final_dir(cfg: DistillConfig) -> Path:
 
 def model_path(student: Student) -> str:
     """Where to load the student from: bundled aliases and `tiny` are built locally, the rest pass through."""
-    from factory.models import resolve_model
+    from factory.storage.models import resolve_model
 
     if student.model == "tiny":
         return str(tiny_model())
@@ -108,7 +108,7 @@ def tiny_model() -> Path:
     import os
     import shutil
 
-    from factory.models import cache_root, resolve_model
+    from factory.storage.models import cache_root, resolve_model
 
     from .synthetic import build_tiny_model
 

@@ -7,9 +7,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from factory.records import FILTERED_SCHEMA, Prompt, Trace
-from factory.rundir import RunDir
-from factory.shards import write_shards
+from factory.storage.records import FILTERED_SCHEMA, Prompt, Trace
+from factory.storage.rundir import RunDir
+from factory.storage.shards import write_shards
 
 TINY_POSITIONS = 4096
 
@@ -44,7 +44,7 @@ def base_like_tokenizer(out: Path) -> Path:
     template; `<|im_start|>` and `<|im_end|>` are in its vocabulary as added tokens."""
     from transformers import AutoTokenizer
 
-    from factory.models import resolve_model
+    from factory.storage.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("qwen2.5-coder-0.5b"))
     tok.eos_token = "<|endoftext|>"

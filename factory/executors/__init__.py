@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..budget import Budget
-from ..cache import SampleCache
-from ..config import FilterConfig, GenerationSettings
+from ..config.stages import FilterConfig, GenerationSettings
 from ..filters.decontam import DecontamIndex
-from ..generation import Plan
+from ..generation.budget import Budget
+from ..generation.plan import Plan
+from ..storage.cache import SampleCache
 
 
 def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, budget: Budget | None = None,

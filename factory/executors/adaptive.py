@@ -19,15 +19,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..budget import Budget
-from ..cache import SampleCache
-from ..config import FilterConfig, GenerateConfig, describe
-from ..errors import FactoryError
+from ..config.loader import describe
+from ..config.stages import FilterConfig, GenerateConfig
+from ..core.errors import FactoryError
+from ..core.workpool import WorkPool
 from ..filters.rows import init_worker, judge_batch
-from ..generation import Plan, make_trace
-from ..records import Prompt
+from ..generation.budget import Budget
+from ..generation.plan import Plan, make_trace
+from ..storage.cache import SampleCache
+from ..storage.records import Prompt
 from ..teachers import billed_tokens
-from ..workpool import WorkPool
 
 Buy = Callable[[Iterable[tuple[Prompt, list[dict], list[str]]], int, str], None]  # (work, samples to buy, label)
 ROWS_PER_TASK = 32

@@ -23,12 +23,12 @@ from typing import Any
 import openai
 from rich.console import Console
 
-from ..cache import SampleCache, cache_record, sampling_column
-from ..config import GenerateConfig
-from ..errors import FactoryError
-from ..generation import Plan, endpoint, sampling_key, usage_report
-from ..progress import BatchProgress
-from ..shards import read_json, write_json_atomic
+from ..config.stages import GenerateConfig
+from ..core.errors import FactoryError
+from ..generation.plan import Plan, endpoint, sampling_key, usage_report
+from ..generation.progress import BatchProgress
+from ..storage.cache import SampleCache, cache_record, sampling_column
+from ..storage.shards import read_json, write_json_atomic
 from ..teachers import Completion, Usage
 from ..teachers.openai_compat import chat_body, completions_from, preflight, sync_client
 

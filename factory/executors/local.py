@@ -9,15 +9,15 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..budget import Budget
-from ..cache import SampleCache, cache_record, sampling_column
-from ..config import FilterConfig, GenerationSettings
+from ..config.stages import FilterConfig, GenerationSettings
+from ..core.workpool import ordered_map
 from ..filters.decontam import DecontamIndex
 from ..filters.rows import RowJudgement, hung_row_group, init_worker, judge_row_group
-from ..generation import Plan, missing_requests, sampling_key, usage_report
-from ..progress import GenerationProgress, starting
+from ..generation.budget import Budget
+from ..generation.plan import Plan, missing_requests, sampling_key, usage_report
+from ..generation.progress import GenerationProgress, starting
+from ..storage.cache import SampleCache, cache_record, sampling_column
 from ..teachers import Completion, Request, make_teacher, resolve_engine
-from ..workpool import ordered_map
 
 
 def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, report: dict[str, Any],

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..config import ExecutorConfig, FilterConfig, GenerationSettings, SamplingConfig
-from ..errors import FactoryError
+from ..config.stages import ExecutorConfig, FilterConfig, GenerationSettings
+from ..config.teacher import SamplingConfig
+from ..core.errors import FactoryError
 
 
 def connect(ex: ExecutorConfig) -> Any:
@@ -86,7 +87,7 @@ class GenerateActor:
     (threads, each with its share of the concurrency), so one batch's last requests never leave it idle."""
 
     def __init__(self, cfg_json: dict[str, Any], cache_dir: str, share: int):
-        from ..cache import SegmentWriter, new_segment
+        from ..storage.cache import SegmentWriter, new_segment
 
         cfg = GenerationSettings.model_validate(cfg_json)
         t = cfg.teacher
@@ -108,9 +109,9 @@ class GenerateActor:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        from ..cache import cache_record, sampling_column
-        from ..generation import sampling_key
-        from ..records import Prompt
+        from ..generation.plan import sampling_key
+        from ..storage.cache import cache_record, sampling_column
+        from ..storage.records import Prompt
         from ..teachers import Request
 
         teacher = self.teacher()
@@ -175,8 +176,8 @@ def generate_on_ray(cfg: GenerationSettings, work: Any, cache: Any, report: dict
     indexes; failures land in report["errors"] as they do locally."""
     import time
 
-    from ..generation import missing_requests, usage_report
-    from ..progress import GenerationProgress
+    from ..generation.plan import missing_requests, usage_report
+    from ..generation.progress import GenerationProgress
     from ..teachers import Completion, Usage
 
     if cfg.teacher.engine == "openai":

@@ -2,7 +2,7 @@
 
 Row filters judge one trace; set filters (dedup, selection) judge a trace against the rest of the run and live
 in `setwise.py`. The same functions serve as eval scorers (`factory eval` calls `correctness`) and as GRPO rewards
-(`factory/rewards.py`: accuracy, format, language); no IO, no globals they write.
+(`factory/filters/rewards.py`: accuracy, format, language); no IO, no globals they write.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .. import filter_config as P
-from ..records import Prompt, prompt_from_row
+from ..config import filter as P
+from ..storage.records import Prompt, prompt_from_row
 
 Status = Literal["pass", "fail", "skip"]
 

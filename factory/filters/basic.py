@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..records import Prompt
+from ..storage.records import Prompt
 from . import Verdict
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")

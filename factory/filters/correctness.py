@@ -14,8 +14,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from ..records import Prompt
-from ..textutil import all_boxed, last_boxed
+from ..core.textutil import all_boxed, last_boxed
+from ..storage.records import Prompt
 from . import Verdict
 
 
@@ -270,7 +270,7 @@ def _header_imports(meta: dict[str, Any]) -> str:
 
 
 def code_correct(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
-    from .. import sandbox
+    from . import sandbox
 
     if not prompt.tests:
         return Verdict.skipped("no_reference", reject=p.reject_unverified)

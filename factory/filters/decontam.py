@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import PromptsConfig
-from ..filter_config import DecontamParams
-from ..records import Prompt
+from ..config.filter import DecontamParams
+from ..config.stages import PromptsConfig
+from ..storage.records import Prompt
 from . import Verdict
 
 _WORD = re.compile(r"\w+")
@@ -40,11 +40,11 @@ class DecontamIndex:
 
 def benchmark_problems(spec: str) -> list[Prompt]:
     """An eval benchmark by name (its real Hub split), else any prompt source; `hf:` sources with every split."""
-    from ..benchmarks import HUB
+    from ..sources.benchmarks import HUB
 
     if spec in HUB:
-        from ..benchmarks import load_benchmark
-        from ..config import EvalConfig
+        from ..config.stages import EvalConfig
+        from ..sources.benchmarks import load_benchmark
 
         return load_benchmark(EvalConfig(benchmark=spec))
     from ..sources import load_prompts

@@ -16,11 +16,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..cache import SampleCache, sample_key
-from ..filter_config import JudgeParams
-from ..model_content import model_content
-from ..records import prompt_from_row
-from ..teacher_config import SamplingConfig
+from ..config.filter import JudgeParams
+from ..config.teacher import SamplingConfig
+from ..storage.cache import SampleCache, sample_key
+from ..storage.model_content import model_content
+from ..storage.records import prompt_from_row
 from . import Verdict
 
 # The trace is untrusted text: each field sits between markers the judge is told to treat as data, and a field
@@ -125,8 +125,8 @@ def run_judge(p: JudgeParams, rows: Iterable[tuple[int, dict[str, Any]]], cache:
               progress: bool = True) -> tuple[dict[int, Verdict], dict[str, Any]]:
     """Verdicts for (index, row) pairs: from the cache where the judge answered before, else from the judge.
     Returns them by index, with what it cost."""
-    from ..cache import cache_record, sampling_column
-    from ..progress import GenerationProgress
+    from ..generation.progress import GenerationProgress
+    from ..storage.cache import cache_record, sampling_column
     from ..teachers import Completion, Request, make_teacher
 
     verdicts: dict[int, Verdict] = {}

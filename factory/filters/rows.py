@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import FilterConfig
-from ..records import TRACE_SCHEMA
+from ..config.stages import FilterConfig
+from ..storage.records import TRACE_SCHEMA
 from . import FILTERS, ROW_FILTERS, Verdict, run_row_filters
 from .basic import count_tokens
 from .decontam import DecontamIndex

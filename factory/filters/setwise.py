@@ -14,7 +14,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..filter_config import DedupParams, SelectionParams
+from ..config.filter import DedupParams, SelectionParams
 
 _SPACE = re.compile(r"\s+")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ..eval_metrics import holm, mean_ci, pooled_difference
-from ..shards import read_json, read_json_object, write_json_atomic
+from ..core.eval_metrics import holm, mean_ci, pooled_difference
+from ..storage.shards import read_json, read_json_object, write_json_atomic
 from .ablation import Ablation
 from .load import Pipeline
 
@@ -96,7 +96,7 @@ def sentence(r: dict[str, Any]) -> str:
 
 def report(a: Ablation) -> dict[str, Any]:
     """runs/ablate/NAME/results.json, report.md and ablation.png."""
-    from ..cards import plots
+    from ..publish import plots
 
     results = compare(a)
     write_json_atomic(a.root / "results.json", results)
@@ -193,7 +193,7 @@ def sample_sets(p: Pipeline) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _key(teacher, cfg, what: dict[str, Any]) -> str:
-    from ..generation import sampling_key
+    from ..generation.plan import sampling_key
 
     return json.dumps({"teacher": [teacher.engine, teacher.model, teacher.base_url], "what": what,
                        "sampling": sampling_key(cfg), "template": cfg.template.model_dump()},

@@ -21,9 +21,9 @@ from typing import Any
 from pydantic import Field, field_validator
 from rich.console import Console
 
-from ..config import build, load_yaml
-from ..errors import FactoryError
-from ..strict import Strict
+from ..config.loader import build, load_yaml
+from ..config.strict import Strict
+from ..core.errors import FactoryError
 from .load import Pipeline, load_pipeline, resolve_model_ref
 
 console = Console(stderr=True)

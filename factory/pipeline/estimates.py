@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import DistillConfig, EvalConfig, GenerateConfig
+from ..config.stages import DistillConfig, EvalConfig, GenerateConfig
+from ..config.strict import Strict
 from ..sources.spec import parse_source
-from ..strict import Strict
 
 # Dense BF16 tensor-core peaks (no sparsity), from NVIDIA's data sheets (SXM parts).
 GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "B200": 2250.0, "L40S": 362.0, "A10G": 70.0}

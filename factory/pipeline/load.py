@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import build, load_yaml, parse_overrides
-from ..errors import FactoryError
-from ..rundir import RunDir
+from ..config.loader import build, load_yaml, parse_overrides
+from ..core.errors import FactoryError
+from ..storage.rundir import RunDir
 from .estimates import PlanAssumptions
 from .registry import KINDS, STAGES
 
@@ -183,7 +183,7 @@ def _entries(path: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None]
 
 
 def _check_name(path: str, where: str, name: str) -> None:
-    from ..config import check_path_name
+    from ..config.stages import check_path_name
 
     try:
         check_path_name(name)
@@ -227,7 +227,7 @@ def entry_override(over: dict, names: set[str], name: str) -> Any:
 
 
 def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[tuple[str, Any]]:
-    from ..config import EvalConfig
+    from ..config.stages import EvalConfig
 
     if not isinstance(entries, list) or not entries:
         raise FactoryError(f"{path}: eval: expected a list of evaluations (name, model, benchmark, ...)")

@@ -4,6 +4,7 @@ writes it, and a test keeps the committed file equal to what the code says."""
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -34,7 +35,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 def _type(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+    # a nested model reads as its class name, not the module it lives in (which moves)
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", str(annotation)).replace("NoneType", "None")
 
 
 REQUIRED = object()  # a field without a default
@@ -74,7 +76,7 @@ def section(title: str, model: type[BaseModel], intro: str = "") -> str:
 
 
 def markdown() -> str:
-    from ..config import EvalConfig
+    from ..config.stages import EvalConfig
     from .estimates import PlanAssumptions
     from .registry import STAGES
 
@@ -131,7 +133,7 @@ def _resolved(cfg: BaseModel, leaf: str) -> tuple[str, Any]:
 
 def show_pipeline(path: str, sets: list[str]) -> str:
     """Every resolved value of every stage instance of a pipeline file, with where it came from."""
-    from ..config import load_yaml, parse_overrides
+    from ..config.loader import load_yaml, parse_overrides
     from .load import entry_override, load_pipeline
 
     p, doc, over = load_pipeline(path, sets), load_yaml(path), parse_overrides(sets)
@@ -150,7 +152,7 @@ def show_pipeline(path: str, sets: list[str]) -> str:
 
 def _block(title: str, values: Iterator[tuple[str, Any, str]]) -> str:
     """Printed through the redaction every artifact goes through: headers and secret-named values are masked."""
-    from ..redact import redact, redact_text
+    from ..core.redact import redact, redact_text
 
     lines = [f"[{title}]"]
     for key, value, source in values:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..config import CardConfig, DistillConfig, EvalConfig, FilterConfig, GenerateConfig
-from ..grpo_config import GrpoConfig
-from ..rundir import RunDir
-from ..shards import read_json, read_json_object
+from ..config.grpo import GrpoConfig
+from ..config.stages import CardConfig, DistillConfig, EvalConfig, FilterConfig, GenerateConfig
+from ..storage.rundir import RunDir
+from ..storage.shards import read_json, read_json_object
 
 if TYPE_CHECKING:
     from .load import Pipeline, StageInstance
@@ -59,7 +59,7 @@ def _own_process(teacher) -> bool:
 def _run_generate(cfg: GenerateConfig, ctx: Context) -> dict[str, Any]:
 
     if any(_own_process(t) for t in cfg.all_teachers()) and not cfg.executor.kind == "ray":
-        from ..processes import run_command
+        from ..core.processes import run_command
 
         stats = RunDir(cfg.out).generate_stats
         stats.unlink(missing_ok=True)  # the child writes this run's
@@ -153,7 +153,7 @@ def _run_evals(evals: list[tuple[str, EvalConfig]], ctx: Context) -> dict[str, A
 
 def _eval_in_process(cfg: EvalConfig) -> dict[str, Any]:
 
-    from ..processes import run_command
+    from ..core.processes import run_command
     from ..stages.eval import result_path
 
     path = result_path(cfg)

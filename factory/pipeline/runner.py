@@ -15,10 +15,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..config import fingerprint, public_dump
-from ..errors import FactoryError
-from ..rundir import RunDir, stage_section
-from ..shards import read_json_object, write_json_atomic
+from ..config.loader import fingerprint, public_dump
+from ..core.errors import FactoryError
+from ..core.section import stage_section
+from ..storage.rundir import RunDir
+from ..storage.shards import read_json_object, write_json_atomic
 from .load import Pipeline, StageInstance, model_refs, resolve_refs
 from .registry import STAGES, Context
 

@@ -6,9 +6,9 @@ request is sent or a file is written.
 
 from __future__ import annotations
 
-from ..config import PromptsConfig
-from ..errors import FactoryError
-from ..records import Prompt
+from ..config.stages import PromptsConfig
+from ..core.errors import FactoryError
+from ..storage.records import Prompt
 from .spec import parse_source
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import PromptsConfig
-from ..errors import FactoryError, first_line
-from ..records import Prompt
-from ..textutil import last_boxed
+from ..config.stages import PromptsConfig
+from ..core.errors import FactoryError, first_line
+from ..core.textutil import last_boxed
+from ..storage.records import Prompt
 from .tasks import check_task
 
 PROBLEM_KEYS = ("problem", "question", "prompt")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..config import PromptsConfig
-from ..errors import FactoryError
-from ..records import Prompt
+from ..config.stages import PromptsConfig
+from ..core.errors import FactoryError
+from ..storage.records import Prompt
 
 
 def load_gym(task: str, cfg: PromptsConfig) -> list[Prompt]:

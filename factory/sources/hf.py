@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import PromptsConfig
-from ..errors import FactoryError
-from ..records import Prompt
+from ..config.stages import PromptsConfig
+from ..core.errors import FactoryError
+from ..storage.records import Prompt
 from .files import row_to_prompt
 
 

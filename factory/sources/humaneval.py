@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..errors import FactoryError
-from ..records import Prompt
+from ..core.errors import FactoryError
+from ..storage.records import Prompt
 
 PREAMBLE = "Complete the following Python function. Keep its signature and docstring.\n\n```python\n"
 

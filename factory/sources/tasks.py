@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import FactoryError
+from ..core.errors import FactoryError
 
 KNOWN_TASKS = ("math", "code", "choice")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..cards import render
-from ..config import CardConfig
-from ..rundir import RunDir
+from ..config.stages import CardConfig
+from ..publish.card import render
+from ..storage.rundir import RunDir
 
 console = Console(stderr=True)
 

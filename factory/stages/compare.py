@@ -11,8 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import FactoryError
-from ..eval_metrics import difference
+from ..core.errors import FactoryError
+from ..core.eval_metrics import difference
 from .eval import LENIENT
 
 console = Console(stderr=True)
@@ -100,7 +100,7 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md
         out["png"] = str(chart)
         console.print(f"chart: {chart}")
     if md:
-        from ..redact import redact_text
+        from ..core.redact import redact_text
 
         text = markdown(out, results)
         if metric == "pass@1" and all(LENIENT in r["metrics"] for r in results):

@@ -16,19 +16,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..benchmarks import load_benchmark
-from ..cache import SampleCache
-from ..config import EvalConfig, fingerprint, public_dump
-from ..errors import FactoryError
-from ..eval_metrics import mean_ci, problem_metrics
+from ..config.loader import fingerprint, public_dump
+from ..config.stages import EvalConfig
+from ..core.errors import FactoryError
+from ..core.eval_metrics import mean_ci, problem_metrics
+from ..core.workpool import ordered_map
 from ..executors import generate_missing
 from ..filters.correctness import correctness_filter, voted_answer
-from ..generation import CACHE_FIELDS, make_trace, plan
-from ..records import Prompt, Trace
-from ..rundir import package_versions
-from ..shards import write_json_atomic
+from ..generation.plan import CACHE_FIELDS, make_trace, plan
+from ..sources.benchmarks import load_benchmark
+from ..storage.cache import SampleCache
+from ..storage.records import Prompt, Trace
+from ..storage.rundir import package_versions
+from ..storage.shards import write_json_atomic
 from ..teachers import resolve_engine
-from ..workpool import ordered_map
 
 console = Console(stderr=True)
 LENIENT = "lenient_pass@1"  # pass@1 where an answer without \boxed{} counts by its last number
@@ -53,7 +54,7 @@ def result_path(cfg: EvalConfig) -> Path:
 
 def check_model_loads(model: str) -> None:
     """A local checkpoint that cannot load fails here, in one line, before an engine spends minutes starting."""
-    from ..models import BUNDLED, resolve_model
+    from ..storage.models import BUNDLED, resolve_model
 
     path = Path(resolve_model(model)) if model in BUNDLED else Path(model)
     if not path.exists():
@@ -137,7 +138,7 @@ def _hung(task: tuple) -> list[dict[str, Any]]:
 
 
 def score_all(cfg: EvalConfig, prompts: list[Prompt], traces: list[list[Trace]]) -> list[dict[str, Any]]:
-    from ..progress import StageProgress
+    from ..generation.progress import StageProgress
 
     tasks = [(p, [t.to_row() for t in ts], cfg.correctness) for p, ts in zip(prompts, traces)]
     workers = min(cfg.workers or os.cpu_count() or 1, len(tasks))

@@ -20,16 +20,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..config import FilterConfig
-from ..errors import FactoryError
+from ..config.stages import FilterConfig
+from ..core.errors import FactoryError
 from ..executors import judge_row_groups, shared_band_keys
-from ..filter_stats import funnel_stats, print_stats
 from ..filters import SET_FILTERS, Verdict
 from ..filters.decontam import build_index
 from ..filters.setwise import RowSummary, dedup, pass_rates, select
-from ..records import FILTERED_SCHEMA, TRACE_SCHEMA
-from ..rundir import RunDir, write_resolved_config
-from ..shards import (
+from ..filters.stats import funnel_stats, print_stats
+from ..storage.records import FILTERED_SCHEMA, TRACE_SCHEMA
+from ..storage.rundir import RunDir, write_resolved_config
+from ..storage.shards import (
     ShardWriter,
     iter_batches,
     iter_shards,
@@ -100,7 +100,7 @@ def with_judge(cfg: FilterConfig) -> FilterConfig:
 
 
 def _check_sandbox() -> None:
-    from .. import sandbox
+    from ..filters import sandbox
 
     if sandbox.available():
         problem = sandbox.self_check()
@@ -116,7 +116,7 @@ def _row_groups(traces: Path) -> list[tuple[str, int]]:
 
 
 def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int) -> list[RowSummary]:
-    from ..progress import StageProgress
+    from ..generation.progress import StageProgress
 
     summaries: list[RowSummary] = []
     workers = cfg.workers or os.cpu_count() or 1
@@ -173,9 +173,9 @@ def _ask_the_judge(cfg: FilterConfig, traces: Path, rows: list[RowSummary]
     verify); a row it fails no longer takes part in the set filters. Its answers live in the run's cache."""
     if "judge" not in cfg.active():
         return {}, None
-    from ..cache import SampleCache
     from ..filters.judge import run_judge
-    from ..generation import CACHE_FIELDS
+    from ..generation.plan import CACHE_FIELDS
+    from ..storage.cache import SampleCache
 
     p = cfg.judge
     wanted = {i for i, r in enumerate(rows) if r.passed_rows and (p.mode == "always" or r.correct is None)}

@@ -15,16 +15,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..budget import Budget
-from ..cache import SampleCache
-from ..config import GenerateConfig, artifact_config, fingerprint
-from ..errors import FactoryError
+from ..config.loader import artifact_config, fingerprint
+from ..config.stages import GenerateConfig
+from ..core.errors import FactoryError
 from ..executors import generate_missing
-from ..generation import CACHE_FIELDS, make_trace, plan
-from ..records import TRACE_SCHEMA, Prompt
-from ..rundir import RunDir, write_resolved_config
-from ..shards import ShardWriter, write_json_atomic
+from ..generation.budget import Budget
+from ..generation.plan import CACHE_FIELDS, make_trace, plan
 from ..sources import load_prompts
+from ..storage.cache import SampleCache
+from ..storage.records import TRACE_SCHEMA, Prompt
+from ..storage.rundir import RunDir, write_resolved_config
+from ..storage.shards import ShardWriter, write_json_atomic
 from ..teachers import resolve_engine
 
 console = Console(stderr=True)

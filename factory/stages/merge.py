@@ -15,11 +15,12 @@ from typing import Any
 import pyarrow as pa
 from rich.console import Console
 
-from ..config import GenerateConfig, MergeConfig, artifact_config, fingerprint
-from ..errors import FactoryError
-from ..records import TRACE_SCHEMA
-from ..rundir import RunDir, write_resolved_config
-from ..shards import ShardWriter, iter_batches, read_json_object, read_manifest, write_json_atomic
+from ..config.loader import artifact_config, fingerprint
+from ..config.stages import GenerateConfig, MergeConfig
+from ..core.errors import FactoryError
+from ..storage.records import TRACE_SCHEMA
+from ..storage.rundir import RunDir, write_resolved_config
+from ..storage.shards import ShardWriter, iter_batches, read_json_object, read_manifest, write_json_atomic
 
 console = Console(stderr=True)
 SUMMED = ("prompts", "samples", "cached", "requested", "rows", "ok", "failed", "truncated", "prompt_tokens",

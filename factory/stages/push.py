@@ -14,13 +14,13 @@ from typing import Any
 from rich.console import Console
 from rich.tree import Tree
 
-from .. import hub
-from ..cards import load_run, render
-from ..config import PushConfig
-from ..errors import FactoryError
-from ..hub import STAGING_MARK
-from ..rundir import RunDir
-from ..shards import check_shards
+from ..config.stages import PushConfig
+from ..core.errors import FactoryError
+from ..publish import hub
+from ..publish.card import load_run, render
+from ..publish.hub import STAGING_MARK
+from ..storage.rundir import RunDir
+from ..storage.shards import check_shards
 
 console = Console(stderr=True)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..config import SamplingConfig, TeacherConfig
-from ..errors import FactoryError
+from ..config.teacher import SamplingConfig, TeacherConfig
+from ..core.errors import FactoryError
 from .base import PAUSE, Completion, Request, Teacher, Usage, billed_tokens
 
 __all__ = ["PAUSE", "Completion", "Request", "Teacher", "Usage", "billed_tokens", "make_teacher", "parse_teacher", "resolve_engine"]

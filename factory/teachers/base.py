@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..records import Prompt
+from ..storage.records import Prompt
 
 
 @dataclass

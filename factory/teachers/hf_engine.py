@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from ..chat_templates import prompt_template
-from ..config import SamplingConfig, TeacherConfig
-from ..models import resolve_model
+from ..config.teacher import SamplingConfig, TeacherConfig
+from ..core.chat_templates import prompt_template
+from ..storage.models import resolve_model
 from .base import Completion, Request, Sink, Usage
 
 

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config import SamplingConfig, TeacherConfig
-from ..errors import FactoryError
-from ..models import BUNDLED, gguf_path, resolve_model
-from ..workpool import die_with_parent, stop
+from ..config.teacher import SamplingConfig, TeacherConfig
+from ..core.errors import FactoryError
+from ..core.workpool import die_with_parent, stop
+from ..storage.models import BUNDLED, gguf_path, resolve_model
 from .base import Request, Sink, Usage
 from .llamacpp_build import built_server, has_gguf, why_not_preferred
 from .openai_compat import AiohttpTransport, OpenAITeacher, SampleFailure
@@ -179,7 +179,7 @@ class LlamaCppTeacher:
         engines use (no hidden system prompt), or None for the GGUF's own."""
         from transformers import AutoTokenizer
 
-        from ..chat_templates import prompt_template
+        from ..core.chat_templates import prompt_template
 
         if model in BUNDLED:
             tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))

@@ -22,9 +22,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..errors import FactoryError
-from ..hardware import cuda_available, native_bf16
-from ..models import BUNDLED, cache_root, gguf_path
+from ..core.errors import FactoryError
+from ..core.hardware import cuda_available, native_bf16
+from ..storage.models import BUNDLED, cache_root, gguf_path
 
 SOURCE = "llama-cpp-python==0.3.36"  # its vendor/llama.cpp is the one bench/results/llama_cpp.json measured
 ISA_FLAGS = {"native": ["-DGGML_NATIVE=ON"],

@@ -22,10 +22,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 import openai
 import orjson
 
-from ..config import SamplingConfig, TeacherConfig
-from ..errors import FactoryError
-from ..redact import redact_text, register
-from ..teacher_config import DEFAULT_BASE_URL
+from ..config.teacher import DEFAULT_BASE_URL, SamplingConfig, TeacherConfig
+from ..core.errors import FactoryError
+from ..core.redact import redact_text, register
 from .base import PAUSE, Completion, Request, Sink, Usage
 from .ratelimit import TokenBucket
 

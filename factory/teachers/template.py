@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import TemplateConfig
-from ..records import Prompt
+from ..config.stages import TemplateConfig
+from ..storage.records import Prompt
 
 
 def build_messages(prompt: Prompt, cfg: TemplateConfig) -> list[dict[str, str]]:

@@ -11,12 +11,12 @@ import os
 import time
 from collections.abc import Iterable
 
-from ..chat_templates import prompt_template
-from ..config import SamplingConfig, TeacherConfig
-from ..errors import FactoryError
-from ..hardware import cuda_available as on_gpu
-from ..hardware import native_bf16
-from ..models import resolve_model
+from ..config.teacher import SamplingConfig, TeacherConfig
+from ..core.chat_templates import prompt_template
+from ..core.errors import FactoryError
+from ..core.hardware import cuda_available as on_gpu
+from ..core.hardware import native_bf16
+from ..storage.models import resolve_model
 from .base import Completion, Request, Sink, Usage
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 from flask import Flask, abort, render_template, request, send_file, url_for
 
-from ..config import ViewConfig
-from ..errors import FactoryError, first_line
+from ..config.stages import ViewConfig
+from ..core.errors import FactoryError, first_line
 from .data import Query, RunData
 
 PAGE = 50

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.conformance import DATA, SUITES, differences, outcomes, summarise
+from factory.filters import sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def test_every_case_agrees_or_is_a_documented_difference(suite):
     assert report["agreements"] + report["documented_differences"] == report["cases"] > 0
 
 
-@pytest.mark.skipif(not __import__("factory.sandbox").sandbox.available(), reason="bubblewrap is not installed")
+@pytest.mark.skipif(not sandbox.available(), reason="bubblewrap is not installed")
 @pytest.mark.parametrize("suite", ["livecodebench", "humaneval"])
 def test_code_is_graded_as_the_reference_graders_grade_it(suite):
     report = summarise(suite, list(outcomes(suite)), differences())

@@ -1,6 +1,6 @@
-from factory.config import FilterConfig
+from factory.config.stages import FilterConfig
 from factory.filters import Verdict, run_row_filters
-from factory.records import Prompt
+from factory.storage.records import Prompt
 
 
 def trace(reasoning="Add the numbers: 2 + 2 = 4.", answer="The answer is \\boxed{4}.", task="math", ref="4",

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from factory.cli import main
-from factory.filter_config import JudgeParams
+from factory.config.filter import JudgeParams
 from factory.filters.judge import judge_prompt, parse_verdict
-from factory.rundir import RunDir
-from factory.shards import read_table
+from factory.storage.rundir import RunDir
+from factory.storage.shards import read_table
 from tests.conftest import write_jsonl
 
 
@@ -132,7 +132,8 @@ def test_a_judge_that_fails_on_most_calls_stops_the_stage_and_one_failure_reject
 
 def test_a_judge_server_alone_keeps_the_judges_engine():
     """Issue 22, item 6: setting judge.teacher.base_url (or any field) kept engine openai, not the teacher's."""
-    from factory.config import FilterConfig, build, parse_overrides
+    from factory.config.loader import build, parse_overrides
+    from factory.config.stages import FilterConfig
 
     cfg = build(FilterConfig, parse_overrides(["judge.mode=always", "judge.teacher.base_url=http://127.0.0.1:9/v1"]))
     assert (cfg.judge.teacher.engine, cfg.judge.teacher.model) == ("openai", "gpt-4o-mini")

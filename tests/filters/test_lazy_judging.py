@@ -7,7 +7,7 @@ import time
 import pytest
 
 from factory.cli import main
-from factory.config import FilterConfig
+from factory.config.stages import FilterConfig
 from factory.filters import (
     DEFAULT_ORDER,
     FILTERS,
@@ -17,8 +17,8 @@ from factory.filters import (
     Verdict,
     run_row_filters,
 )
-from factory.records import TRACE_SCHEMA, Prompt, Trace
-from factory.shards import ShardWriter, read_table
+from factory.storage.records import TRACE_SCHEMA, Prompt, Trace
+from factory.storage.shards import ShardWriter, read_table
 from tests.filters.helpers import trace
 
 ZH = "我们先把这两个数加起来，然后检查结果。" * 10

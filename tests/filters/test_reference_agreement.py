@@ -6,12 +6,13 @@ import random
 
 import pytest
 
-from factory.config import CorrectnessParams
+from factory.config.filter import CorrectnessParams
+from factory.filters import sandbox
 from factory.filters.correctness import correctness_filter, final_answer, plain_numbers_equal
-from factory.records import Prompt
+from factory.storage.records import Prompt
 from tests.filters.helpers import judge, trace
 
-SANDBOX = pytest.mark.skipif(not __import__("factory.sandbox").sandbox.available(),
+SANDBOX = pytest.mark.skipif(not sandbox.available(),
                              reason="bubblewrap is not installed")
 
 
@@ -116,9 +117,9 @@ def test_repetition_in_a_script_without_spaces_is_caught():
 
 
 def test_the_format_reward_and_the_accuracy_reward_want_the_reasoning_first():
-    from factory.grpo_config import RewardsConfig
-    from factory.records import PROMPT_FIELDS
-    from factory.rewards import completion_row, score
+    from factory.config.grpo import RewardsConfig
+    from factory.filters.rewards import completion_row, score
+    from factory.storage.records import PROMPT_FIELDS
 
     prompt = Prompt(source="t", task="math", problem="q", reference_answer="5")
     columns = {k: getattr(prompt, k) for k in PROMPT_FIELDS}
@@ -131,7 +132,7 @@ def test_the_format_reward_and_the_accuracy_reward_want_the_reasoning_first():
 
 
 def test_maj_at_k_on_multiple_choice_votes_with_the_chosen_letter():
-    from factory.eval_metrics import problem_metrics
+    from factory.core.eval_metrics import problem_metrics
     from factory.stages.eval import score_problem
 
     prompt = Prompt(source="gpqa", task="choice", problem="q", reference_answer="B",
@@ -165,7 +166,7 @@ def test_stdin_outputs_compare_as_livecodebench_compares_them(printed, expected,
 
 @SANDBOX
 def test_livecodebench_preamble_and_tuples_as_its_grader_has_them():
-    from factory.livecodebench import IMPORTS, _harness
+    from factory.sources.livecodebench import IMPORTS, _harness
 
     meta = {"imports": IMPORTS}
     program = "print(gcd(12, 18), comb(5, 2), inf > 10**9, deepcopy([1])[0], sys.getrecursionlimit())"

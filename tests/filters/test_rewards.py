@@ -2,10 +2,10 @@
 
 import pytest
 
-from factory.config import FilterConfig
-from factory.grpo_config import GrpoConfig, RewardsConfig
-from factory.records import Prompt
-from factory.rewards import RewardScorer, completion_row, overlong_penalty, score
+from factory.config.grpo import GrpoConfig, RewardsConfig
+from factory.config.stages import FilterConfig
+from factory.filters.rewards import RewardScorer, completion_row, overlong_penalty, score
+from factory.storage.records import Prompt
 from tests.filters.helpers import judge
 
 PROMPT = Prompt(source="test", task="math", problem="What is 2 + 2?", reference_answer="4")
@@ -89,8 +89,8 @@ def test_the_scorer_in_worker_processes_agrees():
 
 
 def test_grpo_config_checks_groups_and_rewards():
-    from factory.config import build
-    from factory.errors import FactoryError
+    from factory.config.loader import build
+    from factory.core.errors import FactoryError
 
     assert GrpoConfig().loss_type == "dapo" and GrpoConfig().num_generations == 16 and GrpoConfig().beta == 0.001
     with pytest.raises(FactoryError, match="multiple of num_generations"):
@@ -114,7 +114,7 @@ def test_the_scorer_keeps_one_pool_for_every_step_and_closes_it():
 def test_the_shuffled_control_gives_each_prompts_rewards_to_its_completions_at_random(tmp_path):
     import json
 
-    from factory.records import Prompt as P
+    from factory.storage.records import Prompt as P
 
     other = P(source="test", task="math", problem="What is 3 + 3?", reference_answer="6")
     wrong6 = "<think>Three and three make seven.</think> The answer is \\boxed{7}."

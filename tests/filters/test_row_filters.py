@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from factory.config import PromptsConfig
+from factory.config.stages import PromptsConfig
+from factory.filters import sandbox
 from factory.sources.gym import load_gym
 from tests.filters.helpers import judge, trace
 
@@ -133,7 +134,7 @@ def _humaneval(answer: str) -> dict:
     return trace(task="code", ref=None, reasoning="Plan.", answer=answer, tests=p.tests, metadata=p.metadata)
 
 
-@pytest.mark.skipif(not __import__("factory.sandbox").sandbox.available(), reason="bubblewrap is not installed")
+@pytest.mark.skipif(not sandbox.available(), reason="bubblewrap is not installed")
 def test_code_correctness_runs_the_tests_in_the_sandbox():
     from factory.sources.humaneval import load_humaneval
 
@@ -151,7 +152,7 @@ def test_code_correctness_runs_the_tests_in_the_sandbox():
     assert judge("correctness", _humaneval("No code, sorry.")).reason == "no_code_block"
 
 
-@pytest.mark.skipif(not __import__("factory.sandbox").sandbox.available(), reason="bubblewrap is not installed")
+@pytest.mark.skipif(not sandbox.available(), reason="bubblewrap is not installed")
 def test_code_correctness_with_stdin_stdout_cases():
     tests = json.dumps({"inputs": ["1 2\n", "5 7\n"], "outputs": ["3\n", "12\n"]})
     good = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
@@ -171,9 +172,9 @@ def test_math_verify_timeout_is_a_rejection_with_its_reason():
 
 
 def test_lenient_answers_take_the_last_number_when_there_is_no_box():
-    from factory.config import CorrectnessParams
+    from factory.config.filter import CorrectnessParams
     from factory.filters.correctness import correctness_filter, final_answer
-    from factory.records import Prompt
+    from factory.storage.records import Prompt
 
     prompt = Prompt(source="t", task="math", problem="2 + 40?", reference_answer="42")
     trace = {"reasoning": "2 plus 40 is 42", "answer": "So the total is 1,042 - 1000 = 42."}

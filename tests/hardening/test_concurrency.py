@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from factory.shards import read_manifest, read_table
+from factory.storage.shards import read_manifest, read_table
 from tests.conftest import write_jsonl
 
 
@@ -46,7 +46,7 @@ def test_twenty_races_on_a_new_run_dir(tmp_path, fake_server):
 
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capsys):
-    from factory.cache import SampleCache
+    from factory.storage.cache import SampleCache
 
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "LOCK").write_text("999999999\n")  # no such pid: its holder was kill -9'd

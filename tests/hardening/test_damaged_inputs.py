@@ -135,8 +135,8 @@ def test_a_full_disk_while_writing_shards_is_one_line_and_publishes_nothing(tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from factory.errors import FactoryError
-    from factory.shards import write_shards
+    from factory.core.errors import FactoryError
+    from factory.storage.shards import write_shards
 
     out, schema, rows = tmp_path / "traces", pa.schema([pa.field("x", pa.int64())]), [{"x": 1}]
     write_shards(out, rows, schema)

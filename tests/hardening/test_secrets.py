@@ -110,7 +110,7 @@ def test_a_key_from_any_variable_and_any_header_value_are_masked(tmp_path, fake_
     found = [f"{p.relative_to(tmp_path)}" for p in (tmp_path / "run").rglob("*") if p.is_file()
              and (key.encode() in p.read_bytes() or header.encode() in p.read_bytes())]
     assert found == [] and key not in out.err + out.out and header not in out.err + out.out
-    from factory.shards import read_table
+    from factory.storage.shards import read_table
 
     errors = [r["error"] for r in read_table(tmp_path / "run" / "traces").to_pylist() if r["error"]]
     assert len(errors) == 1 and "Bearer ***" in errors[0], errors  # the server did echo it

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from factory.cli import main
-from factory.config import SamplingConfig, TeacherConfig
+from factory.config.teacher import SamplingConfig, TeacherConfig
 from factory.teachers.openai_compat import AiohttpTransport, OpenAITeacher, SampleFailure
 from tests.conftest import write_jsonl
 
@@ -92,7 +92,7 @@ def test_token_limit_holds_and_settles_with_reported_usage(tmp_path, fake_server
     write_jsonl(tmp_path / "p.jsonl", [{"problem": f"P{i}", "answer": "1"} for i in range(3)])
     cfg = TeacherConfig(engine="openai", model="fake-teacher", base_url=url, tokens_per_minute=60_000,
                         concurrency=1)
-    from factory.config import PromptsConfig
+    from factory.config.stages import PromptsConfig
     from factory.sources import load_prompts
     from factory.teachers.base import Request
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from factory.cli import main
-from factory.shards import read_table
+from factory.storage.shards import read_table
 from factory.teachers.llamacpp import SERVER_ENV
 from factory.teachers.llamacpp_build import build
 from tests.conftest import write_jsonl
@@ -52,7 +52,7 @@ def alive(pid: int) -> bool:
 def test_generate_on_llama_cpp_writes_traces_counts_every_choice_and_resumes(tmp_path, server, monkeypatch):
     from transformers import AutoTokenizer
 
-    from factory.models import resolve_model
+    from factory.storage.models import resolve_model
 
     monkeypatch.setenv(SERVER_ENV, str(server))
     out = tmp_path / "run"

@@ -19,9 +19,9 @@ import pytest
 import ray
 
 from factory.cli import main
-from factory.records import TRACE_SCHEMA, Prompt, Trace
-from factory.rundir import RunDir
-from factory.shards import read_table, write_shards
+from factory.storage.records import TRACE_SCHEMA, Prompt, Trace
+from factory.storage.rundir import RunDir
+from factory.storage.shards import read_table, write_shards
 from tests.conftest import python_without_the_project, write_jsonl
 
 pytestmark = pytest.mark.ray
@@ -249,7 +249,7 @@ def test_eval_on_ray_scores_what_a_local_eval_scores(tmp_path, fake_server, clus
 
 
 def test_several_teachers_on_ray_write_what_a_local_run_writes(tmp_path, fake_server, cluster):
-    from factory.config import GenerateConfig
+    from factory.config.stages import GenerateConfig
     from factory.stages import generate
 
     prompts = _prompts(tmp_path, 6)

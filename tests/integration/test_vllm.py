@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from factory.shards import read_table
+from factory.storage.shards import read_table
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -102,9 +102,9 @@ def test_offline_vllm_engine_with_resume(tmp_path, smollm2_dir):
 def test_the_judge_filter_on_the_bundled_model(tmp_path, vllm_server):
     """One real judge run: the bundled model, served by vLLM, judges traces correctness cannot verify."""
     from factory.cli import main
-    from factory.records import TRACE_SCHEMA, Prompt, Trace
-    from factory.rundir import RunDir
-    from factory.shards import write_shards
+    from factory.storage.records import TRACE_SCHEMA, Prompt, Trace
+    from factory.storage.rundir import RunDir
+    from factory.storage.shards import write_shards
 
     rows = []
     for i, (problem, answer) in enumerate([("Is 7 a prime number? Answer yes or no.", "yes"),
@@ -170,7 +170,7 @@ def test_a_pipeline_trains_a_base_model_student_that_vllm_stops_and_leaves_no_en
     assert all("</think>" in r["raw_completion"] for r in rows), "it wrote the format it was trained on, then stopped"
     from transformers import AutoTokenizer
 
-    from factory.chat_templates import CHATML
+    from factory.core.chat_templates import CHATML
 
     tok = AutoTokenizer.from_pretrained(run / "student" / "sft" / "final")
     assert tok.chat_template == CHATML
@@ -217,7 +217,7 @@ def test_sigterm_shuts_the_engine_down_and_ends_generate_in_one_line(tmp_path, s
     assert "interrupted: finished samples are cached; rerun the same command to resume" in err, err[-3000:]
     _, alive = psutil.wait_procs(engine, timeout=30)
     assert not alive, f"left running: {[p.name() for p in alive]}"
-    from factory.cache import SampleCache
+    from factory.storage.cache import SampleCache
 
     with SampleCache(out / "cache", ("text",)) as cache:
         assert 0 < len(cache) < 48

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from factory.cli import main
-from factory.config import GenerateConfig
-from factory.shards import read_table
+from factory.config.stages import GenerateConfig
+from factory.storage.shards import read_table
 from tests.conftest import write_jsonl
 
 EASY, HARD, HALF = "Problem 0: what is 1 + 1?", "Problem 1: what is 2 + 2?", "Problem 2: what is 3 + 3?"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from factory.cli import main
-from factory.shards import read_table
+from factory.storage.shards import read_table
 from tests.conftest import REPO, write_jsonl
 
 

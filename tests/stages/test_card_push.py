@@ -87,8 +87,8 @@ def test_large_shards_are_split_under_the_limit(run_dir, tmp_path):
 
     import pyarrow.parquet as pq
 
-    from factory.hub import stage_shards
-    from factory.shards import read_manifest
+    from factory.publish.hub import stage_shards
+    from factory.storage.shards import read_manifest
 
     big = tmp_path / "big"
     shutil.copytree(run_dir / "filtered" / "kept", big)

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
-from factory.config import CorrectnessParams, EvalConfig
-from factory.errors import FactoryError
+from factory.config.filter import CorrectnessParams
+from factory.config.stages import EvalConfig
+from factory.core.errors import FactoryError
 from factory.stages.eval import default_label, score_problem, summarise
 
 
@@ -66,7 +67,7 @@ def _math500_file(path):
 
 
 def test_hub_benchmarks_read_a_local_copy_with_the_same_columns(tmp_path):
-    from factory.benchmarks import load_benchmark
+    from factory.sources.benchmarks import load_benchmark
 
     cfg = EvalConfig(benchmark="math500", benchmark_path=str(_math500_file(tmp_path / "m.parquet")))
     prompts = load_benchmark(cfg)
@@ -84,8 +85,8 @@ def test_hub_benchmarks_read_a_local_copy_with_the_same_columns(tmp_path):
 def test_gpqa_is_scored_as_multiple_choice_with_options_shuffled_per_seed(tmp_path):
     """Issue 22, item 12: the chosen letter, read as simple-evals and lighteval read it, against the reference;
     the option order depends on the seed and is recorded."""
-    from factory.benchmarks import load_benchmark
-    from factory.config import TemplateConfig
+    from factory.config.stages import TemplateConfig
+    from factory.sources.benchmarks import load_benchmark
     from factory.teachers.template import build_messages
 
     gpqa = tmp_path / "g.jsonl"
@@ -127,7 +128,7 @@ def test_livecodebench_from_a_local_copy_in_its_format_scored_in_the_sandbox(tmp
     import zlib
     from pathlib import Path
 
-    from factory.benchmarks import load_benchmark
+    from factory.sources.benchmarks import load_benchmark
 
     stdin = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
     functional = [{"input": "1\n2", "output": "3", "testtype": "functional"}]
@@ -200,7 +201,7 @@ def test_labels_from_checkpoint_paths():
 
 def _result(path, label, per_problem):
     problems = [{"prompt_id": pid, "metrics": {"pass@1": v}, "samples": []} for pid, v in per_problem.items()]
-    from factory.eval_metrics import mean_ci
+    from factory.core.eval_metrics import mean_ci
 
     mean, half = mean_ci(list(per_problem.values()))
     path.write_text(json.dumps({"label": label, "benchmark": "gym:chain_sum", "problems": problems,
@@ -236,9 +237,9 @@ def test_compare_prints_the_table_says_what_is_noise_and_draws_the_chart(tmp_pat
 
 
 def test_held_out_excludes_prompts_a_training_run_saw(tmp_path):
-    from factory.benchmarks import load_benchmark
-    from factory.records import TRACE_SCHEMA, Trace
-    from factory.shards import write_shards
+    from factory.sources.benchmarks import load_benchmark
+    from factory.storage.records import TRACE_SCHEMA, Trace
+    from factory.storage.shards import write_shards
 
     cfg = EvalConfig(benchmark="gym:chain_sum", size=5, seed=7)
     prompts = load_benchmark(cfg)
@@ -252,8 +253,8 @@ def test_held_out_excludes_prompts_a_training_run_saw(tmp_path):
 
 def test_eval_and_generate_share_one_generation_library_and_cache(tmp_path):
     """The same model, prompts, template and sampling give the same samples: an eval over the prompts a run
-    generated from buys nothing (factory/generation.py serves both with their GenerationSettings)."""
-    from factory.config import GenerateConfig, GenerationSettings
+    generated from buys nothing (factory/generation/plan.py serves both with their GenerationSettings)."""
+    from factory.config.stages import GenerateConfig, GenerationSettings
 
     assert issubclass(GenerateConfig, GenerationSettings) and issubclass(EvalConfig, GenerationSettings)
     run = tmp_path / "run"
@@ -293,7 +294,7 @@ def test_a_model_retrained_at_the_same_path_is_sampled_again(tmp_path, tiny_mode
 
 def test_math_is_scored_strictly_and_leniently():
     """Lenient: an answer without \\boxed{} counts by its last number; strict (pass@1) needs the box."""
-    from factory.records import Prompt
+    from factory.storage.records import Prompt
 
     prompt = Prompt(source="t", task="math", problem="What is 2 + 2?", reference_answer="4")
     answers = ["So it is \\boxed{4}.", "Two and two: 4", "So it is \\boxed{5}, or 4", "It is 5"]

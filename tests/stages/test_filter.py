@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
-from factory.shards import read_manifest, read_table
+from factory.storage.shards import read_manifest, read_table
 from tests.conftest import write_jsonl
 
 PROBLEMS = [("What is 40 + 2?", "42"), ("What is 6 * 7?", "42"), ("What is 3 + 4?", "7"), ("Prove it.", None)]
@@ -103,7 +103,7 @@ def test_decontamination_against_a_benchmark_file(run_dir, tmp_path):
 
 def test_decontamination_reads_every_split_of_an_hf_dataset(tmp_path):
     """aime_2024 on the Hub has only a train split: forcing `test` used to fail; every split is read now."""
-    from factory.config import DecontamParams
+    from factory.config.filter import DecontamParams
     from factory.filters.decontam import build_index
 
     local = tmp_path / "aime_like"
@@ -125,8 +125,8 @@ def test_the_length_limit_defaults_to_the_generation_limit(run_dir):
 
 def test_stats_are_computed_without_the_reasoning_column(tmp_path):
     """stats.json comes from a polars scan of the small columns: shards that hold only those give the same."""
-    from factory.filter_stats import STAT_COLUMNS, funnel_stats
-    from factory.records import FILTERED_SCHEMA
+    from factory.filters.stats import STAT_COLUMNS, funnel_stats
+    from factory.storage.records import FILTERED_SCHEMA
 
     rows = [{"prompt_id": "p1", "task": "math", "source": "s", "kept": True, "reject_reason": None,
              "verdicts": '{"length": {"ok": true, "score": 120}, "correctness": {"ok": true}}', "pass_rate": 0.5,

@@ -3,7 +3,7 @@
 import json
 
 from factory.cli import main
-from factory.shards import read_table
+from factory.storage.shards import read_table
 
 
 def test_hf_engine_generates_and_tops_up(tmp_path, tiny_model_dir):

@@ -8,11 +8,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from factory.cache import SampleCache
-from factory.config import GenerateConfig, PromptsConfig, SamplingConfig, TeacherConfig
-from factory.generation import plan
-from factory.shards import read_table
+from factory.config.stages import GenerateConfig, PromptsConfig
+from factory.config.teacher import SamplingConfig, TeacherConfig
+from factory.generation.plan import plan
 from factory.sources import load_prompts
+from factory.storage.cache import SampleCache
+from factory.storage.shards import read_table
 from tests.conftest import REPO, write_jsonl
 
 N, PROMPTS = 3, 40

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from factory.cli import main
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
 from factory.pipeline import dry_run, load_pipeline, plan_stages, resolve_model_ref
 from factory.pipeline.registry import KINDS, STAGES
 from tests.train.helpers import write_kept
@@ -56,13 +56,13 @@ def test_bad_instances_are_named(tmp_path):
 
 def test_checking_what_is_up_to_date_has_no_side_effects(tmp_path, monkeypatch):
     """No model is converted, built or downloaded to decide whether a stage is up to date."""
-    import factory.models
+    import factory.storage.models
     import train.students
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was resolved while planning")
 
-    monkeypatch.setattr(factory.models, "resolve_model", forbidden)
+    monkeypatch.setattr(factory.storage.models, "resolve_model", forbidden)
     monkeypatch.setattr(train.students, "model_path", forbidden)
     doc = {**TWO_SFT, "evals": [{"name": "before", "model": "student-base", "benchmark": "gym:chain_sum"}]}
     p = load_pipeline(str(_write(tmp_path, doc)))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from factory.cli import main
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
 from factory.pipeline import load_pipeline
 from tests.conftest import REPO
 
@@ -155,7 +155,7 @@ def test_killed_mid_generation_resumes_without_duplicates(tmp_path):
     g = state["generate"]["summary"]
     assert state["generate"]["done"] and g["samples"] == 12 and 0 < g["cached"] < 12 and g["requested"] == 12 - \
         g["cached"]
-    from factory.shards import read_table
+    from factory.storage.shards import read_table
 
     rows = read_table(tmp_path / "run" / "traces").to_pylist()
     assert sorted((r["prompt_id"], r["sample_index"]) for r in rows) == sorted(

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from factory.cli import main
-from factory.shards import read_manifest, read_table
+from factory.storage.shards import read_manifest, read_table
 from tests.conftest import write_jsonl
 
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from factory.config import FilterConfig, GenerateConfig
-from factory.shards import read_table
+from factory.config.stages import FilterConfig, GenerateConfig
 from factory.stages import filter as filter_stage
 from factory.stages import generate
+from factory.storage.shards import read_table
 from tests.conftest import write_jsonl
 
 PROBLEMS = [f"Problem {i}: what is {i} + 1?" for i in range(3)]
@@ -84,8 +84,8 @@ def test_one_model_name_on_two_servers_is_two_teachers_each_asked(tmp_path, fake
     """Issue 35: the sample's identity includes the endpoint (host, port and path; never a credential), so the
     second server is asked, not served the first one's answers from the cache; `cache_identity: model` opts in to
     sharing for one model behind two URLs."""
-    from factory.generation import model_key
-    from factory.teacher_config import TeacherConfig
+    from factory.config.teacher import TeacherConfig
+    from factory.generation.plan import model_key
 
     right = {p: (str(i + 1), 1.0) for i, p in enumerate(PROBLEMS)}
     first, first_url = fake_server(model="m", correct=right)

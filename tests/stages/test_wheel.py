@@ -20,7 +20,7 @@ def installed(tmp_path_factory):
                     str(root / "dist"), str(REPO)], check=True)
     wheel = next((root / "dist").glob("r1_factory-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "factory/cards/templates/dataset_card.md.j2" in names and "train/launch/fsdp.yaml" in names, sorted(names)
+    assert "factory/publish/templates/dataset_card.md.j2" in names and "train/launch/fsdp.yaml" in names, sorted(names)
     python = python_without_the_project(root / "venv")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
                     "--quiet", "--disable-pip-version-check", str(wheel)], check=True)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from factory.cli import main
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
 from tests.conftest import REPO
 
 SMALL = ["--prompts", "gym:chain_sum", "--no-progress", "--set", "prompts.size=4", "--set", "num_generations=4",
@@ -25,7 +25,7 @@ def test_a_few_steps_on_smollm2_change_the_weights_and_log_every_reward(tmp_path
     """Accuracy, format and DAPO's length penalty (from 16 tokens on) give the groups different rewards."""
     from safetensors.torch import load_file
 
-    from factory.models import model_dir
+    from factory.storage.models import model_dir
 
     run = tmp_path / "run"
     assert main(["grpo", str(run), "--model", "smollm2-135m", "--max-steps", "2", *SMALL,
@@ -72,7 +72,7 @@ def test_an_r1_zero_policy_is_saved_with_the_template_it_trained_on(tmp_path):
     sampling prompt it as it was trained (not under ChatML)."""
     from transformers import AutoTokenizer
 
-    from factory.chat_templates import R1_ZERO
+    from factory.core.chat_templates import R1_ZERO
 
     run = tmp_path / "run"
     assert main(["grpo", str(run), "--model", "tiny", "--max-steps", "2", *SMALL, "--set", "template=r1-zero",
@@ -131,14 +131,14 @@ def test_kill_then_resume_continues_from_the_last_complete_checkpoint_with_the_s
 
 def test_bad_settings_are_one_line(tmp_path):
     with pytest.raises(FactoryError, match="multiple of num_generations"):
-        from factory.config import build
-        from factory.grpo_config import GrpoConfig
+        from factory.config.grpo import GrpoConfig
+        from factory.config.loader import build
 
         build(GrpoConfig, {"num_generations": 3, "batch_size": 4, "grad_accum": 1})
     assert main(["grpo", str(tmp_path), "--model", "tiny", *SMALL, "--set", "max_prompt_length=8"]) == 1
     with pytest.raises(FactoryError, match="use_vllm=true needs a GPU"):  # vLLM's weight sync fails on a CPU
-        from factory.config import build
-        from factory.grpo_config import GrpoConfig
+        from factory.config.grpo import GrpoConfig
+        from factory.config.loader import build
         from train import grpo
 
         grpo.run(build(GrpoConfig, {"model": "tiny", "use_vllm": True, "run_dir": str(tmp_path)}))
@@ -164,11 +164,11 @@ def test_two_gloo_processes_train_one_policy_and_rank_0_alone_writes_the_logs(tm
 def _graded_run(tmp_path, right_of_four: list[int | None]):
     """Prompts "What is k + k?" and a run whose filter graded 4 samples of prompt k, right_of_four[k] of them right
     (None: no samples); the traces are written as `factory generate` writes them, then `factory filter` runs."""
-    from factory.config import PromptsConfig
-    from factory.records import TRACE_SCHEMA, Trace
-    from factory.rundir import RunDir
-    from factory.shards import write_shards
+    from factory.config.stages import PromptsConfig
     from factory.sources import load_prompts
+    from factory.storage.records import TRACE_SCHEMA, Trace
+    from factory.storage.rundir import RunDir
+    from factory.storage.shards import write_shards
     from tests.conftest import write_jsonl
 
     prompts_file = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"What is {k} + {k}?", "answer": str(2 * k)}
@@ -192,7 +192,7 @@ def test_pass_rates_from_a_first_pass_keep_only_prompts_that_can_teach(tmp_path,
     out, those in between kept in order, the ungraded counted; the summary says so."""
     from transformers import AutoTokenizer
 
-    from factory.grpo_config import GrpoConfig
+    from factory.config.grpo import GrpoConfig
     from train.grpo import build_dataset
     from train.rl_report import write_summary
 
@@ -217,7 +217,7 @@ def test_pass_rates_from_a_first_pass_keep_only_prompts_that_can_teach(tmp_path,
 def test_pass_rate_selection_without_a_graded_run_or_a_prompt_in_range_is_one_line(tmp_path, smollm2_dir):
     from transformers import AutoTokenizer
 
-    from factory.grpo_config import GrpoConfig
+    from factory.config.grpo import GrpoConfig
     from train.grpo import build_dataset
 
     prompts_file, pool = _graded_run(tmp_path, [0, 4])

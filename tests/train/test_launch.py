@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from factory.cli import main
-from factory.config import DistillConfig
-from factory.errors import FactoryError
+from factory.config.stages import DistillConfig
+from factory.core.errors import FactoryError
 from tests.train.helpers import write_kept
 from train.launch import launch_command, launch_config, shipped
 
@@ -75,8 +75,8 @@ def test_two_gloo_processes_match_one_process_first_loss(tmp_path):
 
 
 def test_grpo_launches_with_the_same_configs(tmp_path):
-    from factory.config import build
-    from factory.grpo_config import GrpoConfig
+    from factory.config.grpo import GrpoConfig
+    from factory.config.loader import build
 
     cfg = build(GrpoConfig, {"run_dir": str(tmp_path), "model": "tiny", "num_generations": 4, "use_vllm": True,
                              "launch": "fsdp", "num_processes": 8})

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from factory.cli import main
-from factory.config import DistillConfig, MixSource
-from factory.errors import FactoryError
+from factory.config.stages import DistillConfig, MixSource
+from factory.core.errors import FactoryError
 from tests.conftest import write_jsonl
 from tests.train.helpers import write_kept
 from train.mixture import load_items
@@ -40,7 +40,7 @@ def test_sources_counts_and_weights(tmp_path):
 def test_non_reasoning_samples_train_the_answer_alone_or_after_an_empty_think(tmp_path, smollm2_dir):
     from transformers import AutoTokenizer
 
-    from factory.chat_templates import CHATML
+    from factory.core.chat_templates import CHATML
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     tok.chat_template = CHATML

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from factory.cli import main
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
 from tests.conftest import REPO
 from tests.train.helpers import write_kept
 from train.callbacks import MetricsAndGuard
@@ -41,7 +41,7 @@ def test_loss_falls_and_the_checkpoint_generates(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(out / "final")
-    from factory.chat_templates import CHATML, hidden_system
+    from factory.core.chat_templates import CHATML, hidden_system
 
     assert tok.chat_template == CHATML and hidden_system(tok) is None, "saved with the R1-style template"
     model = AutoModelForCausalLM.from_pretrained(out / "final")
@@ -228,7 +228,7 @@ def test_a_student_from_a_base_model_is_trained_and_saved_to_stop_at_the_end_of_
     template ends a turn with <|im_end|> / <|eot_id|>. A final that keeps the base EOS never stops."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from factory.shards import read_table
+    from factory.storage.shards import read_table
     from tests.train.helpers import MEMORISE, base_like_student, one_sample_run
 
     student = base_like_student(tmp_path)

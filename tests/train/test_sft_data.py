@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
 from tests.train.helpers import write_kept
 from train.sft_data import IGNORE, assistant_text, build_samples, tokenize
 from train.students import PRESETS, resolve_student

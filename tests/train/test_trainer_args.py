@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from factory.config import DistillConfig
-from factory.grpo_config import GrpoConfig
+from factory.config.grpo import GrpoConfig
+from factory.config.stages import DistillConfig
 from factory.pipeline import load_pipeline
 from factory.pipeline.load import resolve_refs
 from tests.conftest import REPO

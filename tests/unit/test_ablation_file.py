@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
 from factory.pipeline.ablation import load_ablation
 from tests.conftest import REPO
 

@@ -3,7 +3,7 @@ adjustment for the number of variants. Checked against hand-computed cases."""
 
 import pytest
 
-from factory.eval_metrics import difference, holm, pooled_difference
+from factory.core.eval_metrics import difference, holm, pooled_difference
 
 
 def test_holm_matches_a_hand_computed_case():

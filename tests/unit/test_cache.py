@@ -3,8 +3,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from factory.cache import COMPACT_AFTER, SampleCache, sample_key
-from factory.errors import FactoryError
+from factory.core.errors import FactoryError
+from factory.storage.cache import COMPACT_AFTER, SampleCache, sample_key
 
 
 def test_put_get_survives_reopen(tmp_path):
@@ -48,7 +48,7 @@ def test_key_is_order_insensitive_and_value_sensitive():
 
 
 def test_segment_writer_lines_are_readable_where_put_says(tmp_path):
-    from factory.cache import SegmentWriter
+    from factory.storage.cache import SegmentWriter
 
     writer = SegmentWriter(tmp_path / "seg-1.log")
     spots = [writer.put(f"k{i}", {"text": "x" * (i * 1000)}) for i in range(50)]
@@ -62,7 +62,7 @@ def test_segment_writer_lines_are_readable_where_put_says(tmp_path):
 
 
 def test_segment_writer_reports_a_failed_write_naming_the_file(tmp_path):
-    from factory.cache import SegmentWriter
+    from factory.storage.cache import SegmentWriter
 
     writer = SegmentWriter(Path("/dev/full"))  # every write fails with ENOSPC
     writer.put("k", {"text": "x" * 100_000})

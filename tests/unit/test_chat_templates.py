@@ -4,8 +4,8 @@ the default one that Qwen2.5's and SmolLM2's templates inject."""
 import pytest
 from transformers import AutoTokenizer
 
-from factory.chat_templates import CHATML, LLAMA3, hidden_system, prompt_template, r1_template
-from factory.models import model_dir
+from factory.core.chat_templates import CHATML, LLAMA3, hidden_system, prompt_template, r1_template
+from factory.storage.models import model_dir
 
 USER = [{"role": "user", "content": "What is 3 + 4?"}]
 
@@ -44,7 +44,7 @@ def test_the_student_sample_has_no_system_turn_and_keeps_think(tokenizer):
 
 
 def test_the_hf_teacher_renders_without_a_system_prompt(tiny_model_dir):
-    from factory.config import SamplingConfig, TeacherConfig
+    from factory.config.teacher import SamplingConfig, TeacherConfig
     from factory.teachers.hf_engine import HFTeacher
 
     teacher = HFTeacher(TeacherConfig(engine="hf", model=str(tiny_model_dir)), SamplingConfig(n=1, max_tokens=2))

@@ -1,7 +1,8 @@
 import pytest
 
-from factory.config import GenerateConfig, build, fingerprint, load_yaml, parse_overrides
-from factory.errors import FactoryError
+from factory.config.loader import build, fingerprint, load_yaml, parse_overrides
+from factory.config.stages import GenerateConfig
+from factory.core.errors import FactoryError
 
 
 def test_defaults_are_r1s():
@@ -17,7 +18,7 @@ def test_every_field_has_a_help_string():
             sub = f.annotation if isinstance(f.annotation, type) else None
             if sub is not None and hasattr(sub, "model_fields"):
                 walk(sub)
-    from factory.config import DistillConfig, EvalConfig, FilterConfig
+    from factory.config.stages import DistillConfig, EvalConfig, FilterConfig
 
     for model in (GenerateConfig, FilterConfig, DistillConfig, EvalConfig):
         walk(model)
@@ -70,7 +71,8 @@ def test_fingerprint_tracks_content():
 
 
 def test_the_executor_changes_no_fingerprint_and_no_manifest():
-    from factory.config import ExecutorConfig, FilterConfig, GenerateConfig, fingerprint
+    from factory.config.loader import fingerprint
+    from factory.config.stages import ExecutorConfig, FilterConfig, GenerateConfig
 
     local, on_ray = GenerateConfig(), GenerateConfig(executor=ExecutorConfig(kind="ray", address="auto", actors=4))
     assert fingerprint(local) == fingerprint(on_ray)
@@ -79,7 +81,8 @@ def test_the_executor_changes_no_fingerprint_and_no_manifest():
 
 
 def test_ray_batches_keep_an_api_actor_busy_and_replicas_follow_the_gpus():
-    from factory.config import ExecutorConfig, GenerateConfig, TeacherConfig
+    from factory.config.stages import ExecutorConfig, GenerateConfig
+    from factory.config.teacher import TeacherConfig
     from factory.executors.ray import batch_size, replicas
 
     class FakeRay:  # only cluster_resources() is read

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from factory.eval_metrics import (
+from factory.core.eval_metrics import (
     Z95,
     difference,
     majority_correct,

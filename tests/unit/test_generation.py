@@ -2,11 +2,12 @@
 
 import json
 
-from factory import generation
-from factory.cache import SampleCache
-from factory.config import GenerateConfig, PromptsConfig, SamplingConfig
+from factory.config.stages import GenerateConfig, PromptsConfig
+from factory.config.teacher import SamplingConfig
 from factory.executors import generate_missing, local
+from factory.generation import plan as generation
 from factory.sources import load_prompts
+from factory.storage.cache import SampleCache
 from factory.teachers import Completion, Usage
 
 

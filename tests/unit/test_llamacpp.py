@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from factory.config import SamplingConfig, TeacherConfig
-from factory.errors import FactoryError
+from factory.config.teacher import SamplingConfig, TeacherConfig
+from factory.core.errors import FactoryError
 from factory.teachers import llamacpp, llamacpp_build, resolve_engine
 
 

@@ -5,9 +5,9 @@ import json
 import os
 import shutil
 
-from factory.generation import model_key
-from factory.model_content import RECORD, model_content, write_record
-from factory.teacher_config import TeacherConfig
+from factory.config.teacher import TeacherConfig
+from factory.generation.plan import model_key
+from factory.storage.model_content import RECORD, model_content, write_record
 
 
 def _model(path, weights=b"\x00" * 64):

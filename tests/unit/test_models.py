@@ -3,8 +3,8 @@ import zipfile
 
 import pytest
 
-from factory.errors import FactoryError
-from factory.models import BUNDLED, assemble_parts, model_dir, resolve_model
+from factory.core.errors import FactoryError
+from factory.storage.models import BUNDLED, assemble_parts, model_dir, resolve_model
 
 
 def _wheels(tmp_path, parts: list[bytes]):

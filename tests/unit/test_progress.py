@@ -2,7 +2,7 @@
 
 from rich.console import Console
 
-from factory.progress import GenerationProgress, LiveTokens
+from factory.generation.progress import GenerationProgress, LiveTokens
 from factory.teachers.base import Usage
 
 

@@ -2,9 +2,10 @@
 
 import pytest
 
-from factory.config import GenerateConfig, build, parse_overrides, public_dump
-from factory.redact import MASK, is_secret_name, redact, redact_text, register
-from factory.rundir import redacted_command
+from factory.config.loader import build, parse_overrides, public_dump
+from factory.config.stages import GenerateConfig
+from factory.core.redact import MASK, is_secret_name, redact, redact_text, register
+from factory.storage.rundir import redacted_command
 
 
 @pytest.mark.parametrize("name,secret", [
@@ -79,7 +80,7 @@ def test_recorded_command_line(argv):
 
 def test_the_working_directory_and_path_valued_variables_are_not_secrets(tmp_path, monkeypatch):
     """PWD matched "pwd" (a password): the working directory became *** in every artifact (issue 22, item 8)."""
-    from factory.redact import redact_text
+    from factory.core.redact import redact_text
 
     where = tmp_path / "projects" / "math-run"
     where.mkdir(parents=True)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from factory import sandbox
-from factory.sandbox import Limits, run_python
+from factory.filters import sandbox
+from factory.filters.sandbox import Limits, run_python
 
 pytestmark = pytest.mark.skipif(not sandbox.available(), reason="bubblewrap is not installed (make setup installs it)")
 
@@ -81,7 +81,7 @@ def test_endless_output_is_cut_at_the_cap_without_host_memory_growth():
     import subprocess
     import sys
 
-    probe = ("import resource, time\nfrom factory.sandbox import Limits, run_python\n"
+    probe = ("import resource, time\nfrom factory.filters.sandbox import Limits, run_python\n"
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nt = time.monotonic()\n"
              "r = run_python('import sys\\nfor _ in range(16384): sys.stdout.write(\"x\" * 65536)', "
              "limits=Limits(timeout_s=10))\n"
@@ -102,9 +102,9 @@ def test_slow_endless_output_keeps_the_deadline():
 
 
 def test_output_limit_is_a_verdict_of_its_own():
-    from factory.config import CorrectnessParams
+    from factory.config.filter import CorrectnessParams
     from factory.filters.correctness import code_correct
-    from factory.records import Prompt
+    from factory.storage.records import Prompt
 
     prompt = Prompt(source="t", task="code", problem="p", tests="assert f() == 1")
     trace = {"answer": "```python\ndef f():\n    while True:\n        print('y' * 4096)\n```"}

@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from factory.errors import FactoryError
-from factory.records import TRACE_SCHEMA, Prompt, Trace, make_prompt_id, prompt_from_row, schema_hash
-from factory.shards import ShardWriter, iter_shards, read_manifest, read_table, write_shards
+from factory.core.errors import FactoryError
+from factory.storage.records import TRACE_SCHEMA, Prompt, Trace, make_prompt_id, prompt_from_row, schema_hash
+from factory.storage.shards import ShardWriter, iter_shards, read_manifest, read_table, write_shards
 
 
 def _trace(i: int) -> dict:
@@ -77,8 +77,8 @@ def test_wrong_column_type_is_named(tmp_path):
 def test_temp_dirs_of_dead_writers_are_removed_and_others_kept(tmp_path):
     import os
 
-    from factory.records import TRACE_SCHEMA
-    from factory.shards import ShardWriter
+    from factory.storage.records import TRACE_SCHEMA
+    from factory.storage.shards import ShardWriter
 
     dead, live, legacy = (tmp_path / ".traces.tmp-999999999-ab12", tmp_path / ".traces.tmp-1-cd34",
                           tmp_path / ".traces.tmp-ef56")

@@ -4,10 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from factory.config import PromptsConfig
-from factory.errors import FactoryError
+from factory.config.stages import PromptsConfig
+from factory.core.errors import FactoryError
+from factory.core.textutil import last_boxed
 from factory.sources import load_prompts
-from factory.textutil import last_boxed
 from tests.conftest import write_jsonl
 
 

@@ -1,8 +1,8 @@
 import pytest
 
-from factory.config import TemplateConfig
-from factory.errors import FactoryError
-from factory.records import Prompt
+from factory.config.stages import TemplateConfig
+from factory.core.errors import FactoryError
+from factory.storage.records import Prompt
 from factory.teachers import parse_teacher
 from factory.teachers.template import build_messages
 

@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from factory.config import SamplingConfig, TeacherConfig
-from factory.hardware import native_bf16
+from factory.config.teacher import SamplingConfig, TeacherConfig
+from factory.core.hardware import native_bf16
 from factory.teachers.vllm_engine import engine_settings
 
 AVX2_EPYC = "processor\t: 0\nflags\t\t: fpu vme sse2 avx avx2 fma bmi2\n"
@@ -63,8 +63,8 @@ def test_an_engine_that_dies_mid_run_is_one_error_saying_what_to_do(monkeypatch,
     from transformers import AutoTokenizer
     from vllm.v1.engine.exceptions import EngineDeadError
 
-    from factory.errors import FactoryError
-    from factory.records import Prompt
+    from factory.core.errors import FactoryError
+    from factory.storage.records import Prompt
     from factory.teachers import Request, vllm_engine
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)

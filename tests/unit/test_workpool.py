@@ -1,6 +1,6 @@
 import time
 
-from factory.workpool import ordered_map
+from factory.core.workpool import ordered_map
 from tests.fakes.tasks import tenfold
 
 
@@ -33,7 +33,7 @@ def test_a_busy_worker_dies_with_its_killed_parent(tmp_path):
     from tests.conftest import REPO
 
     pid_file = tmp_path / "worker.pid"
-    code = ("from factory.workpool import ordered_map\nfrom tests.fakes.tasks import report_pid_then_sleep\n"
+    code = ("from factory.core.workpool import ordered_map\nfrom tests.fakes.tasks import report_pid_then_sleep\n"
             f"list(ordered_map(report_pid_then_sleep, [({str(pid_file)!r},)], 1, 300, print))\n")
     parent = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 30
@@ -61,7 +61,7 @@ def test_a_kept_pool_serves_every_map_on_the_same_workers_forked_from_a_clean_se
     come from a forkserver, never from the trainer, which may hold CUDA by then."""
     import os
 
-    from factory.workpool import WorkPool
+    from factory.core.workpool import WorkPool
     from tests.fakes.tasks import pids
 
     pool = WorkPool(2)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from factory.cli import main
-from factory.records import TRACE_SCHEMA, Prompt, Trace
-from factory.rundir import RunDir
-from factory.shards import write_shards
+from factory.storage.records import TRACE_SCHEMA, Prompt, Trace
+from factory.storage.rundir import RunDir
+from factory.storage.shards import write_shards
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE = ('<script>window.pwned = 1; alert("pwned")</script> <img src=x onerror="window.pwned = 2"> '

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from factory.rundir import RunDir
+from factory.storage.rundir import RunDir
 from factory.view import create_app
 
 
@@ -122,8 +122,8 @@ def test_the_cli_serves_on_loopback_and_names_a_missing_run(view_run, tmp_path):
 
 
 def test_a_run_not_yet_filtered_shows_its_traces(tmp_path):
-    from factory.records import TRACE_SCHEMA
-    from factory.shards import write_shards
+    from factory.storage.records import TRACE_SCHEMA
+    from factory.storage.shards import write_shards
     from tests.view.conftest import trace_rows
 
     write_shards(RunDir(tmp_path / "run").traces, trace_rows(4), TRACE_SCHEMA)

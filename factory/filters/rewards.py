@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .filters.basic import format_filter
-from .filters.correctness import correctness_filter
-from .filters.language import language_filter
-from .grpo_config import RewardsConfig
-from .records import PROMPT_FIELDS, prompt_from_row
-from .teachers.reasoning import split_reasoning
+from ..config.grpo import RewardsConfig
+from ..storage.records import PROMPT_FIELDS, prompt_from_row
+from ..teachers.reasoning import split_reasoning
+from .basic import format_filter
+from .correctness import correctness_filter
+from .language import language_filter
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
@@ -82,7 +82,7 @@ class RewardScorer:
     (`functions()`), each named as its reward so TRL logs `rewards/accuracy/mean` and the like."""
 
     def __init__(self, cfg: RewardsConfig, limit: int, workers: int = 1, log: Path | None = None):
-        from .workpool import WorkPool
+        from ..core.workpool import WorkPool
 
         self.cfg, self.limit, self.workers, self.log = cfg, limit, max(1, workers), log
         self.cache: dict[str, dict[str, float | None]] = {}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .errors import FactoryError
+from ..core.errors import FactoryError
 
 
 def token() -> str:
@@ -70,7 +70,7 @@ def check_owner(api, repo: str) -> str:
 def stage_shards(src: Path, dst: Path, max_bytes: int) -> list[Path]:
     """Copies (hard-links where possible) a shard directory into dst as train-XXXXX-of-YYYYY.parquet, splitting any
     shard over max_bytes at row-group boundaries (the Hub's viewer and git-LFS both prefer files under 500 MB)."""
-    from .shards import read_manifest
+    from ..storage.shards import read_manifest
 
     dst.mkdir(parents=True, exist_ok=True)
     pieces: list[Path] = []

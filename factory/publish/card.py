@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
-from ..errors import FactoryError
-from ..redact import redact_text
-from ..rundir import RunDir, resolved_section
-from ..shards import iter_batches, read_json, read_json_object, read_manifest
+from ..core.errors import FactoryError
+from ..core.redact import redact_text
 from ..sources.spec import parse_source
+from ..storage.rundir import RunDir, resolved_section
+from ..storage.shards import iter_batches, read_json, read_json_object, read_manifest
 from . import plots
 
 # data_cards/ is the template's source, the one to edit; this link to it travels in the wheel as the file itself.
@@ -51,7 +51,7 @@ def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | No
     import datasets
     from huggingface_hub import DatasetCardData
 
-    from ..records import FILTERED_SCHEMA
+    from ..storage.records import FILTERED_SCHEMA
 
     features = partial(hub_features, datasets.Features.from_arrow_schema(FILTERED_SCHEMA))
     splits = [("default", "kept", run["kept_rows"])]
@@ -201,7 +201,7 @@ def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
     """From the shards' small columns only (polars, lazily): the reasoning is never read."""
     import polars as pl
 
-    from ..filter_stats import prompt_pass_rates, scan_filtered, with_tokens
+    from ..filters.stats import prompt_pass_rates, scan_filtered, with_tokens
 
     rows = with_tokens(scan_filtered(RunDir(run_dir).filtered).select(
         "prompt_id", "kept", "verdicts", "completion_tokens", "pass_rate")).select("kept", "tokens").collect()

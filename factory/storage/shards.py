@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import FactoryError, first_line
+from ..core.errors import FactoryError, first_line
 from .records import check_columns, schema_hash
 
 MANIFEST = "manifest.json"
@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Every JSON artifact (manifests, stats, eval results) is written here, through the redaction function."""
-    from .redact import redact
+    from ..core.redact import redact
 
     obj = redact(obj)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -18,8 +18,8 @@ import pickle
 import zlib
 from typing import Any
 
-from .errors import FactoryError
-from .records import Prompt
+from ..core.errors import FactoryError
+from ..storage.records import Prompt
 
 MAX_TESTS_BYTES = 256 * 1024 * 1024  # a decompressed test set larger than this is refused, not expanded
 # The preamble LiveCodeBench's grader (`lcb_runner/evaluation/testing_util.py`, `import_string`) puts before every

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from .sampling_config import BudgetConfig
-from .teacher_config import Prices
-from .teachers import PAUSE, Completion, Request, billed_tokens
+from ..config.sampling import BudgetConfig
+from ..config.teacher import Prices
+from ..teachers import PAUSE, Completion, Request, billed_tokens
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .strict import Strict
-from .teacher_config import TeacherConfig
+from .teacher import TeacherConfig
 
 # R1's order, the filter section's default: a row's reject_reason is the first filter in the order that fails it.
 # factory/filters/__init__.py registers a function for each name, in this order.

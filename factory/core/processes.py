@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from .errors import FactoryError
-from .rundir import SECTION_ENV, current_section
+from .section import SECTION_ENV, current_section
 
 
 def write_config(cfg: BaseModel, path: Path) -> Path:

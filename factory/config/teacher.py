@@ -1,5 +1,5 @@
 """How a model is asked: the teacher's engine and server, and its sampling. Its own module because both the
-stage configs (factory/config.py) and the filters' settings (the judge's model) use it."""
+stage configs (factory/config/stages.py) and the filters' settings (the judge's model) use it."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from .filters import FILTERS
-from .shards import read_manifest
+from ..storage.shards import read_manifest
+from . import FILTERS
 
 _VERDICT = pl.Struct({"ok": pl.Boolean, "status": pl.String, "reason": pl.String, "score": pl.Float64})
 VERDICTS = pl.Struct({name: _VERDICT for name in FILTERS})

@@ -116,7 +116,7 @@ def prompt_from_row(row: dict[str, Any]) -> Prompt:
 
 def check_columns(schema: pa.Schema, required: pa.Schema, where: str) -> None:
     """Fail with the file and column when a table lacks a required column or has the wrong type."""
-    from .errors import FactoryError
+    from ..core.errors import FactoryError
 
     for f in required:
         if f.name not in schema.names:

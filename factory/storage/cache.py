@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from .errors import FactoryError
-from .redact import redact
+from ..core.errors import FactoryError
+from ..core.redact import redact
 
 COMPACT_AFTER = 16  # segments; merged into one on open so resumes don't accumulate files
 
@@ -238,7 +238,7 @@ class SegmentWriter:
 
 
 def _warn(message: str) -> None:
-    from .redact import redact_text
+    from ..core.redact import redact_text
 
     sys.stderr.write(f"warning: {redact_text(message)}\n")
 

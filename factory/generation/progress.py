@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .teachers.base import Usage
+from ..teachers.base import Usage
 
 
 class LiveTokens(ProgressColumn):

@@ -1,6 +1,6 @@
 """How many samples `factory generate` buys: a fixed n, or adaptive rejection sampling (rounds that stop per
 prompt once it has enough verified traces), and the budgets that stop a run. A module of its own so the stage
-config (config.py) and the generation library both name them without importing each other."""
+config (stages.py) and the generation library both name them without importing each other."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from .strict import Strict
-from .teacher_config import MAX_N, SamplingConfig
+from .teacher import MAX_N, SamplingConfig
 
 # The filters that verify a sample while it is generated: the row filters that need neither a model (judge), nor an
 # index of benchmarks (decontam), nor the rest of the run (dedup, selection).

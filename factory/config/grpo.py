@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .config import PromptsConfig, TemplateConfig, TrainingSettings, check_path_name
-from .filter_config import CorrectnessParams, FormatParams, LanguageParams
+from .filter import CorrectnessParams, FormatParams, LanguageParams
+from .stages import PromptsConfig, TemplateConfig, TrainingSettings, check_path_name
 from .strict import Strict
 
 

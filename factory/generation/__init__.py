@@ -1,0 +1,1 @@
+"""Buying samples: the plan of requests, the budget, and the progress bar generation shows."""

@@ -1,0 +1,1 @@
+"""What leaves the run directory: the dataset card (template, stats, plots, lineage) and the Hub upload."""
