@@ -7,7 +7,6 @@ cpu_gloo (two CPU processes over gloo, which is how the tests exercise the distr
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from factory.core.errors import FactoryError
-from factory.core.processes import call, write_config
+from factory.core.processes import call, free_port, write_config
 
 LAUNCH_DIR = Path(__file__).parent / "launch"
 
@@ -36,12 +35,6 @@ def launch_config(name: str) -> Path:
     raise FactoryError(f"--launch {name}: unknown (shipped: {', '.join(shipped())}; or a path to an accelerate YAML)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch_command(cfg: BaseModel, cfg_file: Path, command: str = "distill") -> list[str]:
     """The command line that runs `factory COMMAND` with this config in processes of its own: under the
     config's `launch` (accelerate, or torchrun for CPU processes over gloo), or as one plain process."""
@@ -59,12 +52,12 @@ def launch_command(cfg: BaseModel, cfg_file: Path, command: str = "distill") -> 
         # accelerate launches multi-CPU runs through mpirun only; torchrun starts the same gloo processes without it
         n = cfg.num_processes or settings.get("num_processes", 2)
         return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
-                "--master-port", str(_free_port()), *tail]
+                "--master-port", str(free_port()), *tail]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
     if cfg.num_processes:
         cmd += ["--num_processes", str(cfg.num_processes)]
     if settings.get("num_machines", 1) == 1:  # a free port, so two single-node runs never collide
-        cmd += ["--main_process_port", str(_free_port())]
+        cmd += ["--main_process_port", str(free_port())]
     return cmd + tail
 
 

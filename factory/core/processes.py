@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,15 @@ from pydantic import BaseModel
 
 from .errors import FactoryError
 from .section import SECTION_ENV, current_section
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now: for a server this process starts (llama-server,
+    vLLM, a torch.distributed rendezvous, a Ray node). The OS picks it; another process could take it before the
+    server binds, which the servers' own bind error then reports."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_config(cfg: BaseModel, path: Path) -> Path:

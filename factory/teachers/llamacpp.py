@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 
 from ..config.teacher import SamplingConfig, TeacherConfig
 from ..core.errors import FactoryError
+from ..core.processes import free_port
 from ..core.workpool import die_with_parent, stop
 from ..storage.models import BUNDLED, gguf_path, resolve_model
 from .base import Request, Sink, Usage
@@ -62,12 +62,6 @@ def server_command(binary: Path, gguf: Path, cfg: TeacherConfig, sampling: Sampl
            "-t", str(os.cpu_count() or 1), "--parallel", str(cfg.batch_size), "-c", str(cfg.batch_size * per_slot),
            "--jinja", "--reasoning-format", "none", "--no-webui", "--alias", cfg.model]
     return cmd + (["--chat-template-file", str(template)] if template else [])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LlamaServerTransport(AiohttpTransport):

