@@ -195,7 +195,7 @@ def _generate_until_cached(args: list[str], cache, more_than: int) -> subprocess
 def test_sigterm_shuts_the_engine_down_and_ends_generate_in_one_line(tmp_path, smollm2_dir):
     """Issue 22, item 14: SIGTERM mid-generation shuts the engine down (vLLM's shutdown, then what is left of its
     processes) and exits 130 with one line; the samples that finished are cached and a rerun starts from them.
-    (An engine that dies mid-run is tests/unit/test_vllm_settings.py's.)"""
+    (An engine that dies mid-run is tests/teachers/test_vllm_settings.py's.)"""
     import psutil
 
     out = tmp_path / "run"

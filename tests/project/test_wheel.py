@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from tests.conftest import REPO, python_without_the_project
-from tests.stages.test_card_push import run_dir  # noqa: F401 - a filtered run to write a card for
+from tests.publish.test_card_push import run_dir  # noqa: F401 - a filtered run to write a card for
 
 
 @pytest.fixture(scope="module")
