@@ -54,7 +54,7 @@ def generate(out: Path, prompts: Path, teacher: dict, sampling: dict) -> dict:
 
     cfg = GenerateConfig.model_validate({"out": str(out), "prompts": {"source": str(prompts)}, "teacher": teacher,
                                          "sampling": sampling, "progress": False})
-    return stage.run(cfg)
+    return stage.run(cfg).to_json()
 
 
 def verified(run: Path, max_tokens: int) -> dict[str, list[bool]]:
@@ -172,10 +172,10 @@ def quickstart() -> dict:
     p = load_pipeline(str(REPO / "pipelines" / "quickstart.yaml"),
                       ["run_dir=runs/quickstart-adaptive", "generate.sampling.adaptive.enabled=true"])
     g = p.configs["generate"]
-    stats = stage.run(g)
+    stats = stage.run(g).to_json()
     bought = per_prompt_counts(Path(g.out))
     plain = load_pipeline(str(REPO / "pipelines" / "quickstart.yaml"), ["run_dir=runs/quickstart-adaptive"])
-    topup = stage.run(plain.configs["generate"])
+    topup = stage.run(plain.configs["generate"]).to_json()
     verdicts = verified(Path(g.out), g.sampling.max_tokens)
     got = {pid: sum(v[: bought[pid]]) for pid, v in verdicts.items()}
     four = {pid: sum(v[:4]) for pid, v in verdicts.items()}

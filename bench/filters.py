@@ -123,7 +123,7 @@ def stage(run_dir: Path, workers: int, all_verdicts: bool = False) -> tuple[floa
     code = ("import sys; from factory.config.stages import FilterConfig; from factory.stages import filter as f; "
             f"r = f.run(FilterConfig(run_dir={str(run_dir)!r}, workers={workers}, progress=False, "
             f"all_verdicts={all_verdicts})); "
-            "import resource; print(r['rows_per_s'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "import resource; print(r.rows_per_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     rate, own, kids = out.stdout.split()[-3:]

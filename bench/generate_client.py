@@ -84,7 +84,7 @@ def run_factory(url: str, k: int, inflight: int, tmp: Path) -> tuple[float, floa
                                                concurrency=inflight))
     c0, t0 = cpu_s(), time.perf_counter()
     report = generate.run(cfg)
-    return time.perf_counter() - t0, cpu_s() - c0, report["generation_seconds"]
+    return time.perf_counter() - t0, cpu_s() - c0, report.generation_seconds
 
 
 def main() -> None:

@@ -80,6 +80,9 @@ def stages(run_dir: Path, sets: list[str]) -> dict:
 
     state = json.loads((run_dir / "pipeline_state.json").read_text())
     out: dict = {"stages_s": {name: s.get("seconds") for name, s in state.items()}}
+    evals = [s.get("seconds") or 0 for name, s in state.items() if name.startswith("eval.")]
+    if evals:  # the eval block's instances (each eval, then their compare), as one figure beside earlier runs'
+        out["stages_s"]["eval"] = round(sum(evals), 1)
     gen = json.loads((run_dir / "generate_stats.json").read_text())
     import polars as pl
 

@@ -9,6 +9,7 @@ import typer
 
 from .config.loader import build, load_yaml, parse_overrides
 from .config.stages import GenerateConfig
+from .core.context import RunContext
 from .core.errors import FactoryError
 from .core.processes import sigterm_interrupts
 
@@ -17,6 +18,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: a.b=value (repeatable)")]
+SectionOpt = Annotated[str | None, typer.Option("--section", hidden=True, help="The pipeline instance whose section "
+                                                "of config.resolved.yaml this writes (set by the pipeline)")]
+
+
+def _context(cli: typer.Context, section: str | None) -> RunContext:
+    """What the stage gets besides its config: the section it writes and the command line (main() hands it in)."""
+    return RunContext(section=section, command=cli.obj)
 
 
 @app.callback()
@@ -92,6 +100,7 @@ def _put(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 @app.command()
 def generate(
+    cli: typer.Context,
     prompts: Annotated[str | None, typer.Option(help="FILE.jsonl|FILE.parquet, gym:TASK, hf:NAME or humaneval")] = None,
     teacher: Annotated[str | None, typer.Option(help="ENGINE:MODEL, ENGINE in openai, vllm, llamacpp, hf, auto")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai engine)")] = None,
@@ -108,6 +117,7 @@ def generate(
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """A teacher writes chain-of-thought traces for prompts into RUN_DIR/traces (resumable)."""
     from .stages import generate as stage
@@ -125,26 +135,31 @@ def generate(
     if base_url and not teacher:
         _put(flags, "teacher.engine", "openai")
     cfg = build(GenerateConfig, *_layers(config, flags, set_), where=config or "generate")
-    report = _interruptible(stage.run, cfg, "finished samples are cached; rerun the same command to resume")
-    if report.get("failed"):
-        typer.echo(f"{report['failed']} samples failed (see the error column; rerun to retry them)", err=True)
+    report = _interruptible(stage.run, cfg, _context(cli, section),
+                            "finished samples are cached; rerun the same command to resume")
+    if report.failed:
+        typer.echo(f"{report.failed} samples failed (see the error column; rerun to retry them)", err=True)
 
 
 @app.command()
 def merge(
+    cli: typer.Context,
     run_dir: Annotated[str, typer.Argument(help="Run directory holding shards/I-of-N from generate --shard")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """Join the shards of generate --shard I/N into RUN_DIR/traces, checking every shard is there and finished."""
     from .config.stages import MergeConfig
     from .stages import merge as stage
 
-    stage.run(build(MergeConfig, *_layers(config, {"run_dir": run_dir}, set_), where=config or "merge"))
+    stage.run(build(MergeConfig, *_layers(config, {"run_dir": run_dir}, set_), where=config or "merge"),
+              _context(cli, section))
 
 
 @app.command("filter")
 def filter_(
+    cli: typer.Context,
     run_dir: Annotated[str, typer.Argument(help="Run directory with traces/")],
     workers: Annotated[int | None, typer.Option(help="Worker processes (0: one per core)")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
@@ -152,6 +167,7 @@ def filter_(
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """Apply the R1 rejection filters: RUN_DIR/filtered/kept, filtered/rejected and filtered/stats.json."""
     from .config.stages import FilterConfig
@@ -162,6 +178,7 @@ def filter_(
     _put(flags, "progress", None if progress else False)
     _put_executor(flags, executor, ray_address)
     _interruptible(stage.run, build(FilterConfig, *_layers(config, flags, set_), where=config or "filter"),
+                   _context(cli, section),
                    "filtered/ is unchanged (it is replaced only when complete); judge answers are cached")
 
 
@@ -183,26 +200,27 @@ def view(
     serve(build(ViewConfig, *_layers(config, flags, set_), where=config or "view"))
 
 
-def _interruptible(run: Any, cfg: Any, kept: str) -> Any:
-    """A stage's run(cfg); Ctrl-C or SIGTERM ends it with one line saying what was kept, and exit 130."""
+def _interruptible(run: Any, cfg: Any, ctx: RunContext, kept: str) -> Any:
+    """A stage's run(cfg, ctx); Ctrl-C or SIGTERM ends it with one line saying what was kept, and exit 130."""
     try:
-        return run(cfg)
+        return run(cfg, ctx)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {kept}", err=True)
         raise typer.Exit(130) from None
 
 
-def _launch(cfg: Any, command: str) -> None:
+def _launch(cfg: Any, command: str, ctx: RunContext) -> None:
     """Runs the training command in the processes of its `launch` config; exits with their code."""
     from train.launch import relaunch
 
-    code = _interruptible(lambda c: relaunch(c, command), cfg,
+    code = _interruptible(lambda c, x: relaunch(c, command, x), cfg, ctx,
                           "the training processes were stopped; --resume continues from the last complete checkpoint")
     raise typer.Exit(code)
 
 
 @app.command()
 def distill(
+    cli: typer.Context,
     run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/kept/")],
     student: Annotated[str | None, typer.Option(help="Preset (qwen-7b, llama-8b, smollm2-135m, tiny, ...), path or Hub id")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
@@ -214,6 +232,7 @@ def distill(
     num_processes: Annotated[int | None, typer.Option(help="With --launch: processes (GPUs) in all")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """SFT of a student on the kept traces (TRL SFTTrainer): RUN_DIR/student/PRESET/final."""
     from .config.stages import DistillConfig
@@ -225,15 +244,16 @@ def distill(
         _put(flags, key, value)
     cfg = build(DistillConfig, *_layers(config, flags, set_), where=config or "distill")
     if cfg.launch:
-        _launch(cfg, "distill")
-    from train import sft  # torch and TRL load only for this command
+        _launch(cfg, "distill", _context(cli, section))
+    from train.stages import distill as stage  # torch and TRL load when it trains
 
-    summary = sft.run(cfg)
-    typer.echo(f"distill: {summary['steps']} steps, final loss {summary['final_loss']}, model in {summary['output']}")
+    r = stage.run(cfg, _context(cli, section))
+    typer.echo(f"distill: {r.steps} steps, final loss {r.final_loss}, model in {r.output}")
 
 
 @app.command()
 def grpo(
+    cli: typer.Context,
     run_dir: Annotated[str, typer.Argument(help="Run directory (the policy goes to RUN_DIR/rl/NAME)")],
     model: Annotated[str | None, typer.Option(help="The policy: preset, bundled alias, path or Hub id")] = None,
     prompts: Annotated[str | None, typer.Option(help="FILE.jsonl|FILE.parquet, gym:TASK, hf:NAME or humaneval")] = None,
@@ -245,6 +265,7 @@ def grpo(
     num_processes: Annotated[int | None, typer.Option(help="With --launch: processes (GPUs) in all")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """GRPO (TRL GRPOTrainer) with the filters as rewards: RUN_DIR/rl/NAME/final."""
     from .config.grpo import GrpoConfig
@@ -256,20 +277,21 @@ def grpo(
         _put(flags, key, value)
     cfg = build(GrpoConfig, *_layers(config, flags, set_), where=config or "grpo")
     if cfg.launch:
-        _launch(cfg, "grpo")
-    from train import grpo as stage  # torch and TRL load only for this command
+        _launch(cfg, "grpo", _context(cli, section))
+    from train.stages import grpo as stage  # torch and TRL load when it trains
 
-    summary = stage.run(cfg)
-    last = summary["last"]
-    typer.echo(f"grpo: {summary['steps']} steps, last reward {last.get('reward')}, model in {summary['output']}")
+    r = stage.run(cfg, _context(cli, section))
+    typer.echo(f"grpo: {r.steps} steps, last reward {r.last.get('reward')}, model in {r.output}")
 
 
 @app.command()
 def card(
+    cli: typer.Context,
     run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/")],
     repo_id: Annotated[str | None, typer.Option(help="Hub repo named in the loading snippet")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """The dataset card: RUN_DIR/card/README.md (Hub front matter, funnel, lineage) and its plots."""
     from .config.stages import CardConfig
@@ -277,11 +299,12 @@ def card(
 
     flags: dict[str, Any] = {"run_dir": run_dir}
     _put(flags, "repo_id", repo_id)
-    stage.run(build(CardConfig, *_layers(config, flags, set_), where=config or "card"))
+    stage.run(build(CardConfig, *_layers(config, flags, set_), where=config or "card"), _context(cli, section))
 
 
 @app.command()
 def push(
+    cli: typer.Context,
     run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/")],
     repo: Annotated[str, typer.Option(help="Hub dataset repo: ORG/NAME")],
     private: Annotated[bool, typer.Option(help="Create the repo private")] = False,
@@ -289,6 +312,7 @@ def push(
     include_rejected: Annotated[bool, typer.Option(help="Upload the rejected traces too")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """Upload the card, its plots and the kept shards to a Hugging Face dataset repo (token: HF_TOKEN or login)."""
     from .config.stages import PushConfig
@@ -298,11 +322,12 @@ def push(
     for key, value in [("private", private or None), ("dry_run", dry_run or None),
                        ("include_rejected", include_rejected or None)]:
         _put(flags, key, value)
-    stage.run(build(PushConfig, *_layers(config, flags, set_), where=config or "push"))
+    stage.run(build(PushConfig, *_layers(config, flags, set_), where=config or "push"), _context(cli, section))
 
 
 @app.command("eval")
 def eval_(
+    cli: typer.Context,
     model: Annotated[str | None, typer.Option(help="Checkpoint directory, bundled alias, Hub id or served name")] = None,
     benchmark: Annotated[str | None, typer.Option(help="math500, aime24, aime25, gpqa-diamond, humaneval, "
                                                   "gym:TASK or FILE.jsonl")] = None,
@@ -321,6 +346,7 @@ def eval_(
     ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    section: SectionOpt = None,
 ) -> None:
     """pass@1 (95% CI), pass@k and maj@k of a model on a benchmark; or --compare earlier results."""
     if compare:
@@ -340,11 +366,12 @@ def eval_(
         _put(flags, "teacher.engine", "openai")
     _put_executor(flags, executor, ray_address)
     _interruptible(stage.run, build(EvalConfig, *_layers(config, flags, set_), where=config or "eval"),
-                   "finished samples are cached; rerun the same command to resume")
+                   _context(cli, section), "finished samples are cached; rerun the same command to resume")
 
 
 @app.command("run")
 def run_pipeline(
+    cli: typer.Context,
     pipeline: Annotated[str, typer.Argument(help="Pipeline YAML (see pipelines/)")],
     from_: Annotated[str | None, typer.Option("--from", help="Rerun from this stage on")] = None,
     only: Annotated[str | None, typer.Option(help="Run this stage only")] = None,
@@ -360,7 +387,7 @@ def run_pipeline(
         runner.dry_run(p)
         return
     try:
-        runner.run(p, start=from_, only=only)
+        runner.run(p, start=from_, only=only, command=cli.obj)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: rerun `factory run {pipeline}` to resume where it stopped", err=True)
         raise typer.Exit(130) from None
@@ -390,13 +417,13 @@ def ablate(
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
-    from .core import section
     from .storage.rundir import redacted_command
 
-    section.COMMAND = redacted_command(["factory", *(sys.argv[1:] if argv is None else argv)])
+    command = redacted_command(["factory", *(sys.argv[1:] if argv is None else argv)])
     try:
         with sigterm_interrupts():  # a SIGTERM unwinds like Ctrl-C: engines shut down, caches close
-            app(args=argv, prog_name="factory")  # standalone: click prints usage errors itself and exits 2
+            # standalone: click prints usage errors itself and exits 2; `obj`: the command line, for lineage
+            app(args=argv, prog_name="factory", obj=command)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except FactoryError as e:

@@ -15,6 +15,7 @@ from typing import Any
 
 from factory.config.grpo import GrpoConfig
 from factory.core.chat_templates import R1_ZERO, prompt_template, r1_zero_chat_template
+from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
 from factory.filters.stats import prompt_pass_rates
 from factory.sources.benchmarks import PROMPTS_SEEN
@@ -45,7 +46,7 @@ def final_dir(cfg: GrpoConfig) -> Path:
     return output_dir(cfg) / FINAL
 
 
-def run(cfg: GrpoConfig) -> dict[str, Any]:
+def run(cfg: GrpoConfig, ctx: RunContext = DIRECT) -> dict[str, Any]:
     """Every process of a distributed launch runs this; only the main one writes the run's files."""
     from accelerate import PartialState
 
@@ -100,7 +101,7 @@ def run(cfg: GrpoConfig) -> dict[str, Any]:
         rollouts = read_rollouts(out / "rollouts.jsonl")
         plot_curves(metrics, rollouts, out)
         write_summary(out, summary, rollouts)
-        write_resolved_config(cfg.run_dir, "grpo", cfg, {"summary": summary})
+        write_resolved_config(cfg.run_dir, "grpo", cfg, ctx, {"summary": summary})
         write_json_atomic(out / "grpo_summary.json", summary)
     state.wait_for_everyone()
     return summary

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
+from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
 from factory.core.processes import call, free_port, write_config
 
@@ -35,7 +36,7 @@ def launch_config(name: str) -> Path:
     raise FactoryError(f"--launch {name}: unknown (shipped: {', '.join(shipped())}; or a path to an accelerate YAML)")
 
 
-def launch_command(cfg: BaseModel, cfg_file: Path, command: str = "distill") -> list[str]:
+def launch_command(cfg: BaseModel, cfg_file: Path, command: str = "distill", ctx: RunContext = DIRECT) -> list[str]:
     """The command line that runs `factory COMMAND` with this config in processes of its own: under the
     config's `launch` (accelerate, or torchrun for CPU processes over gloo), or as one plain process."""
     child = cfg.model_copy(update={"launch": None, "num_processes": None})  # the processes train; they never relaunch
@@ -45,7 +46,7 @@ def launch_command(cfg: BaseModel, cfg_file: Path, command: str = "distill") -> 
         settings = yaml.safe_load(config_file.read_text()) or {}
         child = _one_checkpointing(child, settings)
     write_config(child, cfg_file)
-    tail = ["-m", "factory.cli", command, cfg.run_dir, "--config", str(cfg_file)]
+    tail = ["-m", "factory.cli", command, cfg.run_dir, *ctx.child_args(), "--config", str(cfg_file)]
     if not cfg.launch:
         return [sys.executable, *tail]
     if settings.get("distributed_type") == "MULTI_CPU":
@@ -79,10 +80,10 @@ def _output_dir(cfg: BaseModel, command: str) -> Path:
     return output_dir(cfg)
 
 
-def relaunch(cfg: BaseModel, command: str = "distill") -> int:
-    """Runs the command in processes of its own; returns their exit code."""
+def relaunch(cfg: BaseModel, command: str = "distill", ctx: RunContext = DIRECT) -> int:
+    """Runs the command in processes of its own (writing the section `ctx` names); returns their exit code."""
     out = _output_dir(cfg, command)
-    cmd = launch_command(cfg, out / f"launch.{command}.yaml", command)
+    cmd = launch_command(cfg, out / f"launch.{command}.yaml", command, ctx)
     print("launching:", " ".join(cmd), file=sys.stderr)
     return call(cmd)
 
@@ -90,16 +91,14 @@ def relaunch(cfg: BaseModel, command: str = "distill") -> int:
 SUMMARIES = {"distill": "distill_summary.json", "grpo": "grpo_summary.json"}
 
 
-def train_in_processes(cfg: BaseModel, command: str) -> dict:
+def train_in_processes(cfg: BaseModel, command: str, ctx: RunContext = DIRECT) -> Path:
     """A pipeline's training stage: the processes of `cfg.launch` (or one plain process) train while the pipeline
     keeps its state and locks; GPU memory is the training processes' own and goes with them. Returns the summary
-    they wrote."""
-    import json
-
+    file they wrote."""
     out = _output_dir(cfg, command)
     summary = out / SUMMARIES[command]
     summary.unlink(missing_ok=True)  # a summary of an earlier run must not pass for this one
-    code = relaunch(cfg, command)
+    code = relaunch(cfg, command, ctx)
     if code != 0 or not summary.exists():
         raise FactoryError(f"{command}: the training processes exited with code {code} (their error is above)")
-    return json.loads(summary.read_text())
+    return summary

@@ -14,6 +14,7 @@ from typing import Any
 
 from factory.config.stages import DistillConfig
 from factory.core.chat_templates import r1_template
+from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
 from factory.storage.rundir import write_resolved_config
 from factory.storage.shards import write_json_atomic
@@ -29,7 +30,7 @@ from .students import Settings, model_path, output_dir, resolve_settings
 DATA = "data"  # the tokenised samples under the student's output directory
 
 
-def run(cfg: DistillConfig) -> dict[str, Any]:
+def run(cfg: DistillConfig, ctx: RunContext = DIRECT) -> dict[str, Any]:
     """Every process of a distributed launch runs this; only the main one writes the run's files."""
     from accelerate import PartialState
 
@@ -64,7 +65,7 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
                "nonpad_share": round(tally["real"] / tally["tokens"], 4) if tally.get("tokens") else None}
     if state.is_main_process:
         _plot_loss(out / "train_metrics.jsonl", out / "loss.png")
-        write_resolved_config(run_dir, "distill", cfg, {"summary": summary})
+        write_resolved_config(run_dir, "distill", cfg, ctx, {"summary": summary})
         write_json_atomic(out / "distill_summary.json", summary)
     state.wait_for_everyone()
     return summary

@@ -80,7 +80,6 @@ class ExecutorConfig(Strict):
                               "task; unset: 16 rounds of an API actor's concurrency, 4 engine batches, 1 row group")
 
 
-
 _PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
+from .context import RunContext
 from .errors import FactoryError
-from .section import SECTION_ENV, current_section
 
 
 def free_port() -> int:
@@ -37,16 +37,11 @@ def write_config(cfg: BaseModel, path: Path) -> Path:
 
 
 def call(cmd: list[str]) -> int:
-    """Runs cmd with this process's environment, plus the pipeline instance whose section it writes, and returns
-    its exit code. The child never outlives this process: it is killed with it (even by kill -9), and a SIGTERM or
+    """Runs cmd with this process's environment and returns its exit code. The child never outlives this process: it is killed with it (even by kill -9), and a SIGTERM or
     Ctrl-C here terminates it first (a training or vLLM child would otherwise go on holding the GPU)."""
     from .workpool import die_with_parent, stop
 
-    env = dict(os.environ)
-    section = current_section()
-    if section:
-        env[SECTION_ENV] = section
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
+    proc = subprocess.Popen(cmd, preexec_fn=die_with_parent)
     with sigterm_interrupts():
         try:
             return proc.wait()
@@ -79,10 +74,11 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_command(command: str, cfg: BaseModel, cfg_file: Path, *args: str) -> None:
-    """`factory COMMAND [ARGS] --config CFG_FILE` in a child process; a failure is one line (the child printed
-    its own error above it)."""
-    cmd = [sys.executable, "-m", "factory.cli", command, *args, "--config", str(write_config(cfg, cfg_file))]
+def run_command(command: str, cfg: BaseModel, cfg_file: Path, ctx: RunContext, *args: str) -> None:
+    """`factory COMMAND [ARGS] --config CFG_FILE` in a child process that writes the section `ctx` names; a
+    failure is one line (the child printed its own error above it)."""
+    cmd = [sys.executable, "-m", "factory.cli", command, *args, *ctx.child_args(), "--config",
+           str(write_config(cfg, cfg_file))]
     code = call(cmd)
     if code != 0:
         raise FactoryError(f"{command}: its process exited with code {code} (its error is above)")

@@ -16,38 +16,38 @@ from ..config.stages import FilterConfig, GenerationSettings
 from ..filters.decontam import DecontamIndex
 from ..generation.budget import Budget
 from ..generation.plan import Plan
+from ..generation.stats import Bought, GenerationStats
 from ..storage.cache import SampleCache
 
 
 def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, budget: Budget | None = None,
-                     adaptive: bool = False) -> dict[str, Any]:
+                     adaptive: bool = False) -> Bought:
     """Requests every sample of the plan the cache lacks; each finished one is cached at once (failures are not:
-    a rerun tries them again). Returns the counts, usage and the failures by key (`errors`). With `adaptive`
-    (a GenerateConfig's sampling.adaptive), the plan's counts are decided round by round (`work.counts`), and the
-    report holds the rounds' stats under `adaptive`; with a budget, `stopped_by` says which budget ended it."""
+    a rerun tries them again). Returns the counts and usage, and the failures by key. With `adaptive` (a
+    GenerateConfig's sampling.adaptive), the plan's counts are decided round by round (`work.counts`), and the
+    stats hold the rounds under `adaptive`; with a budget, `stopped_by` says which budget ended it."""
     total = work.samples()
     todo = sum(k not in cache for _, _, keys in work for k in keys) if len(cache) else total
-    report: dict[str, Any] = {"prompts": len(work), "samples": total, "cached": total - todo, "requested": todo,
-                              "errors": {}}
+    start = GenerationStats(prompts=len(work), samples=total, cached=total - todo, requested=todo)
     if budget is not None:
         _count_cached(work, cache, budget)
     if not todo and not adaptive:
-        return report
+        return Bought(start)
     if cfg.executor.kind == "ray":
         from .ray import generate_on_ray
 
-        return generate_on_ray(cfg, work, cache, report)
+        return generate_on_ray(cfg, work, cache, start)
     if cfg.teacher.batch:
         from .batch import generate_in_batches
 
-        report = generate_in_batches(cfg, work, cache, report, budget)
+        bought = generate_in_batches(cfg, work, cache, start, budget)
     else:
         from .local import generate_here
 
-        report = generate_here(cfg, work, cache, report, budget, adaptive)
+        bought = generate_here(cfg, work, cache, start, budget, adaptive)
     if budget is not None and budget.stopped:
-        report["stopped_by"] = budget.summary()
-    return report
+        bought.stats.stopped_by = budget.summary()
+    return bought
 
 
 def _count_cached(work: Plan, cache: SampleCache, budget: Budget) -> None:

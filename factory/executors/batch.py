@@ -25,8 +25,9 @@ from rich.console import Console
 
 from ..config.stages import GenerateConfig
 from ..core.errors import FactoryError
-from ..generation.plan import Plan, endpoint, sampling_key, usage_report
+from ..generation.plan import Plan, endpoint, sampling_key
 from ..generation.progress import BatchProgress
+from ..generation.stats import Bought, GenerationStats
 from ..storage.cache import SampleCache, cache_record, sampling_column
 from ..storage.shards import read_json, write_json_atomic
 from ..teachers import Completion, Usage
@@ -80,8 +81,8 @@ class BatchState:
         return self.keys_of(self.open())
 
 
-def generate_in_batches(cfg: GenerateConfig, work: Plan, cache: SampleCache, report: dict[str, Any],
-                        budget=None) -> dict[str, Any]:
+def generate_in_batches(cfg: GenerateConfig, work: Plan, cache: SampleCache, start: GenerationStats,
+                        budget=None) -> Bought:
     preflight(cfg.teacher)  # a refused key or a wrong URL: one line, before a batch file is written
     state = BatchState(cache.root.parent / "batches", endpoint(cfg.teacher.base_url))
     moved = state.forget_other_endpoints()
@@ -94,7 +95,7 @@ def generate_in_batches(cfg: GenerateConfig, work: Plan, cache: SampleCache, rep
     same = {"teacher_model": cfg.teacher.model, "engine": "openai",
             "sampling": json.loads(sampling_column(sampling_key(cfg)))}
     try:
-        with BatchProgress(report["requested"], enabled=cfg.progress) as progress:
+        with BatchProgress(start.requested, enabled=cfg.progress) as progress:
             _rounds(cfg, work, cache, state, client, budget, lambda: _wait(cfg, cache, state, client, usage, same,
                                                                            progress))
     except openai.APIError as e:
@@ -103,7 +104,7 @@ def generate_in_batches(cfg: GenerateConfig, work: Plan, cache: SampleCache, rep
     finally:
         client.close()
     sent = state.submitted_keys() & missing
-    errors: dict[str, Completion] = report["errors"]
+    errors: dict[str, Completion] = {}
     for _, _, keys in work:
         for i, k in enumerate(keys):
             if k in sent and k not in cache:  # a sample never sent (a budget stopped first) is not a failure
@@ -112,9 +113,8 @@ def generate_in_batches(cfg: GenerateConfig, work: Plan, cache: SampleCache, rep
                                        error_class="batch_failed")
     if budget is not None:
         budget.spent.samples = sum(k in cache for _, _, keys in work for k in keys)  # bought, not sent
-    report.update(usage_report(cfg, usage, time.perf_counter() - started))
-    report.update(requested=len(sent), batches=len(state.entries))
-    return report
+    stats = start.with_usage(cfg, usage, time.perf_counter() - started)
+    return Bought(stats.model_copy(update={"requested": len(sent), "batches": len(state.entries)}), errors)
 
 
 def _rounds(cfg: GenerateConfig, work: Plan, cache: SampleCache, state: BatchState, client, budget, wait) -> None:

@@ -7,38 +7,40 @@ import functools
 import json
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from ..config.stages import FilterConfig, GenerationSettings
 from ..core.workpool import ordered_map
 from ..filters.decontam import DecontamIndex
 from ..filters.rows import RowJudgement, hung_row_group, init_worker, judge_row_group
 from ..generation.budget import Budget
-from ..generation.plan import Plan, missing_requests, sampling_key, usage_report
+from ..generation.plan import Plan, missing_requests, sampling_key
 from ..generation.progress import GenerationProgress, starting
+from ..generation.stats import Bought, GenerationStats
 from ..storage.cache import SampleCache, cache_record, sampling_column
 from ..teachers import Completion, Request, make_teacher, resolve_engine
 
 
-def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, report: dict[str, Any],
-                  budget: Budget | None = None, adaptive: bool = False) -> dict[str, Any]:
+def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, start: GenerationStats,
+                  budget: Budget | None = None, adaptive: bool = False) -> Bought:
     """Streams the plan to one teacher (made when the first sample is wanted, kept for every round), so memory
     holds the requests in flight, never a list of the plan."""
-    buyer = Buyer(cfg, cache, report["errors"], budget)
+    bought = Bought(start.model_copy())
+    stats = bought.stats
+    buyer = Buyer(cfg, cache, bought.errors, budget)
     try:
         if adaptive:
             from .adaptive import Rounds
 
-            report["adaptive"] = Rounds(cfg, work, cache, budget).run(buyer.buy)
-            report.update(samples=work.samples(), cached=max(0, work.samples() - buyer.requested))
+            stats.adaptive = Rounds(cfg, work, cache, budget).run(buyer.buy)
+            stats.samples, stats.cached = work.samples(), max(0, work.samples() - buyer.requested)
         else:
-            buyer.buy(work, report["requested"], "generate")
+            buyer.buy(work, stats.requested, "generate")
     finally:
         buyer.close()
-    report["requested"] = buyer.tried  # sent and answered (or failed): a budget may stop short of the plan
+    stats.requested = buyer.tried  # sent and answered (or failed): a budget may stop short of the plan
     if buyer.teacher is not None:
-        report.update(usage_report(cfg, buyer.teacher.usage, buyer.seconds))
-    return report
+        bought.stats = stats.with_usage(cfg, buyer.teacher.usage, buyer.seconds)
+    return bought
 
 
 class Buyer:

@@ -171,22 +171,23 @@ def _usage_delta(before: Any, after: Any) -> str:
                                     if v - before.failures.get(k, 0)}})
 
 
-def generate_on_ray(cfg: GenerationSettings, work: Any, cache: Any, report: dict[str, Any]) -> dict[str, Any]:
+def generate_on_ray(cfg: GenerationSettings, work: Any, cache: Any, start: Any) -> Any:
     """The plan's missing samples on the cluster: actors write their own cache segments, which the driver then
-    indexes; failures land in report["errors"] as they do locally."""
+    indexes; failures come back by key as they do locally (a generation.stats.Bought)."""
     import time
 
-    from ..generation.plan import missing_requests, usage_report
+    from ..generation.plan import missing_requests
     from ..generation.progress import GenerationProgress
+    from ..generation.stats import Bought
     from ..teachers import Completion, Usage
 
     if cfg.teacher.engine == "openai":
         from ..teachers.openai_compat import preflight
 
         preflight(cfg.teacher)  # one line here, not one per actor
-    usage, errors = Usage(), report["errors"]
+    usage, errors = Usage(), {}
     gen_started = time.perf_counter()
-    with GenerationProgress(report["requested"], usage, enabled=cfg.progress) as advance:
+    with GenerationProgress(start.requested, usage, enabled=cfg.progress) as advance:
         def on_result(key: str, error: str | None, error_class: str | None) -> None:
             if error:
                 errors[key] = Completion(0, error=error, error_class=error_class)
@@ -195,8 +196,7 @@ def generate_on_ray(cfg: GenerationSettings, work: Any, cache: Any, report: dict
             _serve(cfg, missing_requests(work, cache), cache.root, usage, on_result)
         finally:
             cache.refresh()  # what the actors wrote, also when the run was cut short
-    report.update(usage_report(cfg, usage, time.perf_counter() - gen_started))
-    return report
+    return Bought(start.with_usage(cfg, usage, time.perf_counter() - gen_started), errors)
 
 
 def _serve(cfg: GenerationSettings, requests: Iterator[Any], cache_dir: Path, usage: Any, on_result: Any) -> None:

@@ -13,8 +13,36 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from ..core.results import StageResult
 from ..storage.shards import read_manifest
 from . import FILTERS
+
+
+class FilterStats(StageResult):
+    """The filter stage's result (filtered/stats.json): the funnel in the run's filter order, each filter's
+    failures and skips, the reasons, pass rates, token percentiles, per teacher, and how long each pass took."""
+
+    SUMMARY = ("in", "kept")
+
+    order: list[str]  # the run's filter order (the JSON's keys are sorted: readers follow this list)
+    funnel: dict[str, Any]  # in, rejected_by (filter -> rows it was first to reject), kept
+    failed_any: dict[str, int]
+    skipped: dict[str, int]  # not judged, or not applicable
+    reasons: dict[str, int]
+    pass_rate: dict[str, Any]  # by_task, by_source, prompts
+    tokens: dict[str, dict[str, int]]  # kept / rejected -> percentiles
+    by_teacher: dict[str, dict[str, Any]]
+    seconds: float
+    rows_per_s: float
+    judge: dict[str, Any] | None = None
+    seconds_by_pass: dict[str, float] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"in": self.funnel["in"], "kept": self.funnel["kept"]}
+
+    @classmethod
+    def describe(cls, s: dict[str, Any]) -> str:
+        return f"kept {s.get('kept')} of {s.get('in')}"
 
 _VERDICT = pl.Struct({"ok": pl.Boolean, "status": pl.String, "reason": pl.String, "score": pl.Float64})
 VERDICTS = pl.Struct({name: _VERDICT for name in FILTERS})
@@ -52,7 +80,7 @@ def percentiles(values: pl.Series) -> dict[str, int]:
     return {"p10": pick(0.10), "p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": int(values[-1])}
 
 
-def funnel_stats(filtered: Path, order: list[str], seconds: float) -> dict[str, Any]:
+def funnel_stats(filtered: Path, order: list[str], seconds: float) -> FilterStats:
     """Each statistic is a streaming aggregation over the shards' small columns (the verdicts JSON decoded a
     chunk at a time): what is held whole is one token count per row, never the verdicts."""
     verdict = lambda name, field: pl.col("v").struct.field(name).struct.field(field)  # noqa: E731
@@ -77,11 +105,11 @@ def funnel_stats(filtered: Path, order: list[str], seconds: float) -> dict[str, 
     rejected = dict(rejected.iter_rows())
     by = lambda key: {k: round(v, 4) for k, v in sorted(  # noqa: E731
         prompts.group_by(key).agg(pl.col("pass_rate").mean()).iter_rows())}
-    return {
-        "order": order,  # the run's filter order (the JSON's keys are sorted: readers follow this list)
+    return FilterStats.model_validate({
+        "order": order,
         "funnel": {"in": t["rows"], "rejected_by": {n: rejected.get(n, 0) for n in order}, "kept": t["kept"] or 0},
         "failed_any": {n: t[f"fail:{n}"] or 0 for n in order},
-        "skipped": {n: t[f"skip:{n}"] for n in order if t[f"skip:{n}"]},  # not judged, or not applicable
+        "skipped": {n: t[f"skip:{n}"] for n in order if t[f"skip:{n}"]},
         "reasons": dict(reasons.sort(["len", "reason"], descending=[True, False]).iter_rows()),
         "pass_rate": {"by_task": by("task"), "by_source": by("source"), "prompts": prompts.height},
         "tokens": {"kept": percentiles(tokens.filter(pl.col("kept"))["tokens"]),
@@ -91,25 +119,25 @@ def funnel_stats(filtered: Path, order: list[str], seconds: float) -> dict[str, 
                                             "mean_kept_tokens": round(r["tokens"]) if r["tokens"] else None}
                        for r in teachers.sort("teacher_model").iter_rows(named=True) if r["teacher_model"]},
         "seconds": round(seconds, 2), "rows_per_s": round(t["rows"] / max(seconds, 1e-9), 1),
-    }
+    })
 
 
-def print_stats(report: dict[str, Any], where: Path) -> None:
+def print_stats(report: FilterStats, where: Path) -> None:
     table = Table(title=f"filter -> {where}")
     table.add_column("step")
     table.add_column("rows", justify="right")
     table.add_column("rejected (first)", justify="right")
     table.add_column("failing (any)", justify="right")
-    funnel = report["funnel"]
+    funnel = report.funnel
     remaining = funnel["in"]
     table.add_row("in", str(remaining), "", "")
     for name, rejected in funnel["rejected_by"].items():
         remaining -= rejected
-        table.add_row(name, str(remaining), str(rejected), str(report["failed_any"].get(name, 0)))
+        table.add_row(name, str(remaining), str(rejected), str(report.failed_any.get(name, 0)))
     table.add_row("[bold]kept", f"[bold]{funnel['kept']}", "", "")
     console = Console(stderr=True)
     console.print(table)
-    rates = report["pass_rate"]["by_task"]
+    rates = report.pass_rate["by_task"]
     if rates:
         console.print("pass rate by task: " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items()))
-    console.print(f"{report['rows_per_s']} rows/s; stats in {where / 'stats.json'}")
+    console.print(f"{report.rows_per_s} rows/s; stats in {where / 'stats.json'}")

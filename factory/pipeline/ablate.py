@@ -148,7 +148,7 @@ def _pm(mean: float, ci: float | None) -> str:
 def dry_run(a: Ablation) -> dict[str, Any]:
     """Each run's plan and full cost, then what each adds: samples an earlier run buys (the shared sample and eval
     caches) are counted once, so the ablation's total is what it will really spend."""
-    from .estimates import total
+    from ..stages.estimates import total
     from .plan import dry_run as plan_one
 
     out: dict[str, Any] = {"runs": {}}
@@ -173,8 +173,8 @@ def dry_run(a: Ablation) -> dict[str, Any]:
 def sample_sets(p: Pipeline) -> list[tuple[str, dict[str, Any]]]:
     """(what the samples are, their estimate) for each teacher of each generate stage and each eval: two runs
     with the same key share these samples through the ablation's caches (n aside: a larger n buys the rest)."""
-    from .estimates import eval_estimate, generation_estimate
-    from .load import resolve_model_ref, resolve_refs
+    from ..stages.estimates import eval_estimate, generation_estimate
+    from .load import resolve_refs
 
     out = []
     for inst in p.instances:
@@ -183,12 +183,11 @@ def sample_sets(p: Pipeline) -> list[tuple[str, dict[str, Any]]]:
             for t in config.all_teachers():
                 one = config.model_copy(update={"teacher": t, "teachers": []})
                 out.append((_key(t, one, config.prompts.model_dump()), generation_estimate(one, p.plan)[0]))
-        elif inst.kind == "eval":
-            for _, e in config:
-                e = e.model_copy(update={"model": resolve_model_ref(e.model, p, inst.name, prepare=False)})
-                what = {k: getattr(e, k) for k in ("model", "benchmark", "benchmark_path", "limit", "size", "seed",
-                                                   "gym_args", "date_from", "date_to")}
-                out.append((_key(e.teacher.model_copy(update={"model": e.model}), e, what), eval_estimate(e, p.plan)))
+        elif inst.kind == "eval":  # its model's reference resolved above
+            what = {k: getattr(config, k) for k in ("model", "benchmark", "benchmark_path", "limit", "size", "seed",
+                                                    "gym_args", "date_from", "date_to")}
+            teacher = config.teacher.model_copy(update={"model": config.model})
+            out.append((_key(teacher, config, what), eval_estimate(config, p.plan)))
     return out
 
 

@@ -116,7 +116,7 @@ def _check_deciding_eval(path: str, cfg: AblationConfig, runs: dict[tuple[str, i
         if mine is None:
             raise FactoryError(f"{path}: variant {variant!r} has no eval {cfg.decide_by!r} (decide_by): its set "
                                "removes it")
-        holder = next(i for i in p.instances if i.kind == "eval" and cfg.decide_by in dict(i.config))
+        holder = next(i for i in p.instances if i.kind == "eval" and (i.entry or i.name) == cfg.decide_by)
         if mine.model == "student" and p.before(holder.name, "distill") is None:
             raise FactoryError(f"{path}: variant {variant!r} trains no student before {cfg.decide_by} (no distill "
                                "stage): nothing of its own to evaluate")
@@ -143,8 +143,7 @@ def _sampled(e) -> dict[str, Any]:
 
 def _shape(instances: list) -> list[tuple[str, str, Any]]:
     """What a pipeline runs, to compare two: each instance's name, kind and config."""
-    return [(i.name, i.kind, [(n, e.model_dump()) for n, e in i.config] if i.kind == "eval" else
-             i.config.model_dump()) for i in instances]
+    return [(i.name, i.kind, i.config.model_dump()) for i in instances]
 
 
 def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Variant, seed: int | None,
@@ -156,9 +155,9 @@ def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Varian
         if variant.set and _shape(instances) == _shape(load_pipeline(base, pairs[:1]).instances):
             raise FactoryError(f"its set {variant.set} changes nothing: the base already runs so")
         # one sample cache for every run (a variant buys only the samples no other run has bought), and the seed
-        pairs += [f"{i.name}.cache={out / 'cache'}" for i in instances if i.kind == "generate"]
+        pairs += [f"{i.block}.cache={out / 'cache'}" for i in instances if i.kind == "generate"]
         if seed is not None:
-            pairs += [f"{i.name}.seed={seed}" for i in instances if i.kind in ("distill", "grpo")]
+            pairs += [f"{i.block}.seed={seed}" for i in instances if i.kind in ("distill", "grpo")]
         p = load_pipeline(base, pairs)
     except FactoryError as e:
         where = "the base" if variant.name == "base" else f"variant {variant.name!r}"
@@ -167,5 +166,5 @@ def _variant_pipeline(path: str, cfg: AblationConfig, base: str, variant: Varian
     # training, the teacher) sample once, and only the newly trained student is sampled per run
     for inst in p.instances:
         if inst.kind == "eval":
-            inst.config = [(n, e.model_copy(update={"cache": str(out / "eval-cache")})) for n, e in inst.config]
+            inst.config = inst.config.model_copy(update={"cache": str(out / "eval-cache")})
     return p

@@ -15,7 +15,9 @@ eval:
 The same kind may run more than once under names of its own, each with its own config block (keyed by the
 name), fingerprint and state: `stages: [generate, filter, {name: sft1, kind: distill}, {name: sft2, kind:
 distill, run_dir: runs/x/round2}]`. A named instance may set its own `run_dir`; a named distill writes to
-RUN_DIR/student/NAME and a named eval to RUN_DIR/eval/NAME unless its block says otherwise.
+RUN_DIR/student/NAME and a named eval block to RUN_DIR/eval/NAME unless its block says otherwise. A block a
+stage module expands (an eval block: one instance per eval, BLOCK.NAME, and BLOCK.compare) is addressed by its
+name too: `--only eval` runs every instance of it.
 
 Model fields (an eval's `model`, generate's `teacher.model`, distill's `student`, grpo's `model`) may name
 `stage:NAME`, the model trained by the earlier instance NAME (a distill or a grpo), or `teacher` (the generate
@@ -34,8 +36,8 @@ from typing import Any
 
 from ..config.loader import build, load_yaml, parse_overrides
 from ..core.errors import FactoryError
-from ..storage.rundir import RunDir
-from .estimates import PlanAssumptions
+from ..stages.base import default_output, model_fields, output_field, trained_model, trains
+from ..stages.estimates import PlanAssumptions
 from .registry import KINDS, STAGES
 
 MODEL_REFS = ("teacher", "student", "student-base")
@@ -44,10 +46,15 @@ STAGE_REF = "stage:"
 
 @dataclass
 class StageInstance:
-    name: str  # unique in the pipeline: the key of its config block and of its state
+    name: str  # unique in the pipeline: the key of its state (BLOCK.ENTRY for an instance of an expanded block)
     kind: str  # a key of STAGES
-    config: Any  # the kind's config model; for eval, a list of (name, EvalConfig)
+    config: Any  # the kind's config model
     run_dir: Path
+    block: str = ""  # the pipeline block it comes from (its config's key); "": its name
+    entry: str | None = None  # its name inside an expanded block (an eval's name)
+
+    def __post_init__(self) -> None:
+        self.block = self.block or self.name
 
 
 @dataclass
@@ -64,13 +71,22 @@ class Pipeline:
         return [i.name for i in self.instances]
 
     @property
+    def blocks(self) -> list[str]:
+        return list(dict.fromkeys(i.block for i in self.instances))
+
+    @property
     def configs(self) -> dict[str, Any]:
-        """Instance name -> config, for every instance but evals."""
-        return {i.name: i.config for i in self.instances if i.kind != "eval"}
+        """Instance name -> config."""
+        return {i.name: i.config for i in self.instances}
 
     @property
     def evals(self) -> list[tuple[str, Any]]:
-        return [e for i in self.instances if i.kind == "eval" for e in i.config]
+        """(the eval's name, its config) of every eval instance."""
+        return [(i.entry or i.name, i.config) for i in self.instances if i.kind == "eval"]
+
+    def named(self, name: str) -> list[StageInstance]:
+        """The instance of this name, or every instance of the block of this name."""
+        return [i for i in self.instances if i.name == name] or [i for i in self.instances if i.block == name]
 
     def instance(self, name: str) -> StageInstance:
         return next(i for i in self.instances if i.name == name)
@@ -105,17 +121,20 @@ def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
     p = Pipeline(path=str(path), name=doc.get("name") or Path(path).stem, run_dir=run_dir, instances=[], raw=doc,
                  plan=build(PlanAssumptions, doc.get("plan") or {}, where=f"{path} plan"))
     for name, kind, own_dir in entries:
+        stage = STAGES[kind]
         where = f"{path} {name}" if name == kind else f"{path} {name} ({kind})"
         inst_dir = Path(own_dir) if own_dir else run_dir
-        section = _defaults(name, kind, copy.deepcopy(doc.get(name) or ({} if kind != "eval" else [])), inst_dir)
-        config = (_evals(path, section, inst_dir, any(i.kind in ("generate", "grpo") for i in p.instances))
-                  if kind == "eval" else build(STAGES[kind].config_model, section, where=where))
+        section = copy.deepcopy(doc.get(name))
+        if hasattr(stage, "expand"):  # a block of several instances (an eval block)
+            earlier = [i.kind for i in p.instances]
+            for entry, entry_kind, config in stage.expand(name, section, inst_dir, earlier, where):
+                p.instances.append(StageInstance(f"{name}.{entry}", entry_kind, config, inst_dir, name, entry))
+            continue
+        config = build(stage.Config, _defaults(name, stage, section or {}, inst_dir), where=where)
         p.instances.append(StageInstance(name, kind, config, inst_dir))
-        for dotted in STAGES[kind].model_fields:
-            _check_stage_ref(p, name, dotted, _get(config, dotted))
     for inst in p.instances:
-        for name, e in inst.config if inst.kind == "eval" else ():
-            _check_stage_ref(p, inst.name, f"{name}: model", e.model)
+        for dotted in model_fields(STAGES[inst.kind]):
+            _check_stage_ref(p, inst.name, dotted, _get(inst.config, dotted))
     _verify_as_the_filter_does(p)
     return p
 
@@ -149,8 +168,8 @@ def _check_stage_ref(p: Pipeline, at: str, field: str, value: Any) -> None:
         return
     target = value[len(STAGE_REF):]
     earlier = {i.name: i for i in p.instances[: p.stages.index(at)]}
-    if target not in earlier or STAGES[earlier[target].kind].trained_model is None:
-        trained = [n for n, i in earlier.items() if STAGES[i.kind].trained_model] or ["none"]
+    if target not in earlier or not trains(STAGES[earlier[target].kind]):
+        trained = [n for n, i in earlier.items() if trains(STAGES[i.kind])] or ["none"]
         raise FactoryError(f"{p.path}: {at}: {field}: {value!r} names no earlier training stage (earlier distill "
                            f"or grpo stages: {', '.join(trained)})")
 
@@ -191,17 +210,14 @@ def _check_name(path: str, where: str, name: str) -> None:
         raise FactoryError(f"{path}: {where}: name {e}") from None
 
 
-def _defaults(name: str, kind: str, section: Any, run_dir: Path) -> Any:
-    """Every instance works in its run directory; named distills and evals get their own output places."""
-    if kind == "eval":
-        out = RunDir(run_dir).eval / ("" if name == kind else name)
-        return [{**e, "out": e.get("out", str(out))} if isinstance(e, dict) else e for e in section] \
-            if isinstance(section, list) else section
+def _defaults(name: str, stage: Any, section: Any, run_dir: Path) -> Any:
+    """Every instance works in its run directory; a named training stage gets its own output folder."""
     if not isinstance(section, dict):
         raise FactoryError(f"{name}: expected a mapping of settings, got {type(section).__name__}")
-    section.setdefault(STAGES[kind].dir_key, str(run_dir))
-    if STAGES[kind].default_output and name != kind:
-        section.setdefault("output_dir", str(STAGES[kind].default_output(run_dir, name)))
+    section.setdefault(output_field(stage), str(run_dir))
+    own = default_output(stage, run_dir, name) if name != stage.KIND else None
+    if own is not None:
+        section.setdefault("output_dir", str(own))
     return section
 
 
@@ -226,36 +242,11 @@ def entry_override(over: dict, names: set[str], name: str) -> Any:
     return _merge(shared, over.get(name) or {})
 
 
-def _evals(path: str, entries: Any, run_dir: Path, has_generate: bool) -> list[tuple[str, Any]]:
-    from ..config.stages import EvalConfig
-
-    if not isinstance(entries, list) or not entries:
-        raise FactoryError(f"{path}: eval: expected a list of evaluations (name, model, benchmark, ...)")
-    out, names = [], set()
-    for i, entry in enumerate(entries):
-        entry = dict(entry)
-        name = str(entry.pop("name", f"eval{i + 1}"))
-        _check_name(path, f"eval[{i}]", name)
-        if name in names:
-            raise FactoryError(f"{path}: eval[{i}]: the name {name!r} is used twice")
-        names.add(name)
-        entry.setdefault("label", name)
-        if has_generate and str(entry.get("benchmark", "")).startswith("gym:"):  # held out of this run's own too
-            runs = [str(r) for r in entry.get("exclude_runs") or []]
-            entry["exclude_runs"] = runs + [str(run_dir)] * (str(run_dir) not in runs)
-        out.append((name, build(EvalConfig, entry, where=f"{path} eval[{i}] ({name})")))
-    for i, (name, e) in enumerate(out):
-        if e.vs is not None and (e.vs == name or e.vs not in names):
-            raise FactoryError(f"{path}: eval[{i}] ({name}): field 'vs': {e.vs!r} is not another eval of this "
-                               f"stage (its evals: {', '.join(n for n, _ in out)})")
-    return out
-
-
 def resolve_refs(inst: StageInstance, p: Pipeline, prepare: bool = True) -> Any:
     """The instance's config with its model fields' references replaced by what they name (see the module's doc).
     prepare=False resolves without side effects (nothing converted or built: to plan and to check outputs)."""
     cfg = inst.config
-    for dotted in STAGES[inst.kind].model_fields:
+    for dotted in model_fields(STAGES[inst.kind]):
         cfg = _with(cfg, dotted, resolve_model_ref(_get(cfg, dotted), p, inst.name, prepare))
     return cfg
 
@@ -265,7 +256,7 @@ def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None, prepare: boo
     last one) in this pipeline. Anything else is itself."""
     if ref.startswith(STAGE_REF):
         target = p.instance(ref[len(STAGE_REF):])
-        return str(STAGES[target.kind].trained_model(resolve_refs(target, p, prepare=False)))
+        return str(trained_model(STAGES[target.kind], resolve_refs(target, p, prepare=False)))
     if ref not in MODEL_REFS:
         return ref
     at = at or p.instances[-1].name
@@ -285,5 +276,5 @@ def resolve_model_ref(ref: str, p: Pipeline, at: str | None = None, prepare: boo
 
 
 def model_refs(p: Pipeline, at: str, prepare: bool = True) -> Callable[[str], str]:
-    """resolve_model_ref for one instance, as the stage table's Context carries it."""
+    """resolve_model_ref for one instance."""
     return functools.partial(resolve_model_ref, p=p, at=at, prepare=prepare)

@@ -76,32 +76,39 @@ def section(title: str, model: type[BaseModel], intro: str = "") -> str:
 
 
 def markdown() -> str:
-    from ..config.stages import EvalConfig
-    from .estimates import PlanAssumptions
+    from ..stages.estimates import PlanAssumptions
     from .registry import STAGES
 
     parts = [HEADER]
     for kind, stage in STAGES.items():
-        model = stage.config_model or EvalConfig
-        intro = "Each entry of the `eval:` list (plus its `name`)." if stage.config_model is None else ""
-        parts.append(section(f"`{kind}`", model, intro))
+        parts.append(section(f"`{kind}`", stage.Config, getattr(stage, "BLOCK_HELP", "")))
     parts.append(section("`plan`", PlanAssumptions, "The dry run's assumptions (`factory run --dry-run`)."))
     return "\n".join(parts)
 
 
-def _lookup(tree: Any, dotted: str) -> bool:
-    """Whether `dotted` is a key of the nested dict `tree` (a YAML section or the --set overrides)."""
+_MISSING = object()
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    """The value at `dotted` in the nested dict `tree` (a YAML section or the --set overrides), or _MISSING."""
     for part in dotted.split("."):
         if not isinstance(tree, dict) or part not in tree:
-            return False
+            return _MISSING
         tree = tree[part]
-    return True
+    return tree
+
+
+def _given(value: Any, given: Any) -> str:
+    """Where a given value went: itself, or (a scalar the stage's resolve replaced, `engine: auto`) derived."""
+    scalar = isinstance(value, (str, int, float, bool)) and isinstance(given, (str, int, float, bool))
+    return "" if not scalar or value == given or str(value) == str(given) else f"derived from {given!r}, "
 
 
 def provenance(cfg: BaseModel, from_file: Any, from_set: Any) -> Iterator[tuple[str, Any, str]]:
     """(dotted key, resolved value, where it came from) for every leaf of `cfg`: `--set`, the file, the model's
-    default, or derived (set by the loader from other values: output folders, references to other stages). An
-    optional section left unset (`teacher.prices: None`) is one row."""
+    default, or derived (by the loader from other values: output folders, references to other stages; or by the
+    stage's resolve: the engine `auto` picks, the generation limit). An optional section left unset
+    (`teacher.prices: None`) is one row."""
     defaults = dict((key, default) for key, _, default, _ in rows(type(cfg)))
     shown: set[str] = set()
     for leaf, _, _, _ in rows(type(cfg), defaults=cfg):
@@ -109,10 +116,10 @@ def provenance(cfg: BaseModel, from_file: Any, from_set: Any) -> Iterator[tuple[
         if key in shown:
             continue
         shown.add(key)
-        if _lookup(from_set, key):
-            source = "--set"
-        elif _lookup(from_file, key):
-            source = "file"
+        if (given := _lookup(from_set, key)) is not _MISSING:
+            source = _given(value, given) + "--set"
+        elif (given := _lookup(from_file, key)) is not _MISSING:
+            source = _given(value, given) + "file"
         elif key != leaf or _shown(value) == defaults[key]:
             source = "default"
         else:
@@ -132,21 +139,22 @@ def _resolved(cfg: BaseModel, leaf: str) -> tuple[str, Any]:
 
 
 def show_pipeline(path: str, sets: list[str]) -> str:
-    """Every resolved value of every stage instance of a pipeline file, with where it came from."""
+    """Every value of every stage instance of a pipeline file as it will run (the stage's own `resolve` applied:
+    `engine: auto` decided, the generation limit read...), with where it came from."""
     from ..config.loader import load_yaml, parse_overrides
-    from .load import entry_override, load_pipeline
+    from .load import entry_override, load_pipeline, resolve_refs
+    from .registry import STAGES
 
     p, doc, over = load_pipeline(path, sets), load_yaml(path), parse_overrides(sets)
     blocks = []
     for inst in p.instances:
-        named = inst.config if inst.kind == "eval" else [(inst.name, inst.config)]
-        for name, cfg in named:
-            file_part, set_part = doc.get(inst.name), over.get(inst.name)
-            if inst.kind == "eval":
-                file_part = next((e for e in file_part or [] if e.get("name") == name), {})
-                set_part = entry_override(set_part or {}, {n for n, _ in named}, name)
-            title = f"{inst.name}.{name}" if inst.kind == "eval" else name
-            blocks.append(_block(title, provenance(cfg, file_part, set_part)))
+        file_part, set_part = doc.get(inst.block), over.get(inst.block)
+        if inst.entry is not None:  # an entry of a list block (an eval): its own part of the file and of --set
+            names = {str(e.get("name")) for e in file_part or [] if isinstance(e, dict)}
+            file_part = next((e for e in file_part or [] if isinstance(e, dict) and e.get("name") == inst.entry), {})
+            set_part = entry_override(set_part or {}, names, inst.entry)
+        cfg = STAGES[inst.kind].resolve(resolve_refs(inst, p, prepare=False))
+        blocks.append(_block(inst.name, provenance(cfg, file_part, set_part)))
     return "\n".join(blocks)
 
 

@@ -9,50 +9,47 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ..config.loader import fingerprint, public_dump
+from ..config.loader import fingerprint
+from ..core.context import RunContext
 from ..core.errors import FactoryError
-from ..core.section import stage_section
+from ..stages.base import run_in_pipeline
 from ..storage.rundir import RunDir
 from ..storage.shards import read_json_object, write_json_atomic
-from .load import Pipeline, StageInstance, model_refs, resolve_refs
-from .registry import STAGES, Context
+from .load import Pipeline, resolve_refs
+from .registry import STAGES
 
 console = Console(stderr=True)
-
-
-def _own_fingerprint(inst: StageInstance) -> str:
-    if inst.kind == "eval":
-        return fingerprint({n: public_dump(c) for n, c in inst.config})
-    return fingerprint(inst.config)
 
 
 def fingerprints(p: Pipeline) -> dict[str, str]:
     out, upstream = {}, ""
     for inst in p.instances:
         label = inst.name if inst.name == inst.kind else f"{inst.name}({inst.kind})"
-        upstream = hashlib.sha256(f"{upstream}|{label}:{_own_fingerprint(inst)}".encode()).hexdigest()[:16]
+        upstream = hashlib.sha256(f"{upstream}|{label}:{fingerprint(inst.config)}".encode()).hexdigest()[:16]
         out[inst.name] = upstream
     return out
 
 
 def plan_stages(p: Pipeline, state: dict[str, Any], start: str | None, only: str | None) -> dict[str, str]:
-    """instance -> 'skip' | 'run' | 'resume'. Reads files, changes nothing."""
+    """instance -> 'skip' | 'run' | 'resume'. Reads files, changes nothing. `start` and `only` name an instance
+    or a block (every instance of an eval block)."""
     fps = fingerprints(p)
+    first = p.named(start)[0].name if start else None
+    chosen = {i.name for i in p.named(only)} if only else None
     decided: dict[str, str] = {}
     forced = False
     for inst in p.instances:
-        forced = forced or inst.name == start
-        if only and inst.name != only:
+        forced = forced or inst.name == first
+        if chosen is not None and inst.name not in chosen:
             continue
         prev = state.get(inst.name, {})
         same = prev.get("fingerprint") == fps[inst.name]
-        if not forced and same and prev.get("done") and STAGES[inst.kind].outputs_exist(
+        if not forced and same and prev.get("done") and STAGES[inst.kind].up_to_date(
                 resolve_refs(inst, p, prepare=False)):
             decided[inst.name] = "skip"
         else:
@@ -62,14 +59,17 @@ def plan_stages(p: Pipeline, state: dict[str, Any], start: str | None, only: str
 
 def check_flags(p: Pipeline, start: str | None, only: str | None) -> None:
     for flag_name, flag in (("--from", start), ("--only", only)):
-        if flag and flag not in p.stages:
-            raise FactoryError(f"{flag_name} {flag}: not a stage of {p.path} ({', '.join(p.stages)})")
+        if flag and not p.named(flag):
+            names = list(dict.fromkeys([*p.blocks, *p.stages]))
+            raise FactoryError(f"{flag_name} {flag}: not a stage of {p.path} ({', '.join(names)})")
     if start and only and start != only:
         raise FactoryError(f"--only {only} --from {start}: --only runs one stage, --from reruns every stage from "
                            f"one on; give one of them (--only {only} --from {only} reruns {only} alone)")
 
 
-def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[str, Any]:
+def run(p: Pipeline, start: str | None = None, only: str | None = None, command: str | None = None
+        ) -> dict[str, Any]:
+    """Runs what is not up to date; `command`: the command line, for each stage's lineage."""
     check_flags(p, start, only)
     p.run_dir.mkdir(parents=True, exist_ok=True)
     state_path = RunDir(p.run_dir).state
@@ -87,9 +87,8 @@ def run(p: Pipeline, start: str | None = None, only: str | None = None) -> dict[
         write_json_atomic(state_path, state)
         began = time.perf_counter()
         inst = p.instance(name)
-        with stage_section(name if name != inst.kind else None):
-            summary = STAGES[inst.kind].run(resolve_refs(inst, p), Context(p, inst, resume=action == "resume",
-                                                                           model_ref=model_refs(p, inst.name)))
+        ctx = RunContext(section=name if name != inst.kind else None, command=command, resume=action == "resume")
+        summary = run_in_pipeline(STAGES[inst.kind], resolve_refs(inst, p), ctx).summary()
         state[name] = {"fingerprint": fps[name], "done": True, "started_at": started_at,
                        "seconds": round(time.perf_counter() - began, 1), "summary": summary}
         write_json_atomic(state_path, state)
@@ -106,32 +105,5 @@ def print_summary(p: Pipeline, results: dict[str, Any]) -> None:
         if inst.name in results:
             r = results[inst.name]
             table.add_row(inst.name, r["action"], str(r.get("seconds", "")),
-                          STAGES[inst.kind].describe(r.get("summary") or {}))
+                          STAGES[inst.kind].Result.describe(r.get("summary") or {}))
     console.print(table)
-    for inst in p.instances:
-        if inst.kind == "eval" and inst.name in results:
-            done = results[inst.name].get("summary") or {}
-            evals = {n: done[n] for n, _ in inst.config if n in done}  # the pipeline's order: the first is the reference
-            names = list(evals)
-            pairs = [(names.index(e.vs), names.index(n)) for n, e in inst.config if e.vs in evals and n in evals]
-            if evals:
-                _print_evals(evals, pairs)
-
-
-def _print_evals(evals: dict[str, Any], pairs: list[tuple[int, int]]) -> None:
-    ks = sorted({k for v in evals.values() for k in v if k.startswith(("pass@", "maj@"))},
-                key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
-    table = Table(title="eval (95% CI)")
-    for col in ("eval", "model", "benchmark", *ks):
-        table.add_column(col)
-    for name, v in evals.items():
-        cells = [f"{v[k]['mean']:.3f}" + (f" ± {v[k]['ci95']:.3f}" if v[k].get("ci95") is not None else "")
-                 if k in v else "-" for k in ks]
-        table.add_row(name, Path(v["model"]).name, v["benchmark"], *cells)
-    console.print(table)
-    files = [v["file"] for v in evals.values()]
-    if len(files) >= 2:
-        from ..stages.compare import compare
-
-        compare(files, str(Path(files[0]).parent / "compare.png"), md=str(Path(files[0]).parent / "summary.md"),
-                pairs=pairs)

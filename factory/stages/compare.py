@@ -8,14 +8,64 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
+from ..config.strict import Strict
+from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
-from ..core.eval_metrics import difference
-from .eval import LENIENT
+from ..core.eval_metrics import LENIENT, difference
+from ..core.results import StageResult
+from .estimates import Estimate, EstimateContext
 
 console = Console(stderr=True)
+
+KIND, ORDER = "compare", 70
+
+
+class Config(Strict):
+    """Eval results side by side. In a pipeline, each eval block of two or more evals gets one (named
+    BLOCK.compare), over its results in the block's order: the first is the reference."""
+
+    files: list[str] = Field(default_factory=list, description="Eval result files (two or more); the first is "
+                             "the reference")
+    png: str = Field("eval/compare.png", description="The bar chart (a .png file, or a directory)")
+    md: str | None = Field(None, description="Also write the comparison as Markdown here")
+    metric: str = Field("pass@1", description="The metric compared")
+    pairs: list[tuple[int, int]] = Field(default_factory=list, description="(i, j): result j against result i "
+                                         "too (an eval's `vs`)")
+
+
+class Result(StageResult):
+    metric: str
+    rows: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    png: str | None = None
+    md: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"png": self.png, "md": self.md, "rows": [{k: r[k] for k in ("name", "mean")} for r in self.rows]}
+
+    @classmethod
+    def describe(cls, s: dict[str, Any]) -> str:
+        return "; ".join(f"{r['name']} {r['mean']:.3f}" for r in s.get("rows") or [])
+
+
+def resolve(cfg: Config) -> Config:
+    return cfg
+
+
+def up_to_date(cfg: Config) -> bool:
+    return chart_path(cfg.png).exists() and (cfg.md is None or Path(cfg.md).exists())
+
+
+def estimate(cfg: Config, ctx: EstimateContext) -> Estimate:
+    return Estimate(what=f"{len(cfg.files)} results on {cfg.metric}, each against the first -> {cfg.png}")
+
+
+def run(cfg: Config, ctx: RunContext = DIRECT) -> Result:
+    return compare(cfg.files, cfg.png, cfg.metric, cfg.md, cfg.pairs)
 
 
 def load_result(path: str, metric: str = "pass@1") -> dict[str, Any]:
@@ -81,7 +131,7 @@ def chart_path(png: str) -> Path:
 
 
 def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md: str | None = None,
-            pairs: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+            pairs: list[tuple[int, int]] | None = None) -> Result:
     """Every result against the first; `pairs` (i, j): result j against result i too (an RL arm against its
     control). The Markdown has a table per metric the results share: `metric`, and lenient pass@1 where scored."""
     if len(paths) < 2:
@@ -108,7 +158,7 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md
                 _comparison(results, names, LENIENT, pairs or []), results, footer=False)
         Path(md).write_text(redact_text(text))
         out["md"] = md
-    return out
+    return Result(**out)
 
 
 def _comparison(results: list[dict[str, Any]], names: list[str], metric: str,

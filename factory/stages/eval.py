@@ -13,26 +13,151 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import PrivateAttr
 from rich.console import Console
 from rich.table import Table
 
 from ..config.loader import fingerprint, public_dump
 from ..config.stages import EvalConfig
+from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
-from ..core.eval_metrics import mean_ci, problem_metrics
+from ..core.eval_metrics import LENIENT, mean_ci, problem_metrics
+from ..core.results import StageResult
 from ..core.workpool import ordered_map
 from ..executors import generate_missing
 from ..filters.correctness import correctness_filter, voted_answer
 from ..generation.plan import CACHE_FIELDS, make_trace, plan
+from ..generation.stats import GenerationStats
 from ..sources.benchmarks import load_benchmark
 from ..storage.cache import SampleCache
 from ..storage.records import Prompt, Trace
 from ..storage.rundir import package_versions
 from ..storage.shards import write_json_atomic
 from ..teachers import resolve_engine
+from .estimates import Cost, Estimate, EstimateContext, eval_estimate
 
 console = Console(stderr=True)
-LENIENT = "lenient_pass@1"  # pass@1 where an answer without \boxed{} counts by its last number
+
+KIND, ORDER = "eval", 60
+Config = EvalConfig
+OUTPUT_FIELD = "out"
+MODEL_FIELDS = ("model",)
+BLOCK_HELP = ("A pipeline's `eval:` block is a list of these, each with a `name` (`--set eval.NAME.KEY=V` sets one, "
+              "`--set eval.KEY=V` every one); two or more get a `compare` of their results.")
+
+
+class Result(StageResult):
+    """An eval result (RESULTS/LABEL-BENCHMARK.json): the metrics with their 95% CI, and every problem's samples
+    and verdicts (what `factory eval --compare` pairs by prompt id)."""
+
+    label: str
+    model: str
+    engine: str
+    benchmark: str
+    metrics: dict[str, Any]  # metric -> {mean, ci95}, and the counts (problems, samples_per_problem, ...)
+    generation: GenerationStats
+    settings: dict[str, Any]
+    fingerprint: str
+    versions: dict[str, str]
+    created_at: str
+    seconds: float
+    problems: list[dict[str, Any]]
+    _path: Path | None = PrivateAttr(default=None)
+
+    def summary(self) -> dict[str, Any]:
+        """What a pipeline keeps: where the result is, of what, and each metric with its CI."""
+        return {"file": str(self._path), "model": self.model, "benchmark": self.benchmark,
+                **{k: v for k, v in self.metrics.items() if isinstance(v, dict)}}
+
+    @classmethod
+    def describe(cls, s: dict[str, Any]) -> str:
+        m = s.get("pass@1")
+        if not m:
+            return ""
+        return f"pass@1 {m['mean']:.3f}" + (f" ± {m['ci95']:.3f}" if m.get("ci95") is not None else "")
+
+
+def expand(block: str, entries: Any, run_dir: Path, earlier: list[str], where: str) -> list[tuple[str, str, Any]]:
+    """A pipeline's eval block is a list of named evals: one instance each, and one `compare` of their results
+    when there are two or more (the first is the reference; `vs` pairs an eval with another). Results go to
+    RUN_DIR/eval (a block named otherwise: RUN_DIR/eval/BLOCK); a gym eval after a stage that trained on gym
+    prompts excludes every prompt this run generated from."""
+    from ..config.loader import build
+    from ..config.stages import check_path_name
+    from ..storage.rundir import RunDir
+    from . import compare
+
+    if not isinstance(entries, list) or not entries:
+        raise FactoryError(f"{where}: expected a list of evaluations (name, model, benchmark, ...)")
+    out_dir = RunDir(run_dir).eval / ("" if block == KIND else block)
+    made: list[tuple[str, str, Any]] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise FactoryError(f"{where}: eval[{i}]: expected a mapping of settings, got {entry!r:.60}")
+        entry = dict(entry)
+        name = str(entry.pop("name", f"eval{i + 1}"))
+        try:
+            check_path_name(name)
+        except ValueError as e:
+            raise FactoryError(f"{where}: eval[{i}]: name {e}") from None
+        if name in (n for n, _, _ in made) or name == compare.KIND:
+            raise FactoryError(f"{where}: eval[{i}]: the name {name!r} is "
+                               + ("used twice" if name != compare.KIND else "the comparison's"))
+        entry.setdefault("label", name)
+        entry.setdefault("out", str(out_dir))
+        if any(k in ("generate", "grpo") for k in earlier) and str(entry.get("benchmark", "")).startswith("gym:"):
+            runs = [str(r) for r in entry.get("exclude_runs") or []]  # held out of this run's own prompts too
+            entry["exclude_runs"] = runs + [str(run_dir)] * (str(run_dir) not in runs)
+        made.append((name, KIND, build(EvalConfig, entry, where=f"{where} eval[{i}] ({name})")))
+    names = [n for n, _, _ in made]
+    for i, (name, _, e) in enumerate(made):
+        if e.vs is not None and (e.vs == name or e.vs not in names):
+            raise FactoryError(f"{where}: eval[{i}] ({name}): field 'vs': {e.vs!r} is not another eval of this "
+                               f"stage (its evals: {', '.join(names)})")
+    if len(made) >= 2:
+        files = [str(result_path(e)) for _, _, e in made]
+        pairs = [(names.index(e.vs), names.index(n)) for n, _, e in made if e.vs is not None]
+        made.append((compare.KIND, compare.KIND, compare.Config(
+            files=files, png=str(Path(files[0]).parent / "compare.png"),
+            md=str(Path(files[0]).parent / "summary.md"), pairs=pairs)))
+    return made
+
+
+def resolve(cfg: EvalConfig) -> EvalConfig:
+    """The model is the teacher that samples (its engine decided when `auto`)."""
+    engine = resolve_engine(cfg.teacher.engine, cfg.model)
+    return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine})})
+
+
+def up_to_date(cfg: EvalConfig) -> bool:
+    """Each result's file name comes from its label (the eval's name), never from the model: nothing to resolve."""
+    return result_path(cfg).exists()
+
+
+def estimate(cfg: EvalConfig, ctx: EstimateContext) -> Estimate:
+    s = cfg.sampling
+    what = (f"{cfg.model} on {cfg.benchmark}, n={s.n} (pass@1 over {s.n}; "
+            f"{', '.join(f'pass@{k}, maj@{k}' for k in cfg.ks if 1 < k <= s.n) or 'no pass@k'}), "
+            f"T={s.temperature}, top_p={s.top_p}, max_tokens={s.max_tokens}")
+    return Estimate(what=what, cost=Cost(**eval_estimate(cfg, ctx.plan)))
+
+
+def in_pipeline(cfg: EvalConfig, ctx: RunContext) -> Result:
+    """On a local vLLM engine, in a process of its own (it claims most of a GPU): the next stage gets it back."""
+    cfg = resolve(cfg)
+    if cfg.teacher.engine != "vllm":
+        return run(cfg, ctx)
+    from ..core.processes import run_command
+
+    path = result_path(cfg)
+    run_command("eval", cfg, path.with_name(f".{path.stem}.launch.yaml"), ctx)
+    return read_result(path)
+
+
+def read_result(path: Path) -> Result:
+    result = Result.read(path, "eval result")
+    result._path = path
+    return result
 
 
 def slug(text: str) -> str:
@@ -73,34 +198,34 @@ def check_model_loads(model: str) -> None:
         raise FactoryError(f"{model}: the checkpoint does not load: {type(e).__name__}: {e}") from None
 
 
-def run(cfg: EvalConfig) -> dict[str, Any]:
+def run(cfg: EvalConfig, ctx: RunContext = DIRECT) -> Result:
     started = time.perf_counter()
     prompts = load_benchmark(cfg)  # an unknown benchmark or a file without answers stops here
     if not prompts:
         raise FactoryError(f"{cfg.benchmark}: no problems left to evaluate")
-    engine = resolve_engine(cfg.teacher.engine, cfg.model)
-    gen = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"model": cfg.model, "engine": engine})})
+    cfg = resolve(cfg)
+    engine = cfg.teacher.engine
     if engine in ("vllm", "hf"):
         check_model_loads(cfg.model)  # llamacpp checks its GGUF as it starts (a .gguf file is no checkpoint)
     elif engine == "openai":
         from ..teachers.openai_compat import preflight
 
-        preflight(gen.teacher)  # a refused key or a wrong URL: one line, before the cache (and its lock) exists
-    work = plan(gen, prompts)
+        preflight(cfg.teacher)  # a refused key or a wrong URL: one line, before the cache (and its lock) exists
+    work = plan(cfg, prompts)
     with SampleCache(Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache", CACHE_FIELDS) as cache:
-        generation = generate_missing(gen, work, cache)
-        errors = generation.pop("errors")
-        traces = [[make_trace(gen, p, msgs, i, cache.get(k), errors.get(k)) for i, k in enumerate(keys)]
+        bought = generate_missing(cfg, work, cache)
+        traces = [[make_trace(cfg, p, msgs, i, cache.get(k), bought.errors.get(k)) for i, k in enumerate(keys)]
                   for p, msgs, keys in work]
     problems = score_all(cfg, prompts, traces)
-    result = {"label": cfg.label or default_label(cfg.model), "model": cfg.model, "engine": engine,
-              "benchmark": cfg.benchmark, "metrics": summarise(problems, cfg), "generation": generation,
-              "settings": public_dump(cfg), "fingerprint": fingerprint(cfg),
-              "versions": package_versions(), "created_at": datetime.now(timezone.utc).isoformat(),
-              "seconds": round(time.perf_counter() - started, 1), "problems": problems}
+    result = Result(label=cfg.label or default_label(cfg.model), model=cfg.model, engine=engine,
+                    benchmark=cfg.benchmark, metrics=summarise(problems, cfg), generation=bought.stats,
+                    settings=public_dump(cfg), fingerprint=fingerprint(cfg), versions=package_versions(),
+                    created_at=datetime.now(timezone.utc).isoformat(),
+                    seconds=round(time.perf_counter() - started, 1), problems=problems)
     path = result_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)  # the cache may live elsewhere (cfg.cache)
-    write_json_atomic(path, result)
+    write_json_atomic(path, result.to_json())
+    result._path = path
     print_metrics(result, path)
     return result
 
@@ -173,9 +298,9 @@ def summarise(problems: list[dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]
     return out
 
 
-def print_metrics(result: dict[str, Any], path: Path) -> None:
-    m = result["metrics"]
-    table = Table(title=f"{result['label']} on {result['benchmark']}: {m['problems']} problems × "
+def print_metrics(result: Result, path: Path) -> None:
+    m = result.metrics
+    table = Table(title=f"{result.label} on {result.benchmark}: {m['problems']} problems × "
                         f"{m['samples_per_problem']} samples")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -189,6 +314,6 @@ def print_metrics(result: dict[str, Any], path: Path) -> None:
     if m["generation_errors"]:
         table.add_row("generation errors", str(m["generation_errors"]), "")
     console.print(table)
-    s = result["settings"]["sampling"]
+    s = result.settings["sampling"]
     console.print(f"sampling: n={s['n']}, temperature={s['temperature']}, top_p={s['top_p']}, max_tokens="
-                  f"{s['max_tokens']} ({result['engine']}); results: {path}", soft_wrap=True, highlight=False)
+                  f"{s['max_tokens']} ({result.engine}); results: {path}", soft_wrap=True, highlight=False)

@@ -21,12 +21,13 @@ from typing import Any
 import pyarrow as pa
 
 from ..config.stages import FilterConfig
+from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
 from ..executors import judge_row_groups, shared_band_keys
 from ..filters import SET_FILTERS, Verdict
 from ..filters.decontam import build_index
 from ..filters.setwise import RowSummary, dedup, pass_rates, select
-from ..filters.stats import funnel_stats, print_stats
+from ..filters.stats import FilterStats, funnel_stats, print_stats
 from ..storage.records import FILTERED_SCHEMA, TRACE_SCHEMA
 from ..storage.rundir import RunDir, write_resolved_config
 from ..storage.shards import (
@@ -38,16 +39,45 @@ from ..storage.shards import (
     swap_into_place,
     write_json_atomic,
 )
+from .estimates import Estimate, EstimateContext
+
+KIND, ORDER = "filter", 20
+Config = FilterConfig
+Result = FilterStats
 
 
-def run(cfg: FilterConfig) -> dict[str, Any]:
+def resolve(cfg: FilterConfig) -> FilterConfig:
+    """The length limit the traces were generated with (when the traces exist), and with a judge, correctness
+    leaving what it cannot verify to the judge."""
+    manifest = RunDir(cfg.run_dir).traces / "manifest.json"
+    return with_judge(with_generation_limit(cfg, read_manifest(manifest.parent) if manifest.exists() else {}))
+
+
+def up_to_date(cfg: FilterConfig) -> bool:
+    return RunDir(cfg.run_dir).filter_stats.exists()
+
+
+def estimate(cfg: FilterConfig, ctx: EstimateContext) -> Estimate:
+    what = ", ".join(cfg.active())
+    if "decontam" in cfg.active():
+        what += f"; decontaminated against {', '.join(cfg.decontam.benchmarks) or 'nothing (no benchmarks)'}"
+    what += f"; length limit {cfg.length.max_tokens or 'the generation limit'}"
+    if cfg.executor.kind == "ray":
+        what += f"; on Ray ({cfg.executor.address or 'a Ray instance started here'}), dedup shuffled by LSH band"
+    upstream = ctx.upstream
+    if "selection" in cfg.active() and cfg.selection.enabled:
+        upstream = upstream.model_copy(update={"max_per_prompt": cfg.selection.max_per_prompt})
+    return Estimate(what=what, upstream=upstream)
+
+
+def run(cfg: FilterConfig, ctx: RunContext = DIRECT) -> FilterStats:
     started = time.perf_counter()
     rd = RunDir(cfg.run_dir)
     run_dir, traces = rd.root, rd.traces
     if not run_dir.is_dir():
         raise FactoryError(f"{run_dir}: no such run directory")
     manifest = read_manifest(traces)  # a run without finished traces fails here, before anything is written
-    cfg = with_judge(with_generation_limit(cfg, manifest))
+    cfg = resolve(cfg)
     tasks: set[str] = set()
     teachers: set[str] = set()
     for table in iter_shards(traces, TRACE_SCHEMA, columns=["task", "teacher_model"]):
@@ -70,15 +100,14 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         del summaries, final, judged  # a few hundred bytes a row: let the statistics have the memory
         staged = RunDir(tmp)  # the new filtered/ is built beside the old one, then swapped in whole
         report = funnel_stats(staged.filtered, cfg.active(), time.perf_counter() - started)
-        if judge_report is not None:
-            report["judge"] = judge_report
-        report["seconds_by_pass"] = {"row_filters": round(t1 - t0, 2), "set_filters": round(t2 - t1, 2),
-                                     "write": round(time.perf_counter() - t2, 2)}
-        write_json_atomic(staged.filter_stats, report)
+        report.judge = judge_report
+        report.seconds_by_pass = {"row_filters": round(t1 - t0, 2), "set_filters": round(t2 - t1, 2),
+                                  "write": round(time.perf_counter() - t2, 2)}
+        write_json_atomic(staged.filter_stats, report.to_json())
         swap_into_place(staged.filtered, rd.filtered)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_resolved_config(run_dir, "filter", cfg)
+    write_resolved_config(run_dir, "filter", cfg, ctx)
     print_stats(report, rd.filtered)
     return report
 

@@ -17,27 +17,66 @@ from rich.table import Table
 
 from ..config.loader import artifact_config, fingerprint
 from ..config.stages import GenerateConfig
+from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
 from ..executors import generate_missing
 from ..generation.budget import Budget
 from ..generation.plan import CACHE_FIELDS, make_trace, plan
+from ..generation.stats import Bought, GenerateStats, GenerationStats
 from ..sources import load_prompts
 from ..storage.cache import SampleCache
 from ..storage.records import TRACE_SCHEMA, Prompt
 from ..storage.rundir import RunDir, write_resolved_config
 from ..storage.shards import ShardWriter, write_json_atomic
 from ..teachers import resolve_engine
+from .estimates import Cost, Estimate, EstimateContext, Upstream, generation_estimate
 
 console = Console(stderr=True)
 
+KIND, ORDER = "generate", 10
+Config = GenerateConfig
+Result = GenerateStats
+OUTPUT_FIELD = "out"
+MODEL_FIELDS = ("teacher.model",)
 
-def run(cfg: GenerateConfig) -> dict[str, Any]:
+
+def resolve(cfg: GenerateConfig) -> GenerateConfig:
+    """`engine: auto` of each teacher decided (vLLM, llama.cpp or transformers, by the machine and the model)."""
+    teachers = [t.model_copy(update={"engine": resolve_engine(t.engine, t.model)}) for t in cfg.all_teachers()]
+    return cfg.model_copy(update={"teacher": teachers[0], "teachers": teachers if cfg.teachers else []})
+
+
+def up_to_date(cfg: GenerateConfig) -> bool:
+    return (RunDir(cfg.out).traces / "manifest.json").exists()
+
+
+def estimate(cfg: GenerateConfig, ctx: EstimateContext) -> Estimate:
+    figures, what = generation_estimate(cfg, ctx.plan)
+    return Estimate(what=what, cost=Cost(**figures), upstream=Upstream(
+        samples=figures.get("samples"), prompts=figures.get("prompts"), max_tokens=cfg.sampling.max_tokens))
+
+
+def in_pipeline(cfg: GenerateConfig, ctx: RunContext) -> GenerateStats:
+    """A local vLLM engine claims most of a GPU (and spawns its engine process): then the stage runs in a process
+    of its own, so that the next stage starts with the memory given back."""
+    cfg = resolve(cfg)
+    if not any(t.engine == "vllm" for t in cfg.all_teachers()) or cfg.executor.kind == "ray":
+        return run(cfg, ctx)
+    from ..core.processes import run_command
+
+    stats = RunDir(cfg.out).generate_stats
+    stats.unlink(missing_ok=True)  # the child writes this run's
+    run_command("generate", cfg, RunDir(cfg.out).root / "launch.generate.yaml", ctx)
+    return GenerateStats.read(stats, "generation statistics")
+
+
+def run(cfg: GenerateConfig, ctx: RunContext = DIRECT) -> GenerateStats:
     started = time.perf_counter()
     prompts = load_prompts(cfg.prompts)  # bad input fails here, before a request is sent or a file written
     if cfg.sampling.adaptive.enabled:
         check_adaptive(cfg, prompts)
-    teachers = [t.model_copy(update={"engine": resolve_engine(t.engine, t.model)}) for t in cfg.all_teachers()]
-    cfg = cfg.model_copy(update={"teacher": teachers[0], "teachers": teachers if cfg.teachers else []})
+    cfg = resolve(cfg)
+    teachers = cfg.all_teachers()
     if cfg.shard:
         prompts, cfg = in_shard(prompts, cfg)
     run_dir = check_out_dir(Path(cfg.out))
@@ -50,25 +89,26 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
             for teacher in teachers:  # one after another: each its own plan and cache keys (its model is in them)
                 one = cfg.model_copy(update={"teacher": teacher})
                 work = plan(one, prompts, cfg.samples_per_prompt())
-                report = generate_missing(one, work, cache, budget, cfg.sampling.adaptive.enabled)
-                parts.append((one, work, {**report, "teacher": f"{teacher.engine}:{teacher.model}"}))
-            report = merge_reports([r for _, _, r in parts])
-            report.update(_write_traces(cfg, parts, cache, bool(report.get("stopped_by"))))
+                bought = generate_missing(one, work, cache, budget, cfg.sampling.adaptive.enabled)
+                bought.stats.teacher = f"{teacher.engine}:{teacher.model}"
+                parts.append((one, work, bought))
+            stats = _all_teachers([b.stats for _, _, b in parts])
+            written = _write_traces(cfg, parts, cache, bool(stats.stopped_by))
         except BaseException:
             if created and len(cache) == 0 and not cfg.cache:
                 _remove_empty_run(run_dir)  # nothing was bought: leave no empty run behind
             raise
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    fp = write_resolved_config(run_dir, "generate", cfg)
-    report["fingerprint"] = fp
-    write_json_atomic(RunDir(run_dir).generate_stats, report)
+    fp = write_resolved_config(run_dir, "generate", cfg, ctx)
+    report = GenerateStats(**{**stats.model_dump(exclude_none=True), **written,
+                              "seconds": round(time.perf_counter() - started, 2), "fingerprint": fp})
+    write_json_atomic(RunDir(run_dir).generate_stats, report.to_json())
     _print_report(cfg, report)
-    if report.get("stopped_by"):
-        console.print(f"[yellow]{report['stopped_by']}[/]: stopped; the traces hold the {report['ok']:,} samples "
+    if report.stopped_by:
+        console.print(f"[yellow]{report.stopped_by}[/]: stopped; the traces hold the {report.ok:,} samples "
                       "bought; rerun with a larger budget to go on")
-    if report["ok"] == 0 and report["rows"]:
-        first = next(iter(report["failed_by_class"]), "unknown")
-        raise FactoryError(f"{cfg.out}: no sample succeeded ({report['failed']} failed, mostly {first}); "
+    if report.ok == 0 and report.rows:
+        first = next(iter(report.failed_by_class), "unknown")
+        raise FactoryError(f"{cfg.out}: no sample succeeded ({report.failed} failed, mostly {first}); "
                            f"see the error column of {cfg.out}/traces")
     return report
 
@@ -131,7 +171,7 @@ def _remove_empty_run(run_dir: Path) -> None:
             return
 
 
-def _write_traces(cfg: GenerateConfig, parts: list[tuple[GenerateConfig, Any, dict[str, Any]]], cache: SampleCache,
+def _write_traces(cfg: GenerateConfig, parts: list[tuple[GenerateConfig, Any, Bought]], cache: SampleCache,
                   bought_only: bool = False) -> dict[str, Any]:
     """One row per sample of each teacher's plan (a failed or missing one as an error row); `bought_only` (a
     budget stopped the run): only the samples bought or tried. Teacher k's sample i is the trace's sample
@@ -142,8 +182,8 @@ def _write_traces(cfg: GenerateConfig, parts: list[tuple[GenerateConfig, Any, di
     with ShardWriter(RunDir(cfg.out).traces, TRACE_SCHEMA, cfg.shard_rows,
                      extra={"stage": "generate", "teacher": names, "fingerprint": fingerprint(cfg),
                             "config": artifact_config(cfg)}) as writer:
-        for k, (one, work, report) in enumerate(parts):
-            errors = report.pop("errors")
+        for k, (one, work, bought) in enumerate(parts):
+            errors = bought.errors
             for prompt, messages, keys in work:
                 rows = []
                 for index, key in enumerate(keys):
@@ -163,40 +203,30 @@ def _write_traces(cfg: GenerateConfig, parts: list[tuple[GenerateConfig, Any, di
             "trace_completion_tokens": counts["tokens"]}  # the traces' own (completion_tokens: what was bought)
 
 
-SUMMED = ("samples", "cached", "requested", "http_requests", "retries", "prompt_tokens", "completion_tokens",
-          "generation_seconds", "cost_usd")
+def _all_teachers(stats: list[GenerationStats]) -> GenerationStats:
+    """One teacher: its stats. Several: the sums over the same prompts, and each teacher's own under by_teacher."""
+    if len(stats) == 1:
+        return stats[0]
+    total = sum(stats[1:], stats[0])
+    return GenerateStats(**{**total.model_dump(exclude_none=True, exclude={"teacher", "adaptive"}),
+                            "prompts": stats[0].prompts}, by_teacher=stats)
 
 
-def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """One teacher: its report. Several: the sums, and each teacher's own under `by_teacher`."""
-    if len(reports) == 1:
-        return reports[0]
-    out: dict[str, Any] = {"prompts": reports[0]["prompts"], "errors": {}}
-    for key in SUMMED:
-        if any(key in r for r in reports):
-            out[key] = round(sum(r.get(key) or 0 for r in reports), 6)
-    for r in reports:
-        out["errors"].update(r["errors"])
-    seconds = out.get("generation_seconds") or 0
-    out["completion_tokens_per_s"] = round((out.get("completion_tokens") or 0) / seconds, 1) if seconds else 0.0
-    out["by_teacher"] = [{k: v for k, v in r.items() if k != "errors"} for r in reports]
-    return out
-
-
-def _print_report(cfg: GenerateConfig, r: dict[str, Any]) -> None:
+def _print_report(cfg: GenerateConfig, r: GenerateStats) -> None:
     table = Table(title=f"generate -> {cfg.out}/traces", show_header=False)
+    shown = r.model_dump(exclude_none=True)
     for label, key in [("prompts", "prompts"), ("samples", "samples"), ("from cache", "cached"),
                        ("requested now", "requested"), ("ok", "ok"), ("failed", "failed"),
                        ("truncated (finish_reason=length)", "truncated"), ("completion tokens", "completion_tokens"),
                        ("tokens/s", "completion_tokens_per_s"), ("cost (USD)", "cost_usd"), ("seconds", "seconds")]:
-        if key in r:
-            table.add_row(label, str(r[key]))
-    if r.get("failed_by_class"):
-        table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in r["failed_by_class"].items()))
-    for t in r.get("by_teacher", []):
-        table.add_row(f"  {t['teacher']}", f"{t['samples']} samples, {t['cached']} cached, "
-                      f"{t.get('completion_tokens', 0)} new tokens" + (f", ${t['cost_usd']}" if "cost_usd" in t else ""))
-    a = r.get("adaptive")
+        if key in shown:
+            table.add_row(label, str(shown[key]))
+    if r.failed_by_class:
+        table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in r.failed_by_class.items()))
+    for t in r.by_teacher or []:
+        table.add_row(f"  {t.teacher}", f"{t.samples} samples, {t.cached} cached, {t.completion_tokens or 0} new "
+                      "tokens" + (f", ${t.cost_usd}" if t.cost_usd is not None else ""))
+    a = r.adaptive
     if a:
         table.add_row("adaptive rounds", " → ".join(str(x["prompts"]) for x in a["rounds"]) + " prompts")
         table.add_row("samples bought", f"{a['samples_bought']:,} of {a['samples_fixed_max_n']:,} for a fixed "

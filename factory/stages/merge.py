@@ -17,18 +17,18 @@ from rich.console import Console
 
 from ..config.loader import artifact_config, fingerprint
 from ..config.stages import GenerateConfig, MergeConfig
+from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
+from ..generation.stats import GenerateStats
 from ..storage.records import TRACE_SCHEMA
 from ..storage.rundir import RunDir, write_resolved_config
-from ..storage.shards import ShardWriter, iter_batches, read_json_object, read_manifest, write_json_atomic
+from ..storage.shards import ShardWriter, iter_batches, read_manifest, write_json_atomic
 
 console = Console(stderr=True)
-SUMMED = ("prompts", "samples", "cached", "requested", "rows", "ok", "failed", "truncated", "prompt_tokens",
-          "completion_tokens", "http_requests", "retries")
 _SHARD = re.compile(r"^(\d+)-of-(\d+)$")
 
 
-def run(cfg: MergeConfig) -> dict[str, Any]:
+def run(cfg: MergeConfig, ctx: RunContext = DIRECT) -> GenerateStats:
     rd = RunDir(cfg.run_dir)
     shards = find_shards(rd)
     configs = [read_manifest(RunDir(s).traces)["config"] for s in shards]
@@ -47,11 +47,11 @@ def run(cfg: MergeConfig) -> dict[str, Any]:
                 raise FactoryError(f"{shard}: prompt {sorted(mine & seen)[0]} is in another shard too")
             seen |= mine
         manifest = writer.close()
-    stats = summed_stats(shards)
-    write_json_atomic(rd.generate_stats, stats)
-    write_resolved_config(rd.root, "generate", merged, {"merged_from": [s.name for s in shards]})
+    stats = summed_stats(shards).model_copy(update={"shards": len(shards), "merged_from": [s.name for s in shards]})
+    write_json_atomic(rd.generate_stats, stats.to_json())
+    write_resolved_config(rd.root, "generate", merged, ctx, {"merged_from": [s.name for s in shards]})
     console.print(f"merge: {len(shards)} shards, {manifest['rows']} traces -> {rd.traces}")
-    return {"shards": len(shards), "rows": manifest["rows"], **stats}
+    return stats
 
 
 def find_shards(rd: RunDir) -> list[Path]:
@@ -92,11 +92,11 @@ def check_same_settings(shards: list[Path], configs: list[dict[str, Any]], rd: R
     return GenerateConfig.model_validate({**configs[0], "out": str(rd.root), "shard": None})
 
 
-def summed_stats(shards: list[Path]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: 0 for k in SUMMED}
+def summed_stats(shards: list[Path]) -> GenerateStats:
+    """The shards' generate stats added up (a shard without its stats file counts nothing)."""
+    total = GenerateStats()
     for s in shards:
         path = RunDir(s).generate_stats
-        stats = read_json_object(path, "generation statistics", {}) if path.exists() else {}
-        for k in SUMMED:
-            out[k] += stats.get(k) or 0
-    return out
+        if path.exists():
+            total = total + GenerateStats.read(path, "generation statistics")
+    return total

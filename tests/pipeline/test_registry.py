@@ -5,9 +5,11 @@ import json
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from factory.cli import main
 from factory.core.errors import FactoryError
+from factory.core.results import StageResult
 from factory.pipeline import dry_run, load_pipeline, plan_stages, resolve_model_ref
 from factory.pipeline.registry import KINDS, STAGES
 from tests.train.helpers import write_kept
@@ -28,20 +30,58 @@ def _write(tmp_path, doc):
     return path
 
 
-def test_every_kind_is_registered_with_its_model():
-    assert KINDS == ["generate", "filter", "card", "distill", "grpo", "eval"]
-    assert all(STAGES[k].config_model is not None for k in KINDS if k != "eval")
+def test_every_kind_is_a_stage_module_found_by_its_kind():
+    assert KINDS == ["generate", "filter", "card", "distill", "grpo", "eval", "compare"]
+    for kind, stage in STAGES.items():
+        assert stage.KIND == kind and issubclass(stage.Config, BaseModel) and issubclass(stage.Result, StageResult)
+        assert all(callable(getattr(stage, f)) for f in ("resolve", "run", "up_to_date", "estimate")), kind
+
+
+def test_a_new_stage_is_one_module(tmp_path, monkeypatch):
+    """Adding a kind is adding a module with its KIND: the registry, and so the loader, the runner and the dry run,
+    find it there."""
+    package = tmp_path / "more_stages"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "echo.py").write_text(
+        "from factory.config.strict import Strict\nfrom factory.core.results import StageResult\n"
+        "from factory.stages.estimates import Estimate\n"
+        "KIND, ORDER = 'echo', 65\n"
+        "class Config(Strict):\n    run_dir: str = 'runs/x'\n    words: str = 'hello'\n"
+        "class Result(StageResult):\n    SUMMARY = ('said',)\n    said: str\n"
+        "def resolve(cfg):\n    return cfg\n"
+        "def up_to_date(cfg):\n    return False\n"
+        "def estimate(cfg, ctx):\n    return Estimate(what=f'says {cfg.words}')\n"
+        "def run(cfg, ctx=None):\n    return Result(said=cfg.words)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import factory.pipeline.load as load
+    from factory.pipeline import registry
+
+    monkeypatch.setattr(registry, "PACKAGES", (*registry.PACKAGES, "more_stages"))
+    found = registry._discover()
+    assert list(found)[-2:] == ["echo", "compare"], "in its ORDER"
+    monkeypatch.setattr(load, "STAGES", found)
+    monkeypatch.setattr(load, "KINDS", list(found))
+    p = load_pipeline(str(_write(tmp_path, {"stages": ["echo"], "echo": {"words": "hi"}})))
+    assert p.configs["echo"].run_dir == str(tmp_path / "run") and p.configs["echo"].words == "hi"
+    from factory.pipeline import plan, runner
+
+    monkeypatch.setattr(plan, "STAGES", found)
+    monkeypatch.setattr(runner, "STAGES", found)
+    assert dry_run(p)["plan"][0][:2] == ["echo", "says hi"]
+    assert runner.run(p)["echo"]["summary"] == {"said": "hi"}
 
 
 def test_named_instances_get_their_own_blocks_outputs_and_references(tmp_path):
     p = load_pipeline(str(_write(tmp_path, TWO_SFT)))
     run = tmp_path / "run"
-    assert p.stages == ["sft1", "sft2", "evals"] and [i.kind for i in p.instances] == ["distill", "distill", "eval"]
+    assert p.stages == ["sft1", "sft2", "evals.after"]
+    assert [i.kind for i in p.instances] == ["distill", "distill", "eval"] and p.blocks == ["sft1", "sft2", "evals"]
     assert p.configs["sft1"].output_dir == str(run / "student" / "sft1") and p.configs["sft2"].lr == 1e-4
-    assert resolve_model_ref("student", p, "evals") == str(run / "student" / "sft2" / "final")
+    assert resolve_model_ref("student", p, "evals.after") == str(run / "student" / "sft2" / "final")
     assert dict(p.evals)["after"].out == str(run / "eval" / "evals")
     rows = dry_run(p)["plan"]
-    assert [r[0] for r in rows] == ["sft1", "sft2", "evals", "total"] and "lr 0.0001" in rows[1][1]
+    assert [r[0] for r in rows] == ["sft1", "sft2", "evals.after", "total"] and "lr 0.0001" in rows[1][1]
 
 
 def test_bad_instances_are_named(tmp_path):

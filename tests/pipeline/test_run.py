@@ -104,14 +104,16 @@ def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
     assert main(["run", str(path)]) == 0
     run = tmp_path / "run"
     state = _state(tmp_path)
-    assert all(state[s]["done"] for s in ("generate", "filter", "card", "distill", "eval"))
+    evals = ["eval.before", "eval.after", "eval.compare"]  # one instance per eval, then their comparison
+    assert all(state[s]["done"] for s in ("generate", "filter", "card", "distill", *evals))
     assert (run / "card" / "README.md").exists() and (run / "student" / "tiny" / "final" / "config.json").exists()
     before = json.loads((run / "eval" / "before-gym-chain_sum.json").read_text())
     after = json.loads((run / "eval" / "after-gym-chain_sum.json").read_text())
     assert before["model"].endswith("tiny") and after["model"].endswith("student/tiny/final")
     assert before["settings"]["exclude_runs"] == [str(run)]
     err = capsys.readouterr().err
-    assert "eval (95% CI)" in err and "student" not in state["generate"]["summary"]
+    assert "pass@1 (95% CI)" in err and "student" not in state["generate"]["summary"]
+    assert (run / "eval" / "compare.png").exists() and (run / "eval" / "summary.md").exists()
     # Everything up to date: nothing runs again.
     assert main(["run", str(path)]) == 0
     err = capsys.readouterr().err
@@ -121,7 +123,7 @@ def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
     assert main(["run", str(path), *changes]) == 0
     new = _state(tmp_path)
     assert new["generate"] == state["generate"]
-    assert all(new[s]["fingerprint"] != state[s]["fingerprint"] for s in ("filter", "card", "distill", "eval"))
+    assert all(new[s]["fingerprint"] != state[s]["fingerprint"] for s in ("filter", "card", "distill", *evals))
     assert "generate: up to date" in capsys.readouterr().err
     # The retrained student, at the same path, is sampled afresh; the unchanged base model comes from the cache.
     after = json.loads((run / "eval" / "after-gym-chain_sum.json").read_text())["generation"]
@@ -131,6 +133,10 @@ def test_mini_pipeline_end_to_end_then_skip_then_invalidate(tmp_path, capsys):
     assert main(["run", str(path), *changes, "--from", "card", "--only", "card"]) == 0
     err = capsys.readouterr().err
     assert "card (run)" in err and "filter" not in err.split("card (run)")[0]
+    # a block's name reaches every instance of it: --only eval reruns the evals and their comparison
+    assert main(["run", str(path), *changes, "--from", "eval", "--only", "eval"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"{e} (run)" in err for e in evals) and "card (run)" not in err
 
 
 @pytest.mark.slow  # >= 10 s on 2 cores (--durations)
@@ -189,10 +195,11 @@ def test_the_r1_recipe_prices_every_stage_and_the_gpu_changes_the_hours(capsys):
     assert d["samples"] == 260_000 and d["train_tokens"] == 260_000 * 5150 * 2
     assert d["gpu_hours"] == pytest.approx(6 * 7.62e9 * d["train_tokens"] / (0.35 * 989e12) / 3600, abs=0.1)
     # evals on vLLM: MATH-500 x 4 twice and AIME 2024 x 64, 5,000 tokens each, at 2,500 tokens/s per GPU
-    e = costs["eval"]
-    assert e["samples"] == 500 * 4 * 2 + 30 * 64
-    assert e["gpu_hours"] == pytest.approx(e["samples"] * 5000 / 2500 / 3600, abs=0.2)
-    assert h100["total"] == {"cost_usd": pytest.approx(4413.0), "gpu_hours": pytest.approx(d["gpu_hours"] + e["gpu_hours"], abs=0.1)}
+    evals = [c for name, c in costs.items() if name.startswith("eval.")]  # one instance per eval
+    samples, hours = sum(e["samples"] for e in evals), sum(e["gpu_hours"] for e in evals)
+    assert samples == 500 * 4 * 2 + 30 * 64
+    assert hours == pytest.approx(samples * 5000 / 2500 / 3600, abs=0.2)
+    assert h100["total"] == {"cost_usd": pytest.approx(4413.0), "gpu_hours": pytest.approx(d["gpu_hours"] + hours, abs=0.1)}
     shown = " ".join(" ".join(row) for row in h100["plan"])
     for needle in ["$4,413.00", "GPU-h", "H100 at 989 TFLOP/s", "MFU 35%", "2,500 tokens/s per GPU", "total"]:
         assert needle in shown, needle
@@ -295,12 +302,16 @@ def test_config_show_prints_every_resolved_value_and_where_it_came_from(capsys):
     out = capsys.readouterr().out
     sections = {b.split("\n", 1)[0].strip("[]"): b.splitlines()[1:] for b in out.strip().split("\n\n")}
     assert list(sections) == ["generate", "filter", "card", "distill", "eval.student-before", "eval.student-after",
-                              "eval.teacher"]
+                              "eval.teacher", "eval.compare"]
     generate = sections["generate"]
+    from factory.teachers import resolve_engine
+
+    engine = resolve_engine("auto", "qwen2.5-coder-0.5b")  # what the stage's resolve picks on this machine
     for line in ["teacher.model = 'qwen2.5-coder-0.5b'  # file", "teacher.concurrency = 256  # default",
                  "out = 'runs/quickstart'  # derived", "teacher.headers = {'X-Key': '***'}  # --set",
-                 "teacher.prices = None  # default"]:
+                 "teacher.prices = None  # default", f"teacher.engine = '{engine}'  # " + ("file" if engine == "auto" else "derived from 'auto', file")]:
         assert line in generate, line
+    assert "teacher.model = 'runs/quickstart/student/smollm2-135m/final'  # derived" in sections["eval.student-after"]
     assert "size = 80  # --set" in sections["eval.student-after"]
     assert "judge.teacher.model = 'gpt-4o-mini'  # default" in sections["filter"]
     assert "hunter2" not in out

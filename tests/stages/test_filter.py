@@ -147,14 +147,14 @@ def test_stats_are_computed_without_the_reasoning_column(tmp_path):
                                                                     "rows": len(part)}))
     assert set(pq.read_schema(tmp_path / "kept" / "part-0.parquet").names) == set(STAT_COLUMNS)
     s = funnel_stats(tmp_path, ["length", "language", "correctness"], seconds=1.0)
-    assert s["funnel"] == {"in": 3, "rejected_by": {"length": 1, "language": 0, "correctness": 1}, "kept": 1}
-    assert s["failed_any"] == {"length": 1, "language": 0, "correctness": 1}
-    assert s["by_teacher"]["a"] == {"in": 2, "kept": 1, "kept_share": 0.5, "mean_kept_tokens": 120}
-    assert s["by_teacher"]["b"]["kept"] == 0
-    assert s["skipped"] == {"language": 1}
-    assert s["reasons"] == {"correctness: wrong": 1, "length: too_long": 1}
-    assert s["pass_rate"] == {"by_task": {"math": 0.5}, "by_source": {"s": 0.5}, "prompts": 1}
-    assert s["tokens"]["kept"]["p50"] == 120 and s["tokens"]["rejected"]["max"] == 9000
+    assert s.funnel == {"in": 3, "rejected_by": {"length": 1, "language": 0, "correctness": 1}, "kept": 1}
+    assert s.failed_any == {"length": 1, "language": 0, "correctness": 1}
+    assert s.by_teacher["a"] == {"in": 2, "kept": 1, "kept_share": 0.5, "mean_kept_tokens": 120}
+    assert s.by_teacher["b"]["kept"] == 0
+    assert s.skipped == {"language": 1}
+    assert s.reasons == {"correctness: wrong": 1, "length: too_long": 1}
+    assert s.pass_rate == {"by_task": {"math": 0.5}, "by_source": {"s": 0.5}, "prompts": 1}
+    assert s.tokens["kept"]["p50"] == 120 and s.tokens["rejected"]["max"] == 9000
 
 
 def test_passes_that_read_the_traces_in_another_order_stop_before_writing(run_dir, monkeypatch, capsys):

@@ -27,8 +27,8 @@ def test_every_teacher_samples_every_prompt_and_the_stats_say_which(tmp_path, fa
     bad, bad_url = fake_server(model="bad", correct={p: (a, 0.0) for p, (a, _) in right.items()})
     cfg = _cfg(tmp_path, [("good", good_url), ("bad", bad_url)])
     report = generate.run(cfg)
-    assert good.served() == 6 and bad.served() == 6 and report["samples"] == 12
-    assert [t["teacher"] for t in report["by_teacher"]] == ["openai:good", "openai:bad"]
+    assert good.served() == 6 and bad.served() == 6 and report.samples == 12
+    assert [t.teacher for t in report.by_teacher] == ["openai:good", "openai:bad"]
     rows = read_table(tmp_path / "run" / "traces").to_pylist()
     assert len({(r["prompt_id"], r["sample_index"]) for r in rows}) == 12
     assert {r["sample_index"] for r in rows if r["teacher_model"] == "bad"} == {2, 3}
@@ -91,7 +91,7 @@ def test_one_model_name_on_two_servers_is_two_teachers_each_asked(tmp_path, fake
     first, first_url = fake_server(model="m", correct=right)
     second, second_url = fake_server(model="m", correct=right)
     report = generate.run(_cfg(tmp_path, [("m", first_url), ("m", second_url)]))
-    assert first.served() == 6 and second.served() == 6 and report["samples"] == 12
+    assert first.served() == 6 and second.served() == 6 and report.samples == 12
     shared = _cfg(tmp_path, [("m", first_url), ("m", second_url)])
     shared = shared.model_copy(update={"out": str(tmp_path / "shared")})
     shared = shared.model_copy(update={"teachers": [t.model_copy(update={"cache_identity": "model"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field
@@ -252,3 +253,46 @@ def assumptions_line(plan: PlanAssumptions) -> str:
             f"tokens/s per GPU; {plan.mean_prompt_tokens} prompt tokens, "
             f"{plan.mean_completion_tokens or 'half the limit'} completion tokens; filters keep "
             f"{plan.kept_share:.0%}" + (f"; ${plan.gpu_hour_usd}/GPU-hour" if plan.gpu_hour_usd else ""))
+
+
+class Cost(Strict):
+    """A stage's figures before it runs (None: not known, e.g. a prompt source of unknown size)."""
+
+    prompts: int | None = None
+    samples: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    gpu_hours: float | None = None
+    train_tokens: int | None = None
+    flops: float | None = None
+    rollouts: int | None = None
+    rollout_gpu_hours: float | None = None
+
+    def figures(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class Estimate(Strict):
+    """What `factory run --dry-run` shows for a stage: what it will do (one or more lines) and its cost; and what
+    it tells the stages after it: the data they get (`upstream`), the size of the model it trains (`params_b`)."""
+
+    what: str
+    cost: Cost = Field(default_factory=Cost)
+    upstream: Upstream | None = None
+    params_b: float | None = None
+
+
+@dataclass
+class EstimateContext:
+    """What a stage's estimate knows besides its config: the plan's assumptions, what the stages before it decided
+    about the data, the parameter counts of the models they trained (by instance name; STUDENT: the nearest
+    distill's), and its own config before references were resolved (`stage:NAME` is a name, not a path)."""
+
+    plan: PlanAssumptions
+    upstream: Upstream = field(default_factory=Upstream)
+    trained: dict[str, float | None] = field(default_factory=dict)
+    raw: Any = None
+
+
+STUDENT = "@student"  # in EstimateContext.trained: the nearest distill stage's parameter count (`student` names it)

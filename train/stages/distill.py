@@ -1,0 +1,104 @@
+"""`factory distill RUN_DIR --student PRESET` and a pipeline's `distill` stage: SFT of a student on the kept
+traces (TRL's SFTTrainer, in train/sft.py), into RUN_DIR/student/PRESET (a named instance: RUN_DIR/student/NAME)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from factory.config.stages import DistillConfig
+from factory.core.context import DIRECT, RunContext
+from factory.core.results import StageResult
+from factory.stages.estimates import STUDENT, Cost, Estimate, EstimateContext, distill_estimate
+from factory.storage.rundir import RunDir
+
+from . import trained_params
+
+KIND, ORDER = "distill", 40
+Config = DistillConfig
+MODEL_FIELDS = ("student",)
+
+
+class Result(StageResult):
+    """distill_summary.json: what was trained on what, for how long, and where the model is."""
+
+    student: str
+    model: str
+    output: str
+    data: dict[str, Any]  # the samples: counts, lengths, what was cut
+    steps: int
+    resumed_from: str | None = None
+    final_loss: float | None = None
+    packing: bool = False
+    processes: int = 1
+    distributed: str = "NO"
+    context: dict[str, Any] | None = None
+    mixture: list[dict[str, Any]] = []
+    stops_at: str | None = None
+    nonpad_share: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"steps": self.steps, "final_loss": self.final_loss, "output": self.output,
+                "nonpad_share": self.nonpad_share, "samples": self.data.get("samples")}
+
+    @classmethod
+    def describe(cls, s: dict[str, Any]) -> str:
+        return f"{s.get('samples')} samples, {s.get('steps')} steps, final loss {s.get('final_loss')}"
+
+
+def resolve(cfg: DistillConfig) -> DistillConfig:
+    return cfg  # the preset's settings (epochs, lr, max_length) are train.students.resolve_settings'
+
+
+def trained_model(cfg: DistillConfig) -> Path:
+    from ..students import final_dir
+
+    return final_dir(cfg)
+
+
+def default_output(run_dir: Path, name: str) -> Path:
+    return RunDir(run_dir).student(name)
+
+
+def up_to_date(cfg: DistillConfig) -> bool:
+    return (trained_model(cfg) / "config.json").exists()
+
+
+def estimate(cfg: DistillConfig, ctx: EstimateContext) -> Estimate:
+    from ..students import resolve_settings
+
+    s = resolve_settings(cfg)
+    params = trained_params("student", cfg.student, ctx)
+    ctx.trained[STUDENT] = params  # `student` in the stages after this one means this model
+    what = f"{cfg.student}, epochs {s.epochs}, lr {s.lr}, max_length {s.max_length}" + (", LoRA" if cfg.lora else "")
+    if s.max_position_embeddings:
+        what += f"; context extended to {s.max_position_embeddings:,} positions" + (
+            f", rope_theta {s.rope_theta:,.0f}" if s.rope_theta else "")
+    if cfg.mix:
+        what += "; mixture: " + ", ".join(
+            f"{m.source} ({'reasoning' if m.reasoning else 'non-reasoning'}"
+            + (f", {m.count:,}" if m.count else f", ×{m.weight}" if m.weight else "") + ")" for m in cfg.mix)
+    cost = distill_estimate(cfg, ctx.plan, ctx.upstream, s.epochs, params, s.max_length)
+    return Estimate(what=what, cost=Cost(**cost), params_b=params)
+
+
+def run(cfg: DistillConfig, ctx: RunContext = DIRECT) -> Result:
+    """In this process (every process of a distributed launch runs it)."""
+    from .. import sft  # torch and TRL load here
+
+    return Result.model_validate(json.loads(json.dumps(sft.run(cfg, ctx), default=str)))  # as the file reads
+
+
+def in_pipeline(cfg: DistillConfig, ctx: RunContext) -> Result:
+    """In processes of its own: `launch` decides how many (every GPU of the node); the pipeline keeps its state.
+    A changed config invalidates the old checkpoints: only a resumed stage keeps them."""
+    from ..launch import train_in_processes
+    from ..students import output_dir
+
+    out = output_dir(cfg)
+    if not ctx.resume and out.exists():
+        shutil.rmtree(out)
+    return Result.read(train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), "distill", ctx),
+                       "distill summary")
