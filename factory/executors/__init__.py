@@ -1,7 +1,11 @@
-"""Where a stage's work runs: this machine (`local`) or a Ray cluster (`ray`), behind one small interface the
-stages call with plain functions and data. An executor never imports a stage; what both run (a teacher's
-requests into the cache, the row filters over a row group) lives below them, in `generation` and `filters`.
+"""Where a stage's work runs: an `Executor` object, `Local` (this machine: a teacher in this process, or a
+batch API; the row filters in worker processes) or `Ray` (Ray Data over a cluster), picked in one place
+(`executor_for`). Each returns its results; none fills in an object of its caller. An executor never imports a
+stage; what both run (a teacher's requests into the cache, the row filters over a row group) lives below them,
+in `generation` and `filters`.
 
+The stages call three functions, which do what every executor shares (the plan's counts, a budget) and hand
+the rest to the executor:
 - `generate_missing(cfg, plan, cache)`: every sample of the plan the cache lacks, bought and cached.
 - `judge_row_groups(cfg, groups, index)`: the row filters' results for each (path, row group, task), in order.
 - `shared_band_keys(cfg, signatures)`: near-dedup's band keys that two rows share (None: the stage finds them).
@@ -10,14 +14,38 @@ requests into the cache, the row filters over a row group) lives below them, in 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from ..config.stages import FilterConfig, GenerationSettings
+from ..config.stages import ExecutorConfig, FilterConfig, GenerationSettings
 from ..filters.decontam import DecontamIndex
 from ..generation.budget import Budget
 from ..generation.plan import Plan
 from ..generation.stats import Bought, GenerationStats
 from ..storage.cache import SampleCache
+
+
+class Executor(Protocol):
+    def buy(self, cfg: GenerationSettings, work: Plan, cache: SampleCache, start: GenerationStats,
+            budget: Budget | None, adaptive: bool) -> Bought:
+        """The plan's samples the cache lacks (`start` counts them), bought into the cache."""
+
+    def judge(self, cfg: FilterConfig, groups: list[tuple[str, int, int]], index: DecontamIndex | None,
+              workers: int) -> Iterator[tuple[list[str], list[Any]]]:
+        """(prompt ids, RowJudgements) per row group, in the order of `groups`."""
+
+    def band_keys(self, cfg: FilterConfig, signatures: list[bytes]) -> set[tuple[int, int]] | None:
+        """Near-dedup's band keys two rows share, where this executor finds them better than the stage."""
+
+
+def executor_for(ex: ExecutorConfig) -> Executor:
+    """The one place that reads `executor.kind`."""
+    if ex.kind == "ray":
+        from .ray import Ray
+
+        return Ray()
+    from .local import Local
+
+    return Local()
 
 
 def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, budget: Budget | None = None,
@@ -33,18 +61,7 @@ def generate_missing(cfg: GenerationSettings, work: Plan, cache: SampleCache, bu
         _count_cached(work, cache, budget)
     if not todo and not adaptive:
         return Bought(start)
-    if cfg.executor.kind == "ray":
-        from .ray import generate_on_ray
-
-        return generate_on_ray(cfg, work, cache, start)
-    if cfg.teacher.batch:
-        from .batch import generate_in_batches
-
-        bought = generate_in_batches(cfg, work, cache, start, budget)
-    else:
-        from .local import generate_here
-
-        bought = generate_here(cfg, work, cache, start, budget, adaptive)
+    bought = executor_for(cfg.executor).buy(cfg, work, cache, start, budget, adaptive)
     if budget is not None and budget.stopped:
         bought.stats.stopped_by = budget.summary()
     return bought
@@ -61,20 +78,12 @@ def _count_cached(work: Plan, cache: SampleCache, budget: Budget) -> None:
 def judge_row_groups(cfg: FilterConfig, groups: list[tuple[str, int, int]], index: DecontamIndex | None,
                      workers: int) -> Iterator[tuple[list[str], list[Any]]]:
     """(prompt ids, RowJudgements) per row group, in the order of `groups`."""
-    if cfg.executor.kind == "ray":
-        from .ray import judge_on_ray
-
-        return judge_on_ray(cfg, groups, index)
-    from .local import judge_here
-
-    return judge_here(cfg, groups, index, workers)
+    return executor_for(cfg.executor).judge(cfg, groups, index, workers)
 
 
 def shared_band_keys(cfg: FilterConfig, signatures: list[bytes]) -> set[tuple[int, int]] | None:
     """On a cluster with enough rows, a distributed shuffle finds the band keys two rows share; else None, and
     the dedup filter finds them itself."""
-    if cfg.executor.kind != "ray" or not cfg.dedup.near or len(signatures) < cfg.executor.shuffle_from:
+    if not cfg.dedup.near:
         return None
-    from .ray import shared_band_keys as on_ray
-
-    return on_ray(signatures)
+    return executor_for(cfg.executor).band_keys(cfg, signatures)

@@ -20,6 +20,26 @@ from ..storage.cache import SampleCache, cache_record, sampling_column
 from ..teachers import Completion, Request, make_teacher, resolve_engine
 
 
+class Local:
+    """This machine: the teacher in this process (or a provider's batch API), the row filters in worker
+    processes."""
+
+    def buy(self, cfg: GenerationSettings, work: Plan, cache: SampleCache, start: GenerationStats,
+            budget: Budget | None, adaptive: bool) -> Bought:
+        if cfg.teacher.batch:
+            from .batch import generate_in_batches
+
+            return generate_in_batches(cfg, work, cache, start, budget)
+        return generate_here(cfg, work, cache, start, budget, adaptive)
+
+    def judge(self, cfg: FilterConfig, groups: list[tuple[str, int, int]], index: DecontamIndex | None,
+              workers: int) -> Iterator[tuple[list[str], list[RowJudgement]]]:
+        return judge_here(cfg, groups, index, workers)
+
+    def band_keys(self, cfg: FilterConfig, signatures: list[bytes]) -> set[tuple[int, int]] | None:
+        return None  # the dedup filter finds them in this process
+
+
 def generate_here(cfg: GenerationSettings, work: Plan, cache: SampleCache, start: GenerationStats,
                   budget: Budget | None = None, adaptive: bool = False) -> Bought:
     """Streams the plan to one teacher (made when the first sample is wanted, kept for every round), so memory

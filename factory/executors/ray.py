@@ -28,6 +28,23 @@ from ..config.teacher import SamplingConfig
 from ..core.errors import FactoryError
 
 
+class Ray:
+    """A Ray cluster: generation through an actor pool over Ray Data, the row filters as Ray tasks, near-dedup's
+    band keys by a distributed shuffle once there are enough rows (`executor.shuffle_from`)."""
+
+    def buy(self, cfg: GenerationSettings, work: Any, cache: Any, start: Any, budget: Any, adaptive: bool) -> Any:
+        return generate_on_ray(cfg, work, cache, start)  # budgets and adaptive rounds: local only (the config says)
+
+    def judge(self, cfg: FilterConfig, groups: list[tuple[str, int, int]], index: Any, workers: int
+              ) -> Iterator[tuple[list, list]]:
+        return judge_on_ray(cfg, groups, index)
+
+    def band_keys(self, cfg: FilterConfig, signatures: list[bytes]) -> set[tuple[int, int]] | None:
+        if len(signatures) < cfg.executor.shuffle_from:
+            return None
+        return shared_band_keys(signatures)
+
+
 def connect(ex: ExecutorConfig) -> Any:
     """Joins the cluster (or starts Ray on this machine), shipping the factory package to every worker."""
     try:
