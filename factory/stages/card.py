@@ -18,6 +18,7 @@ console = Console(stderr=True)
 
 KIND, ORDER = "card", 30
 Config = CardConfig
+CLI_ARGUMENT, CLI_OPTIONS = "run_dir", ("repo_id",)  # `factory card RUN_DIR [--repo-id ORG/NAME]`
 
 
 class Result(StageResult):

@@ -46,13 +46,18 @@ def test_a_new_stage_is_one_module(tmp_path, monkeypatch):
     (package / "echo.py").write_text(
         "from factory.config.strict import Strict\nfrom factory.core.results import StageResult\n"
         "from factory.stages.estimates import Estimate\n"
+        "from pathlib import Path\n"
         "KIND, ORDER = 'echo', 65\n"
+        "CLI_ARGUMENT, CLI_OPTIONS = 'run_dir', ('words', 'loud')\n"
         "class Config(Strict):\n    run_dir: str = 'runs/x'\n    words: str = 'hello'\n"
+        "    loud: bool = False\n"
         "class Result(StageResult):\n    SUMMARY = ('said',)\n    said: str\n"
         "def resolve(cfg):\n    return cfg\n"
         "def up_to_date(cfg):\n    return False\n"
         "def estimate(cfg, ctx):\n    return Estimate(what=f'says {cfg.words}')\n"
-        "def run(cfg, ctx=None):\n    return Result(said=cfg.words)\n")
+        "def run(cfg, ctx=None):\n    said = cfg.words.upper() if cfg.loud else cfg.words\n"
+        "    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)\n"
+        "    (Path(cfg.run_dir) / 'said.txt').write_text(said)\n    return Result(said=said)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import factory.pipeline.load as load
     from factory.pipeline import registry
@@ -70,6 +75,16 @@ def test_a_new_stage_is_one_module(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "STAGES", found)
     assert dry_run(p)["plan"][0][:2] == ["echo", "says hi"]
     assert runner.run(p)["echo"]["summary"] == {"said": "hi"}
+    # its command too: `factory echo RUN_DIR --words W --loud`, options typed and helped by the config's fields
+    import typer
+
+    from factory.cli.stages import stage_command
+
+    app = typer.Typer()
+    app.command("echo")(stage_command(found["echo"]))
+    app.command("other")(lambda: None)
+    app(["echo", str(tmp_path / "cli"), "--words", "yes", "--loud"], standalone_mode=False)
+    assert (tmp_path / "cli" / "said.txt").read_text() == "YES"
 
 
 def test_named_instances_get_their_own_blocks_outputs_and_references(tmp_path):

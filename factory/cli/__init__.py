@@ -7,25 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .config.loader import build, load_yaml, parse_overrides
-from .config.stages import GenerateConfig
-from .core.context import RunContext
-from .core.errors import FactoryError
-from .core.processes import sigterm_interrupts
+from ..config.loader import build
+from ..config.stages import GenerateConfig
+from ..core.context import RunContext
+from ..core.errors import FactoryError
+from ..core.processes import sigterm_interrupts
+from .options import ConfigOpt, SectionOpt, SetOpt, interruptible, layers, put, run_context
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The DeepSeek-R1 distillation recipe: teacher traces, rejection filters, SFT of students.")
-
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: a.b=value (repeatable)")]
-SectionOpt = Annotated[str | None, typer.Option("--section", hidden=True, help="The pipeline instance whose section "
-                                                "of config.resolved.yaml this writes (set by the pipeline)")]
-
-
-def _context(cli: typer.Context, section: str | None) -> RunContext:
-    """What the stage gets besides its config: the section it writes and the command line (main() hands it in)."""
-    return RunContext(section=section, command=cli.obj)
-
 
 @app.callback()
 def _root() -> None:
@@ -35,7 +25,7 @@ def _root() -> None:
 @app.command()
 def models(prepare: Annotated[bool, typer.Option(help="Convert the bundled models now (once)")] = False) -> None:
     """List the bundled models (aliases usable as --teacher ENGINE:ALIAS) and where they live."""
-    from .storage import models as m
+    from ..storage import models as m
 
     for alias, bundled in m.BUNDLED.items():
         path = m.prepare(bundled) if prepare else m.model_dir(alias)
@@ -52,7 +42,7 @@ def config_reference(out: Annotated[str | None, typer.Option(help="Write it to t
     """Every stage's keys, types, defaults and help, as docs/config-reference.md (generated from the code)."""
     from pathlib import Path
 
-    from .pipeline.reference import markdown
+    from ..pipeline.reference import markdown
 
     text = markdown()
     if out:
@@ -66,15 +56,9 @@ def config_show(pipeline: Annotated[str, typer.Argument(help="A pipeline file (p
                 set_: SetOpt = None) -> None:
     """Every resolved value of every stage of a pipeline, and where it came from: --set, the file, the
     default, or derived by the loader (output folders, references to other stages)."""
-    from .pipeline.reference import show_pipeline
+    from ..pipeline.reference import show_pipeline
 
     typer.echo(show_pipeline(pipeline, set_ or []), nl=False)
-
-
-def _layers(config: str | None, flags: dict[str, Any], sets: list[str] | None) -> list[dict[str, Any]]:
-    """Config file < command-line flags < --set overrides."""
-    file_layer = load_yaml(config) if config else {}
-    return [file_layer, flags, parse_overrides(sets or [])]
 
 
 ExecutorOpt = Annotated[str | None, typer.Option(help="local (default) or ray: run on a Ray cluster with Ray Data")]
@@ -83,19 +67,10 @@ RayAddressOpt = Annotated[str | None, typer.Option(help="With --executor ray: th
 
 
 def _put_executor(flags: dict[str, Any], executor: str | None, ray_address: str | None) -> None:
-    _put(flags, "executor.kind", executor)
-    _put(flags, "executor.address", ray_address)
+    put(flags, "executor.kind", executor)
+    put(flags, "executor.address", ray_address)
     if ray_address and not executor:
-        _put(flags, "executor.kind", "ray")
-
-
-def _put(d: dict[str, Any], dotted: str, value: Any) -> None:
-    if value is None:
-        return
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        d = d.setdefault(p, {})
-    d[leaf] = value
+        put(flags, "executor.kind", "ray")
 
 
 @app.command()
@@ -120,41 +95,25 @@ def generate(
     section: SectionOpt = None,
 ) -> None:
     """A teacher writes chain-of-thought traces for prompts into RUN_DIR/traces (resumable)."""
-    from .stages import generate as stage
-    from .teachers import parse_teacher
+    from ..stages import generate as stage
+    from ..teachers import parse_teacher
 
     flags: dict[str, Any] = {}
     for dotted, value in [("prompts.source", prompts), ("teacher.base_url", base_url), ("sampling.n", n),
                           ("out", out), ("sampling.max_tokens", max_tokens), ("prompts.limit", limit),
                           ("prompts.size", size), ("prompts.seed", seed), ("shard", shard),
                           ("progress", None if progress else False)]:
-        _put(flags, dotted, value)
+        put(flags, dotted, value)
     _put_executor(flags, executor, ray_address)
     if teacher:
         flags.setdefault("teacher", {}).update(parse_teacher(teacher))
     if base_url and not teacher:
-        _put(flags, "teacher.engine", "openai")
-    cfg = build(GenerateConfig, *_layers(config, flags, set_), where=config or "generate")
-    report = _interruptible(stage.run, cfg, _context(cli, section),
+        put(flags, "teacher.engine", "openai")
+    cfg = build(GenerateConfig, *layers(config, flags, set_), where=config or "generate")
+    report = interruptible(stage.run, cfg, run_context(cli, section),
                             "finished samples are cached; rerun the same command to resume")
     if report.failed:
         typer.echo(f"{report.failed} samples failed (see the error column; rerun to retry them)", err=True)
-
-
-@app.command()
-def merge(
-    cli: typer.Context,
-    run_dir: Annotated[str, typer.Argument(help="Run directory holding shards/I-of-N from generate --shard")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    section: SectionOpt = None,
-) -> None:
-    """Join the shards of generate --shard I/N into RUN_DIR/traces, checking every shard is there and finished."""
-    from .config.stages import MergeConfig
-    from .stages import merge as stage
-
-    stage.run(build(MergeConfig, *_layers(config, {"run_dir": run_dir}, set_), where=config or "merge"),
-              _context(cli, section))
 
 
 @app.command("filter")
@@ -170,15 +129,15 @@ def filter_(
     section: SectionOpt = None,
 ) -> None:
     """Apply the R1 rejection filters: RUN_DIR/filtered/kept, filtered/rejected and filtered/stats.json."""
-    from .config.stages import FilterConfig
-    from .stages import filter as stage
+    from ..config.stages import FilterConfig
+    from ..stages import filter as stage
 
     flags: dict[str, Any] = {"run_dir": run_dir}
-    _put(flags, "workers", workers)
-    _put(flags, "progress", None if progress else False)
+    put(flags, "workers", workers)
+    put(flags, "progress", None if progress else False)
     _put_executor(flags, executor, ray_address)
-    _interruptible(stage.run, build(FilterConfig, *_layers(config, flags, set_), where=config or "filter"),
-                   _context(cli, section),
+    interruptible(stage.run, build(FilterConfig, *layers(config, flags, set_), where=config or "filter"),
+                   run_context(cli, section),
                    "filtered/ is unchanged (it is replaced only when complete); judge answers are cached")
 
 
@@ -191,29 +150,20 @@ def view(
     set_: SetOpt = None,
 ) -> None:
     """A read-only trace viewer in the browser: the funnel, the traces and their verdicts, the evals."""
-    from .config.stages import ViewConfig
-    from .view import run as serve
+    from ..config.stages import ViewConfig
+    from ..view import run as serve
 
     flags: dict[str, Any] = {"run_dir": run_dir}
-    _put(flags, "port", port)
-    _put(flags, "host", host)
-    serve(build(ViewConfig, *_layers(config, flags, set_), where=config or "view"))
-
-
-def _interruptible(run: Any, cfg: Any, ctx: RunContext, kept: str) -> Any:
-    """A stage's run(cfg, ctx); Ctrl-C or SIGTERM ends it with one line saying what was kept, and exit 130."""
-    try:
-        return run(cfg, ctx)
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: {kept}", err=True)
-        raise typer.Exit(130) from None
+    put(flags, "port", port)
+    put(flags, "host", host)
+    serve(build(ViewConfig, *layers(config, flags, set_), where=config or "view"))
 
 
 def _launch(cfg: Any, command: str, ctx: RunContext) -> None:
     """Runs the training command in the processes of its `launch` config; exits with their code."""
     from train.launch import relaunch
 
-    code = _interruptible(lambda c, x: relaunch(c, command, x), cfg, ctx,
+    code = interruptible(lambda c, x: relaunch(c, command, x), cfg, ctx,
                           "the training processes were stopped; --resume continues from the last complete checkpoint")
     raise typer.Exit(code)
 
@@ -235,19 +185,19 @@ def distill(
     section: SectionOpt = None,
 ) -> None:
     """SFT of a student on the kept traces (TRL SFTTrainer): RUN_DIR/student/PRESET/final."""
-    from .config.stages import DistillConfig
+    from ..config.stages import DistillConfig
 
     flags: dict[str, Any] = {"run_dir": run_dir}
     for key, value in [("student", student), ("max_steps", max_steps), ("resume", resume or None),
                        ("lora", lora or None), ("progress", None if progress else False), ("launch", launch),
                        ("num_processes", num_processes)]:
-        _put(flags, key, value)
-    cfg = build(DistillConfig, *_layers(config, flags, set_), where=config or "distill")
+        put(flags, key, value)
+    cfg = build(DistillConfig, *layers(config, flags, set_), where=config or "distill")
     if cfg.launch:
-        _launch(cfg, "distill", _context(cli, section))
+        _launch(cfg, "distill", run_context(cli, section))
     from train.stages import distill as stage  # torch and TRL load when it trains
 
-    r = stage.run(cfg, _context(cli, section))
+    r = stage.run(cfg, run_context(cli, section))
     typer.echo(f"distill: {r.steps} steps, final loss {r.final_loss}, model in {r.output}")
 
 
@@ -268,38 +218,20 @@ def grpo(
     section: SectionOpt = None,
 ) -> None:
     """GRPO (TRL GRPOTrainer) with the filters as rewards: RUN_DIR/rl/NAME/final."""
-    from .config.grpo import GrpoConfig
+    from ..config.grpo import GrpoConfig
 
     flags: dict[str, Any] = {"run_dir": run_dir}
     for key, value in [("model", model), ("prompts.source", prompts), ("max_steps", max_steps),
                        ("resume", resume or None), ("lora", lora or None), ("progress", None if progress else False),
                        ("launch", launch), ("num_processes", num_processes)]:
-        _put(flags, key, value)
-    cfg = build(GrpoConfig, *_layers(config, flags, set_), where=config or "grpo")
+        put(flags, key, value)
+    cfg = build(GrpoConfig, *layers(config, flags, set_), where=config or "grpo")
     if cfg.launch:
-        _launch(cfg, "grpo", _context(cli, section))
+        _launch(cfg, "grpo", run_context(cli, section))
     from train.stages import grpo as stage  # torch and TRL load when it trains
 
-    r = stage.run(cfg, _context(cli, section))
+    r = stage.run(cfg, run_context(cli, section))
     typer.echo(f"grpo: {r.steps} steps, last reward {r.last.get('reward')}, model in {r.output}")
-
-
-@app.command()
-def card(
-    cli: typer.Context,
-    run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/")],
-    repo_id: Annotated[str | None, typer.Option(help="Hub repo named in the loading snippet")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    section: SectionOpt = None,
-) -> None:
-    """The dataset card: RUN_DIR/card/README.md (Hub front matter, funnel, lineage) and its plots."""
-    from .config.stages import CardConfig
-    from .stages import card as stage
-
-    flags: dict[str, Any] = {"run_dir": run_dir}
-    _put(flags, "repo_id", repo_id)
-    stage.run(build(CardConfig, *_layers(config, flags, set_), where=config or "card"), _context(cli, section))
 
 
 @app.command()
@@ -315,14 +247,14 @@ def push(
     section: SectionOpt = None,
 ) -> None:
     """Upload the card, its plots and the kept shards to a Hugging Face dataset repo (token: HF_TOKEN or login)."""
-    from .config.stages import PushConfig
-    from .stages import push as stage
+    from ..config.stages import PushConfig
+    from ..stages import push as stage
 
     flags: dict[str, Any] = {"run_dir": run_dir, "repo": repo}
     for key, value in [("private", private or None), ("dry_run", dry_run or None),
                        ("include_rejected", include_rejected or None)]:
-        _put(flags, key, value)
-    stage.run(build(PushConfig, *_layers(config, flags, set_), where=config or "push"), _context(cli, section))
+        put(flags, key, value)
+    stage.run(build(PushConfig, *layers(config, flags, set_), where=config or "push"), run_context(cli, section))
 
 
 @app.command("eval")
@@ -350,23 +282,23 @@ def eval_(
 ) -> None:
     """pass@1 (95% CI), pass@k and maj@k of a model on a benchmark; or --compare earlier results."""
     if compare:
-        from .stages.compare import compare as run_compare
+        from ..stages.compare import compare as run_compare
 
         run_compare([*compare, *(files or [])], png or "eval/compare.png")
         return
-    from .config.stages import EvalConfig
-    from .stages import eval as stage
+    from ..config.stages import EvalConfig
+    from ..stages import eval as stage
 
     flags: dict[str, Any] = {}
     for dotted, value in [("model", model), ("benchmark", benchmark), ("sampling.n", n), ("teacher.engine", engine),
                           ("teacher.base_url", base_url), ("sampling.max_tokens", max_tokens), ("limit", limit),
                           ("out", out), ("progress", None if progress else False)]:
-        _put(flags, dotted, value)
+        put(flags, dotted, value)
     if base_url and not engine:
-        _put(flags, "teacher.engine", "openai")
+        put(flags, "teacher.engine", "openai")
     _put_executor(flags, executor, ray_address)
-    _interruptible(stage.run, build(EvalConfig, *_layers(config, flags, set_), where=config or "eval"),
-                   _context(cli, section), "finished samples are cached; rerun the same command to resume")
+    interruptible(stage.run, build(EvalConfig, *layers(config, flags, set_), where=config or "eval"),
+                   run_context(cli, section), "finished samples are cached; rerun the same command to resume")
 
 
 @app.command("run")
@@ -379,7 +311,7 @@ def run_pipeline(
     set_: SetOpt = None,
 ) -> None:
     """Run a pipeline's stages (generate, filter, card, distill, eval), skipping what is up to date."""
-    from . import pipeline as runner
+    from .. import pipeline as runner
 
     p = runner.load_pipeline(pipeline, set_)
     runner.check_flags(p, from_, only)
@@ -401,8 +333,8 @@ def ablate(
     = False,
 ) -> None:
     """Run a base pipeline and its variants, then compare their students on the deciding eval."""
-    from .pipeline import ablate as runner
-    from .pipeline.ablation import load_ablation
+    from ..pipeline import ablate as runner
+    from ..pipeline.ablation import load_ablation
 
     a = load_ablation(ablation, root)
     if dry_run:
@@ -417,7 +349,7 @@ def ablate(
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 1 for a FactoryError (one line), 2 for a usage error."""
-    from .storage.rundir import redacted_command
+    from ..storage.rundir import redacted_command
 
     command = redacted_command(["factory", *(sys.argv[1:] if argv is None else argv)])
     try:
@@ -427,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except FactoryError as e:
-        from .core.redact import redact_text
+        from ..core.redact import redact_text
 
         typer.echo(f"error: {redact_text(str(e))}", err=True)
         return 1
@@ -438,5 +370,6 @@ def entry() -> None:
     sys.exit(main())
 
 
-if __name__ == "__main__":
-    entry()
+from .stages import add_stage_commands  # noqa: E402 - after the hand-written commands, which keep their names
+
+add_stage_commands(app)
