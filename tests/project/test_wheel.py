@@ -2,6 +2,7 @@
 dependencies but has never seen this checkout. `factory card` renders its template and `--launch` finds its
 configs from the installed files alone."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,11 +17,18 @@ from tests.publish.test_card_push import run_dir  # noqa: F401 - a filtered run 
 def installed(tmp_path_factory):
     """(python, its environment's bin directory) with the wheel installed and nothing of the checkout."""
     root = tmp_path_factory.mktemp("wheel")
+    # built from a copy: pip builds in the source tree, and a build/ folder left there by an earlier build would
+    # carry modules since removed into the wheel
+    source = root / "source"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", "docs", "bench", "tests"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
-                    str(root / "dist"), str(REPO)], check=True)
+                    str(root / "dist"), str(source)], check=True)
     wheel = next((root / "dist").glob("r1_factory-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "factory/publish/templates/dataset_card.md.j2" in names and "train/launch/fsdp.yaml" in names, sorted(names)
+    modules = {n for n in names if n.endswith(".py")}
+    assert modules == {str(p.relative_to(REPO)) for root_ in ("factory", "train") for p in (REPO / root_).rglob("*.py")}
     python = python_without_the_project(root / "venv")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
                     "--quiet", "--disable-pip-version-check", str(wheel)], check=True)
