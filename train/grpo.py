@@ -36,6 +36,7 @@ from .rl_report import (
 )
 from .sft_data import stop_at_end_of_turn
 from .students import model_path, resolve_student
+from .trl_args import compose
 
 
 def output_dir(cfg: GrpoConfig) -> Path:
@@ -233,7 +234,8 @@ def build_trainer(cfg: GrpoConfig, path: str, tokenizer, data: dict[str, list], 
 
     from .callbacks import CompleteMarker, MetricsAndGuard
 
-    args = GRPOConfig(**grpo_arguments(cfg, out, scorer.weights(), dev or detect(cfg.precision)))
+    args = GRPOConfig(**compose(grpo_arguments(cfg, out, scorer.weights(), dev or detect(cfg.precision)), cfg.trl,
+                                GRPOConfig, "grpo"))
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig

@@ -26,6 +26,7 @@ from .devices import Devices, detect, device_arguments, model_init_kwargs
 from .mixture import stream_items
 from .sft_data import DataReport, load_samples, stop_at_end_of_turn, write_samples
 from .students import Settings, model_path, output_dir, resolve_settings
+from .trl_args import compose
 
 DATA = "data"  # the tokenised samples under the student's output directory
 
@@ -134,7 +135,7 @@ def build_trainer(cfg: DistillConfig, s: Settings, path: str, tokenizer, data, o
     from .trainer import FactorySFTTrainer
 
     dev = dev or detect(cfg.precision)
-    args = SFTConfig(**sft_arguments(cfg, s, out, dev))
+    args = SFTConfig(**compose(sft_arguments(cfg, s, out, dev), cfg.trl, SFTConfig, "distill"))
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig

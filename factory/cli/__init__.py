@@ -8,13 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from ..config.loader import build
-from ..config.stages import GenerateConfig
-from ..core.context import RunContext
 from ..core.errors import FactoryError
 from ..core.processes import sigterm_interrupts
 from .options import ConfigOpt, SectionOpt, SetOpt, interruptible, layers, put, run_context
+from .stages import StageGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=StageGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The DeepSeek-R1 distillation recipe: teacher traces, rejection filters, SFT of students.")
 
 @app.callback()
@@ -68,77 +67,7 @@ RayAddressOpt = Annotated[str | None, typer.Option(help="With --executor ray: th
 
 def _put_executor(flags: dict[str, Any], executor: str | None, ray_address: str | None) -> None:
     put(flags, "executor.kind", executor)
-    put(flags, "executor.address", ray_address)
-    if ray_address and not executor:
-        put(flags, "executor.kind", "ray")
-
-
-@app.command()
-def generate(
-    cli: typer.Context,
-    prompts: Annotated[str | None, typer.Option(help="FILE.jsonl|FILE.parquet, gym:TASK, hf:NAME or humaneval")] = None,
-    teacher: Annotated[str | None, typer.Option(help="ENGINE:MODEL, ENGINE in openai, vllm, llamacpp, hf, auto")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai engine)")] = None,
-    n: Annotated[int | None, typer.Option(help="Samples per prompt")] = None,
-    out: Annotated[str | None, typer.Option(help="Run directory")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Most new tokens per sample")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many prompts")] = None,
-    size: Annotated[int | None, typer.Option(help="gym: number of problems")] = None,
-    seed: Annotated[int | None, typer.Option(help="gym: dataset seed")] = None,
-    shard: Annotated[str | None, typer.Option(help="I/N: this shard of the prompts only, into OUT/shards/I-of-N "
-                                              "(join them with factory merge OUT)")] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    section: SectionOpt = None,
-) -> None:
-    """A teacher writes chain-of-thought traces for prompts into RUN_DIR/traces (resumable)."""
-    from ..stages import generate as stage
-    from ..teachers import parse_teacher
-
-    flags: dict[str, Any] = {}
-    for dotted, value in [("prompts.source", prompts), ("teacher.base_url", base_url), ("sampling.n", n),
-                          ("out", out), ("sampling.max_tokens", max_tokens), ("prompts.limit", limit),
-                          ("prompts.size", size), ("prompts.seed", seed), ("shard", shard),
-                          ("progress", None if progress else False)]:
-        put(flags, dotted, value)
-    _put_executor(flags, executor, ray_address)
-    if teacher:
-        flags.setdefault("teacher", {}).update(parse_teacher(teacher))
-    if base_url and not teacher:
-        put(flags, "teacher.engine", "openai")
-    cfg = build(GenerateConfig, *layers(config, flags, set_), where=config or "generate")
-    report = interruptible(stage.run, cfg, run_context(cli, section),
-                            "finished samples are cached; rerun the same command to resume")
-    if report.failed:
-        typer.echo(f"{report.failed} samples failed (see the error column; rerun to retry them)", err=True)
-
-
-@app.command("filter")
-def filter_(
-    cli: typer.Context,
-    run_dir: Annotated[str, typer.Argument(help="Run directory with traces/")],
-    workers: Annotated[int | None, typer.Option(help="Worker processes (0: one per core)")] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    section: SectionOpt = None,
-) -> None:
-    """Apply the R1 rejection filters: RUN_DIR/filtered/kept, filtered/rejected and filtered/stats.json."""
-    from ..config.stages import FilterConfig
-    from ..stages import filter as stage
-
-    flags: dict[str, Any] = {"run_dir": run_dir}
-    put(flags, "workers", workers)
-    put(flags, "progress", None if progress else False)
-    _put_executor(flags, executor, ray_address)
-    interruptible(stage.run, build(FilterConfig, *layers(config, flags, set_), where=config or "filter"),
-                   run_context(cli, section),
-                   "filtered/ is unchanged (it is replaced only when complete); judge answers are cached")
+    put(flags, "executor.address", ray_address)  # without a kind: ray (ExecutorConfig)
 
 
 @app.command()
@@ -157,104 +86,6 @@ def view(
     put(flags, "port", port)
     put(flags, "host", host)
     serve(build(ViewConfig, *layers(config, flags, set_), where=config or "view"))
-
-
-def _launch(cfg: Any, command: str, ctx: RunContext) -> None:
-    """Runs the training command in the processes of its `launch` config; exits with their code."""
-    from train.launch import relaunch
-
-    code = interruptible(lambda c, x: relaunch(c, command, x), cfg, ctx,
-                          "the training processes were stopped; --resume continues from the last complete checkpoint")
-    raise typer.Exit(code)
-
-
-@app.command()
-def distill(
-    cli: typer.Context,
-    run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/kept/")],
-    student: Annotated[str | None, typer.Option(help="Preset (qwen-7b, llama-8b, smollm2-135m, tiny, ...), path or Hub id")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint")] = False,
-    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end)")] = False,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
-    launch: Annotated[str | None, typer.Option(help="Run under accelerate launch: single_gpu, fsdp, deepspeed_zero3, "
-                                               "multi_node, cpu_gloo, or a path to an accelerate YAML")] = None,
-    num_processes: Annotated[int | None, typer.Option(help="With --launch: processes (GPUs) in all")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    section: SectionOpt = None,
-) -> None:
-    """SFT of a student on the kept traces (TRL SFTTrainer): RUN_DIR/student/PRESET/final."""
-    from ..config.stages import DistillConfig
-
-    flags: dict[str, Any] = {"run_dir": run_dir}
-    for key, value in [("student", student), ("max_steps", max_steps), ("resume", resume or None),
-                       ("lora", lora or None), ("progress", None if progress else False), ("launch", launch),
-                       ("num_processes", num_processes)]:
-        put(flags, key, value)
-    cfg = build(DistillConfig, *layers(config, flags, set_), where=config or "distill")
-    if cfg.launch:
-        _launch(cfg, "distill", run_context(cli, section))
-    from train.stages import distill as stage  # torch and TRL load when it trains
-
-    r = stage.run(cfg, run_context(cli, section))
-    typer.echo(f"distill: {r.steps} steps, final loss {r.final_loss}, model in {r.output}")
-
-
-@app.command()
-def grpo(
-    cli: typer.Context,
-    run_dir: Annotated[str, typer.Argument(help="Run directory (the policy goes to RUN_DIR/rl/NAME)")],
-    model: Annotated[str | None, typer.Option(help="The policy: preset, bundled alias, path or Hub id")] = None,
-    prompts: Annotated[str | None, typer.Option(help="FILE.jsonl|FILE.parquet, gym:TASK, hf:NAME or humaneval")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint")] = False,
-    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end)")] = False,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
-    launch: Annotated[str | None, typer.Option(help="Run under accelerate launch (as distill --launch)")] = None,
-    num_processes: Annotated[int | None, typer.Option(help="With --launch: processes (GPUs) in all")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    section: SectionOpt = None,
-) -> None:
-    """GRPO (TRL GRPOTrainer) with the filters as rewards: RUN_DIR/rl/NAME/final."""
-    from ..config.grpo import GrpoConfig
-
-    flags: dict[str, Any] = {"run_dir": run_dir}
-    for key, value in [("model", model), ("prompts.source", prompts), ("max_steps", max_steps),
-                       ("resume", resume or None), ("lora", lora or None), ("progress", None if progress else False),
-                       ("launch", launch), ("num_processes", num_processes)]:
-        put(flags, key, value)
-    cfg = build(GrpoConfig, *layers(config, flags, set_), where=config or "grpo")
-    if cfg.launch:
-        _launch(cfg, "grpo", run_context(cli, section))
-    from train.stages import grpo as stage  # torch and TRL load when it trains
-
-    r = stage.run(cfg, run_context(cli, section))
-    typer.echo(f"grpo: {r.steps} steps, last reward {r.last.get('reward')}, model in {r.output}")
-
-
-@app.command()
-def push(
-    cli: typer.Context,
-    run_dir: Annotated[str, typer.Argument(help="Run directory with filtered/")],
-    repo: Annotated[str, typer.Option(help="Hub dataset repo: ORG/NAME")],
-    private: Annotated[bool, typer.Option(help="Create the repo private")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Lay out the upload in RUN_DIR/push and print it; send nothing")] = False,
-    include_rejected: Annotated[bool, typer.Option(help="Upload the rejected traces too")] = False,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    section: SectionOpt = None,
-) -> None:
-    """Upload the card, its plots and the kept shards to a Hugging Face dataset repo (token: HF_TOKEN or login)."""
-    from ..config.stages import PushConfig
-    from ..stages import push as stage
-
-    flags: dict[str, Any] = {"run_dir": run_dir, "repo": repo}
-    for key, value in [("private", private or None), ("dry_run", dry_run or None),
-                       ("include_rejected", include_rejected or None)]:
-        put(flags, key, value)
-    stage.run(build(PushConfig, *layers(config, flags, set_), where=config or "push"), run_context(cli, section))
 
 
 @app.command("eval")
@@ -369,7 +200,3 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     sys.exit(main())
 
-
-from .stages import add_stage_commands  # noqa: E402 - after the hand-written commands, which keep their names
-
-add_stage_commands(app)

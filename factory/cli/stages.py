@@ -1,5 +1,6 @@
-"""Commands made from stage modules: a stage module that declares `CLI_OPTIONS` (dotted fields of its Config) gets
-`factory KIND` (or `factory COMMAND`) with no code here. Each option's type, help and choices come from its field
+"""Commands made from stage modules: a stage module that declares `CLI_OPTIONS` (dotted fields of its Config) is
+the command of its module's name (`factory/stages/generate.py`: `factory generate`), with no code here. The
+module is imported when its command runs (`StageGroup`), so the CLI starts without the others. Each option's type, help and choices come from its field
 (TRL's TrlParser idea: the config owns the command line); `CLI_ARGUMENT` names the field the positional argument
 fills (a run directory). As with every stage command, `--config FILE` and `--set a.b=v` reach every other field.
 """
@@ -11,13 +12,15 @@ import inspect
 import pkgutil
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from ..config.loader import build
 from .options import ConfigOpt, SectionOpt, SetOpt, interruptible, layers, put, run_context
@@ -25,13 +28,25 @@ from .options import ConfigOpt, SectionOpt, SetOpt, interruptible, layers, put, 
 PACKAGES = ("factory.stages", "train.stages")
 
 
-def stage_modules() -> Iterator[ModuleType]:
-    """The stage modules that declare a command (every module of the stage packages, imported: they are light)."""
+def stage_module(name: str) -> ModuleType | None:
+    """The stage module of this command name, if it declares a command."""
     for package in PACKAGES:
-        for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
-            module = importlib.import_module(f"{package}.{info.name}")
-            if hasattr(module, "CLI_OPTIONS"):
-                yield module
+        try:
+            module = importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{package}.{name}":
+                continue
+            raise
+        if hasattr(module, "CLI_OPTIONS"):
+            return module
+    return None
+
+
+def stage_names() -> list[str]:
+    """Every command a stage module declares (this imports them all: for the help's list only)."""
+    names = [info.name for package in PACKAGES
+             for info in pkgutil.iter_modules(importlib.import_module(package).__path__)]
+    return [n for n in dict.fromkeys(names) if stage_module(n) is not None]
 
 
 def field(model: type[BaseModel], dotted: str) -> FieldInfo:
@@ -62,14 +77,23 @@ def _option_type(annotation: Any) -> Any:
     return annotation if annotation in (str, int, float, bool) else str
 
 
-def _parameter(model: type[BaseModel], spec: str) -> tuple[str, inspect.Parameter]:
-    """`dotted` or `dotted=flag-name` -> (dotted path, the keyword parameter typer reads)."""
-    dotted, _, flag = spec.partition("=")
-    info = field(model, dotted)
-    name = flag or dotted.rsplit(".", 1)[-1].replace("_", "-")
-    kind = _option_type(info.annotation)
+Spec = str | tuple[str, str, Callable[[str], Any]]
+
+
+def _parameter(model: type[BaseModel], spec: Spec) -> tuple[str, inspect.Parameter]:
+    """`dotted` or `dotted=flag-name` -> (dotted path, the keyword parameter typer reads). A compound option,
+    (dotted, help, parse), is text that `parse` turns into the value at `dotted` (a dict: several fields, e.g.
+    `--teacher ENGINE:MODEL`)."""
+    if isinstance(spec, tuple):
+        dotted, help_, _ = spec
+        name, kind = dotted.rsplit(".", 1)[-1].replace("_", "-"), str
+    else:
+        dotted, _, flag = spec.partition("=")
+        info = field(model, dotted)
+        name, kind, help_ = flag or dotted.rsplit(".", 1)[-1].replace("_", "-"), _option_type(info.annotation), \
+            info.description or ""
     decl = f"--{name}/--no-{name}" if kind is bool else f"--{name}"
-    option = typer.Option(decl, help=info.description or "", show_default=False)
+    option = typer.Option(decl, help=escape(help_), show_default=False)  # `[ray]` is text, not rich markup
     param = inspect.Parameter(name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=None,
                               annotation=Annotated[kind | None, option])
     return dotted, param
@@ -80,8 +104,9 @@ def stage_command(stage: ModuleType) -> Callable[..., None]:
     --set), runs the stage with its RunContext; Ctrl-C says what was kept."""
     model = stage.Config
     options = [_parameter(model, spec) for spec in stage.CLI_OPTIONS]
+    parsers = {spec[0]: spec[2] for spec in stage.CLI_OPTIONS if isinstance(spec, tuple)}
     argument = getattr(stage, "CLI_ARGUMENT", None)
-    kind = getattr(stage, "COMMAND", None) or stage.KIND
+    kind = stage.__name__.rsplit(".", 1)[-1]  # the command: the module's name
 
     def command(cli: typer.Context, config: str | None = None, set_: list[str] | None = None,
                 section: str | None = None, **values: Any) -> None:
@@ -89,7 +114,11 @@ def stage_command(stage: ModuleType) -> Callable[..., None]:
         if argument:
             put(flags, argument, values.pop(argument.replace(".", "_")))
         for dotted, param in options:
-            put(flags, dotted, values.get(param.name))
+            value = values.get(param.name)
+            if value is not None and dotted in parsers:
+                value = parsers[dotted](value)
+            for key, part in (value.items() if isinstance(value, dict) else [(None, value)]):
+                put(flags, f"{dotted}.{key}" if key else dotted, part)  # a dict merges into what others set
         cfg = build(model, *layers(config, flags, set_), where=config or kind)
         interruptible(stage.run, cfg, run_context(cli, section),
                       getattr(stage, "INTERRUPTED", "what was finished is kept; rerun to go on"))
@@ -97,21 +126,32 @@ def stage_command(stage: ModuleType) -> Callable[..., None]:
     params = [inspect.Parameter("cli", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
     if argument:
         params.append(inspect.Parameter(argument.replace(".", "_"), inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
-            str, typer.Argument(help=field(model, argument).description or "", show_default=False)]))
+            str, typer.Argument(help=escape(field(model, argument).description or ""), show_default=False)]))
     params += [p for _, p in options]
     params += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOpt),
                inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SetOpt),
                inspect.Parameter("section", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SectionOpt)]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {}  # typer reads the signature's annotations
-    command.__doc__ = (stage.__doc__ or "").strip().split("\n\n")[0]
+    command.__doc__ = escape((stage.__doc__ or "").strip().split("\n\n")[0])
     return command
 
 
-def add_stage_commands(app: typer.Typer) -> None:
-    """A command for every stage module that declares one and has no hand-written command of its name."""
-    taken = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
-    for stage in stage_modules():
-        name = getattr(stage, "COMMAND", None) or stage.KIND
-        if name not in taken:
-            app.command(name)(stage_command(stage))
+class StageGroup(TyperGroup):
+    """The `factory` group: its hand-written commands, then one per stage module that declares one, made when it
+    is asked for."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        own = super().list_commands(ctx)
+        return own + [n for n in stage_names() if n not in own]
+
+    def get_command(self, ctx: typer.Context, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None or not name.isidentifier():
+            return command
+        stage = stage_module(name)
+        if stage is None:
+            return None
+        one = typer.Typer(add_completion=False)
+        one.command(name)(stage_command(stage))
+        return typer.main.get_command(one)

@@ -79,6 +79,14 @@ class ExecutorConfig(Strict):
     batch: int | None = Field(None, ge=1, description="ray: prompts (generate) or row groups (filter) per Ray "
                               "task; unset: 16 rounds of an API actor's concurrency, 4 engine batches, 1 row group")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _an_address_means_ray(cls, data: Any) -> Any:
+        """A cluster's address without a kind (`--ray-address auto`) runs there."""
+        if isinstance(data, dict) and data.get("address") and "kind" not in data:
+            return {**data, "kind": "ray"}
+        return data
+
 
 _PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -260,6 +268,10 @@ class TrainingSettings(Strict):
                                "YAML (`factory run` always trains in processes of its own; this says how many)")
     num_processes: int | None = Field(None, ge=1, description="With launch: processes (GPUs) in all (default: "
                                       "the launch config's)")
+    trl: dict[str, Any] = Field(default_factory=dict, description="Any other argument of TRL's SFTConfig (distill) "
+                                "or GRPOConfig (grpo), passed through as given (e.g. {neftune_noise_alpha: 5}); "
+                                "checked against TRL's own config when the stage starts. One the factory sets from "
+                                "a setting of its own is refused with that setting's name")
 
 
 class DistillConfig(TrainingSettings):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .strict import Strict
 
@@ -106,6 +106,14 @@ class TeacherConfig(Strict):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{v!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_server_means_openai(cls, data: Any) -> Any:
+        """A server's URL without an engine (`--base-url URL`) is an OpenAI-compatible server."""
+        if isinstance(data, dict) and data.get("base_url") and "engine" not in data:
+            return {**data, "engine": "openai"}
+        return data
 
 
 MAX_N = 65_536  # samples per prompt: far past any recipe (R1 used 4-64), and small enough to plan per prompt

@@ -44,6 +44,9 @@ from .estimates import Estimate, EstimateContext
 KIND, ORDER = "filter", 20
 Config = FilterConfig
 Result = FilterStats
+CLI_ARGUMENT = "run_dir"  # `factory filter RUN_DIR [--workers N] [--no-progress] [--executor ray --ray-address A]`
+CLI_OPTIONS = ("workers", "progress", "executor.kind=executor", "executor.address=ray-address")
+INTERRUPTED = "filtered/ is unchanged (it is replaced only when complete); judge answers are cached"
 
 
 def resolve(cfg: FilterConfig) -> FilterConfig:

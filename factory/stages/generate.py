@@ -28,7 +28,7 @@ from ..storage.cache import SampleCache
 from ..storage.records import TRACE_SCHEMA, Prompt
 from ..storage.rundir import RunDir, write_resolved_config
 from ..storage.shards import ShardWriter, write_json_atomic
-from ..teachers import resolve_engine
+from ..teachers import parse_teacher, resolve_engine
 from .estimates import Cost, Estimate, EstimateContext, Upstream, generation_estimate
 
 console = Console(stderr=True)
@@ -38,6 +38,11 @@ Config = GenerateConfig
 Result = GenerateStats
 OUTPUT_FIELD = "out"
 MODEL_FIELDS = ("teacher.model",)
+CLI_OPTIONS = ("prompts.source=prompts",
+               ("teacher", "ENGINE:MODEL, ENGINE in openai, vllm, llamacpp, hf, auto", parse_teacher),
+               "teacher.base_url", "sampling.n", "out", "sampling.max_tokens", "prompts.limit", "prompts.size",
+               "prompts.seed", "shard", "progress", "executor.kind=executor", "executor.address=ray-address")
+INTERRUPTED = "finished samples are cached; rerun the same command to resume"
 
 
 def resolve(cfg: GenerateConfig) -> GenerateConfig:
@@ -110,6 +115,8 @@ def run(cfg: GenerateConfig, ctx: RunContext = DIRECT) -> GenerateStats:
         first = next(iter(report.failed_by_class), "unknown")
         raise FactoryError(f"{cfg.out}: no sample succeeded ({report.failed} failed, mostly {first}); "
                            f"see the error column of {cfg.out}/traces")
+    if report.failed:
+        console.print(f"{report.failed} samples failed (see the error column; rerun to retry them)")
     return report
 
 

@@ -25,7 +25,7 @@ from ..storage.rundir import RunDir, write_resolved_config
 from ..storage.shards import ShardWriter, iter_batches, read_manifest, write_json_atomic
 
 console = Console(stderr=True)
-COMMAND, Config = "merge", MergeConfig  # a command, not a pipeline stage (no KIND)
+Config = MergeConfig  # `factory merge`: a command, not a pipeline stage (no KIND)
 CLI_ARGUMENT, CLI_OPTIONS = "run_dir", ()
 INTERRUPTED = "the traces are unchanged (the merged shards replace them only when complete)"
 _SHARD = re.compile(r"^(\d+)-of-(\d+)$")

@@ -71,6 +71,12 @@ def _show(staging: Path, files: list[Path]) -> None:
     console.print(tree)
 
 
+Config = PushConfig  # `factory push`: a command, not a pipeline stage (no KIND)
+CLI_ARGUMENT = "run_dir"  # `factory push RUN_DIR --repo ORG/NAME [--private] [--dry-run] [--include-rejected]`
+CLI_OPTIONS = ("repo", "private", "dry_run", "include_rejected")
+INTERRUPTED = "what was committed is on the Hub; rerun to go on (committed files are skipped)"
+
+
 class Result(StageResult):
     """What a push did (or, with dry_run, would do)."""
 

@@ -90,3 +90,22 @@ def test_the_devices_are_detected_from_torch_and_the_installed_kernels(monkeypat
     found.clear()
     assert devices.detect() == Devices(cuda=True, bf16=True)
     assert devices.detect("fp32") == Devices(cuda=True), "fp32 asked for on a bf16 GPU"
+
+
+def test_a_stage_passes_any_other_trl_argument_through_and_refuses_one_the_factory_sets(tmp_path):
+    """TRL's configs composed, not mirrored: `trl:` reaches every argument of SFTConfig / GRPOConfig the factory
+    does not set itself; one it sets, or one TRL lacks, is one line naming it."""
+    from trl import GRPOConfig, SFTConfig
+
+    from factory.core.errors import FactoryError
+    from train.trl_args import compose
+
+    cfg = DistillConfig(student="tiny", trl={"neftune_noise_alpha": 5.0, "weight_decay": 0.1})
+    args = SFTConfig(**compose(sft_arguments(cfg, resolve_settings(cfg), tmp_path, CPU), cfg.trl, SFTConfig,
+                               "distill"))
+    assert (args.neftune_noise_alpha, args.weight_decay) == (5.0, 0.1)
+    with pytest.raises(FactoryError, match=r"distill.trl.learning_rate: the factory sets it from distill.lr"):
+        compose({}, {"learning_rate": 1.0}, SFTConfig, "distill")
+    with pytest.raises(FactoryError, match=r"grpo.trl.no_such_knob: not an argument of trl.GRPOConfig"):
+        compose({}, {"no_such_knob": 1}, GRPOConfig, "grpo")
+    assert compose({"beta": 0.0}, {"top_k": 20}, GRPOConfig, "grpo") == {"beta": 0.0, "top_k": 20}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from factory.storage.rundir import RunDir
 from . import trained_params
 
 KIND, ORDER = "distill", 40
+CLI_ARGUMENT = "run_dir"
+CLI_OPTIONS = ("student", "max_steps", "resume", "lora", "progress", "launch", "num_processes")
+INTERRUPTED = "the training processes were stopped; --resume continues from the last complete checkpoint"
 Config = DistillConfig
 MODEL_FIELDS = ("student",)
 
@@ -85,10 +89,18 @@ def estimate(cfg: DistillConfig, ctx: EstimateContext) -> Estimate:
 
 
 def run(cfg: DistillConfig, ctx: RunContext = DIRECT) -> Result:
-    """In this process (every process of a distributed launch runs it)."""
-    from .. import sft  # torch and TRL load here
+    """In this process (every process of a distributed launch runs it), or with `launch`, in processes of its
+    own."""
+    if cfg.launch:  # in the processes of that launch config (this one waits for them)
+        from ..launch import train_in_processes
 
-    return Result.model_validate(json.loads(json.dumps(sft.run(cfg, ctx), default=str)))  # as the file reads
+        result = Result.read(train_in_processes(cfg, "distill", ctx), "distill summary")
+    else:
+        from .. import sft  # torch and TRL load here
+
+        result = Result.model_validate(json.loads(json.dumps(sft.run(cfg, ctx), default=str)))  # as the file
+    print(f"distill: {result.describe(result.summary())}, model in {result.output}", file=sys.stderr)
+    return result
 
 
 def in_pipeline(cfg: DistillConfig, ctx: RunContext) -> Result:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ from factory.storage.rundir import RunDir
 from . import trained_params
 
 KIND, ORDER = "grpo", 50
+CLI_ARGUMENT = "run_dir"
+CLI_OPTIONS = ("model", "prompts.source=prompts", "max_steps", "resume", "lora", "progress", "launch",
+               "num_processes")
+INTERRUPTED = "the training processes were stopped; --resume continues from the last complete checkpoint"
 Config = GrpoConfig
 MODEL_FIELDS = ("model",)
 
@@ -97,9 +102,16 @@ def estimate(cfg: GrpoConfig, ctx: EstimateContext) -> Estimate:
 
 
 def run(cfg: GrpoConfig, ctx: RunContext = DIRECT) -> Result:
-    from .. import grpo  # torch and TRL load when it trains
+    if cfg.launch:  # in the processes of that launch config (this one waits for them)
+        from ..launch import train_in_processes
 
-    return Result.model_validate(json.loads(json.dumps(grpo.run(cfg, ctx), default=str)))  # as the file reads
+        result = Result.read(train_in_processes(cfg, "grpo", ctx), "grpo summary")
+    else:
+        from .. import grpo  # torch and TRL load here
+
+        result = Result.model_validate(json.loads(json.dumps(grpo.run(cfg, ctx), default=str)))  # as the file
+    print(f"grpo: {result.describe(result.summary())}, model in {result.output}", file=sys.stderr)
+    return result
 
 
 def in_pipeline(cfg: GrpoConfig, ctx: RunContext) -> Result:
