@@ -4,10 +4,18 @@ train/grpo.py, imported when a stage runs."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from factory.core.context import RunContext
+from factory.core.results import StageResult
 from factory.stages.estimates import STUDENT, EstimateContext, params_of
+
+R = TypeVar("R", bound=StageResult)
 
 
 def trained_params(field: str, model: str, ctx: EstimateContext) -> float | None:
@@ -27,5 +35,25 @@ def trained_params(field: str, model: str, ctx: EstimateContext) -> float | None
     return params
 
 
-def summary_of(result: Any, keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: getattr(result, k) for k in keys}
+def train(kind: str, result: type[R], cfg: Any, ctx: RunContext, here: Callable[[Any, RunContext], dict]) -> R:
+    """A training stage's run: in this process (`here`: the trainer; every process of a distributed launch runs
+    it), or with `launch`, in the processes of that launch config while this one waits for their summary."""
+    if cfg.launch:
+        from ..launch import train_in_processes
+
+        out = result.read(train_in_processes(cfg, kind, ctx), f"{kind} summary")
+    else:
+        out = result.model_validate(json.loads(json.dumps(here(cfg, ctx), default=str)))  # as the file reads
+    print(f"{kind}: {result.describe(out.summary())}, model in {getattr(out, 'output', '?')}", file=sys.stderr)
+    return out
+
+
+def train_in_pipeline(kind: str, result: type[R], cfg: Any, ctx: RunContext, out_dir: Path) -> R:
+    """A pipeline's training stage: in processes of its own (`launch` decides how many; the pipeline keeps its
+    state). A changed config invalidates the old checkpoints: only a resumed stage keeps them."""
+    from ..launch import train_in_processes
+
+    if not ctx.resume and out_dir.exists():
+        shutil.rmtree(out_dir)
+    summary = train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), kind, ctx)
+    return result.read(summary, f"{kind} summary")

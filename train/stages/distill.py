@@ -3,9 +3,6 @@ traces (TRL's SFTTrainer, in train/sft.py), into RUN_DIR/student/PRESET (a named
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ from factory.core.results import StageResult
 from factory.stages.estimates import STUDENT, Cost, Estimate, EstimateContext, distill_estimate
 from factory.storage.rundir import RunDir
 
-from . import trained_params
+from . import train, train_in_pipeline, trained_params
 
 KIND, ORDER = "distill", 40
 CLI_ARGUMENT = "run_dir"
@@ -89,28 +86,16 @@ def estimate(cfg: DistillConfig, ctx: EstimateContext) -> Estimate:
 
 
 def run(cfg: DistillConfig, ctx: RunContext = DIRECT) -> Result:
-    """In this process (every process of a distributed launch runs it), or with `launch`, in processes of its
-    own."""
-    if cfg.launch:  # in the processes of that launch config (this one waits for them)
-        from ..launch import train_in_processes
+    """In this process (torch and TRL load here), or with `launch`, in processes of its own."""
+    def here(c: Any, x: RunContext) -> dict[str, Any]:
+        from .. import sft
 
-        result = Result.read(train_in_processes(cfg, "distill", ctx), "distill summary")
-    else:
-        from .. import sft  # torch and TRL load here
+        return sft.run(c, x)
 
-        result = Result.model_validate(json.loads(json.dumps(sft.run(cfg, ctx), default=str)))  # as the file
-    print(f"distill: {result.describe(result.summary())}, model in {result.output}", file=sys.stderr)
-    return result
+    return train(KIND, Result, cfg, ctx, here)
 
 
 def in_pipeline(cfg: DistillConfig, ctx: RunContext) -> Result:
-    """In processes of its own: `launch` decides how many (every GPU of the node); the pipeline keeps its state.
-    A changed config invalidates the old checkpoints: only a resumed stage keeps them."""
-    from ..launch import train_in_processes
     from ..students import output_dir
 
-    out = output_dir(cfg)
-    if not ctx.resume and out.exists():
-        shutil.rmtree(out)
-    return Result.read(train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), "distill", ctx),
-                       "distill summary")
+    return train_in_pipeline(KIND, Result, cfg, ctx, output_dir(cfg))

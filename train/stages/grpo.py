@@ -3,9 +3,6 @@ the filters as rewards, into RUN_DIR/rl/NAME."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ from factory.core.results import StageResult
 from factory.stages.estimates import Cost, Estimate, EstimateContext, grpo_estimate, grpo_rollouts
 from factory.storage.rundir import RunDir
 
-from . import trained_params
+from . import train, train_in_pipeline, trained_params
 
 KIND, ORDER = "grpo", 50
 CLI_ARGUMENT = "run_dir"
@@ -102,25 +99,16 @@ def estimate(cfg: GrpoConfig, ctx: EstimateContext) -> Estimate:
 
 
 def run(cfg: GrpoConfig, ctx: RunContext = DIRECT) -> Result:
-    if cfg.launch:  # in the processes of that launch config (this one waits for them)
-        from ..launch import train_in_processes
+    """In this process (torch and TRL load here), or with `launch`, in processes of its own."""
+    def here(c: Any, x: RunContext) -> dict[str, Any]:
+        from .. import grpo
 
-        result = Result.read(train_in_processes(cfg, "grpo", ctx), "grpo summary")
-    else:
-        from .. import grpo  # torch and TRL load here
+        return grpo.run(c, x)
 
-        result = Result.model_validate(json.loads(json.dumps(grpo.run(cfg, ctx), default=str)))  # as the file
-    print(f"grpo: {result.describe(result.summary())}, model in {result.output}", file=sys.stderr)
-    return result
+    return train(KIND, Result, cfg, ctx, here)
 
 
 def in_pipeline(cfg: GrpoConfig, ctx: RunContext) -> Result:
-    """As distill: in processes of its own, never resuming across configs."""
     from ..grpo import output_dir
-    from ..launch import train_in_processes
 
-    out = output_dir(cfg)
-    if not ctx.resume and out.exists():
-        shutil.rmtree(out)
-    return Result.read(train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), "grpo", ctx),
-                       "grpo summary")
+    return train_in_pipeline(KIND, Result, cfg, ctx, output_dir(cfg))
