@@ -4,7 +4,7 @@ about where a stage writes lives in a global, a context variable or the environm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,6 @@ class RunContext:
     def child_args(self) -> list[str]:
         """The options that hand this context to a `factory` child process (a stage in a process of its own)."""
         return ["--section", self.section] if self.section else []
-
-    def but(self, **changes: object) -> RunContext:
-        return replace(self, **changes)
 
 
 DIRECT = RunContext()  # a stage called directly (the CLI without a pipeline, a script, a test)
