@@ -61,7 +61,7 @@ def verified(run: Path, max_tokens: int) -> dict[str, list[bool]]:
     """The filter stage over a run with the filters adaptive sampling verifies with: per prompt, each sample's
     verdict in sample order."""
     from factory.config.sampling import VERIFY_FILTERS
-    from factory.config.stages import FilterConfig
+    from factory.filters.config import FilterConfig
     from factory.stages import filter as stage
     from factory.storage.shards import read_table
 

@@ -21,12 +21,10 @@ from typing import Any
 
 import yaml
 
-from factory.config.filter import CorrectnessParams, FormatParams, RepetitionParams
-from factory.config.grpo import RewardsConfig
 from factory.core.eval_metrics import majority_correct, normalise_answer, pass_at_k
-from factory.filters.basic import format_filter, repetition_filter
-from factory.filters.correctness import correctness_filter
-from factory.filters.rewards import completion_row, overlong_penalty, score
+from factory.filters.basic import FormatParams, RepetitionParams, format_filter, repetition_filter
+from factory.filters.correctness import CorrectnessParams, correctness_filter
+from factory.filters.rewards import RewardsConfig, completion_row, overlong_penalty, score
 from factory.storage.records import PROMPT_FIELDS, Prompt
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "conformance" / "data"

@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from factory.config.stages import FilterConfig  # noqa: E402
 from factory.filters import ROW_FILTERS, all_filter_names, run_row_filters  # noqa: E402
+from factory.filters.config import FilterConfig  # noqa: E402
 from factory.storage.records import TRACE_SCHEMA, Prompt, Trace  # noqa: E402
 from factory.storage.shards import ShardWriter, read_table  # noqa: E402
 
@@ -120,7 +120,7 @@ def naive_loop(rows: list[dict]) -> float:
 
 def stage(run_dir: Path, workers: int, all_verdicts: bool = False) -> tuple[float, int]:
     """Runs the stage in a child process; returns (rows/s, peak RSS in MB of that process and its workers)."""
-    code = ("import sys; from factory.config.stages import FilterConfig; from factory.stages import filter as f; "
+    code = ("import sys; from factory.filters.config import FilterConfig; from factory.stages import filter as f; "
             f"r = f.run(FilterConfig(run_dir={str(run_dir)!r}, workers={workers}, progress=False, "
             f"all_verdicts={all_verdicts})); "
             "import resource; print(r.rows_per_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "

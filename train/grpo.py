@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from factory.config.grpo import GrpoConfig
 from factory.core.chat_templates import R1_ZERO, prompt_template, r1_zero_chat_template
 from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
@@ -37,6 +36,9 @@ from .rl_report import (
 from .sft_data import stop_at_end_of_turn
 from .students import model_path, resolve_student
 from .trl_args import compose
+
+if TYPE_CHECKING:  # the config lives with its stage module, which imports this one when it runs
+    from .stages.grpo import GrpoConfig
 
 
 def output_dir(cfg: GrpoConfig) -> Path:

@@ -117,7 +117,6 @@ def eval_(
 
         run_compare([*compare, *(files or [])], png or "eval/compare.png")
         return
-    from ..config.stages import EvalConfig
     from ..stages import eval as stage
 
     flags: dict[str, Any] = {}
@@ -125,10 +124,8 @@ def eval_(
                           ("teacher.base_url", base_url), ("sampling.max_tokens", max_tokens), ("limit", limit),
                           ("out", out), ("progress", None if progress else False)]:
         put(flags, dotted, value)
-    if base_url and not engine:
-        put(flags, "teacher.engine", "openai")
     _put_executor(flags, executor, ray_address)
-    interruptible(stage.run, build(EvalConfig, *layers(config, flags, set_), where=config or "eval"),
+    interruptible(stage.run, build(stage.Config, *layers(config, flags, set_), where=config or "eval"),
                    run_context(cli, section), "finished samples are cached; rerun the same command to resume")
 
 

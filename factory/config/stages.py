@@ -9,20 +9,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .filter import (
-    DEFAULT_ORDER,
-    CodeBlockParams,
-    CorrectnessParams,
-    DecontamParams,
-    DedupParams,
-    FormatParams,
-    IdentityParams,
-    JudgeParams,
-    LanguageParams,
-    LengthParams,
-    RepetitionParams,
-    SelectionParams,
-)
 from .sampling import BudgetConfig, GenerateSampling
 from .strict import Strict
 from .teacher import MAX_N, SamplingConfig, TeacherConfig
@@ -188,46 +174,6 @@ class GenerateConfig(GenerationSettings):
         return self.sampling.adaptive.max_n if self.sampling.adaptive.enabled else self.sampling.n
 
 
-class FilterConfig(Strict):
-    run_dir: str = Field("runs/default", description="Run directory holding traces/")
-    order: list[str] = Field(default_factory=lambda: list(DEFAULT_ORDER),
-                             description="Filters to apply, in order; reject_reason is the first that fails")
-    workers: int = Field(0, ge=0, description="Worker processes for row filters (0: one per core)")
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where the row filters run")
-    batch_rows: int = Field(1024, ge=1, description="Rows per batch when writing (memory stays flat in the run size)")
-    task_timeout_s: float = Field(1800.0, gt=0, description="Longest a worker may spend on one row group "
-                                  "before it is replaced and the group's rows are rejected")
-    shard_rows: int = Field(10_000, ge=1, description="Rows per output Parquet shard")
-    progress: bool = Field(True, description="Show a progress bar")
-    all_verdicts: bool = Field(False, description="Judge every row with every filter (ablations); by default the "
-                               "expensive filters that nothing else needs (language, repetition) skip rows an "
-                               "earlier filter already rejected, which never changes what is kept or why")
-    format: FormatParams = Field(default_factory=FormatParams)
-    length: LengthParams = Field(default_factory=LengthParams)
-    correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)
-    language: LanguageParams = Field(default_factory=LanguageParams)
-    code_block: CodeBlockParams = Field(default_factory=CodeBlockParams)
-    repetition: RepetitionParams = Field(default_factory=RepetitionParams)
-    identity: IdentityParams = Field(default_factory=IdentityParams)
-    decontam: DecontamParams = Field(default_factory=DecontamParams)
-    judge: JudgeParams = Field(default_factory=JudgeParams)
-    dedup: DedupParams = Field(default_factory=DedupParams)
-    selection: SelectionParams = Field(default_factory=SelectionParams)
-
-    @field_validator("order")
-    @classmethod
-    def _known_filters(cls, order: list[str]) -> list[str]:
-        for name in order:
-            if name not in DEFAULT_ORDER:
-                raise ValueError(f"unknown filter {name!r} (known: {', '.join(DEFAULT_ORDER)})")
-        if len(set(order)) != len(order):
-            raise ValueError("a filter is listed twice")
-        return order
-
-    def active(self) -> list[str]:
-        return [name for name in self.order if getattr(self, name).enabled]
-
-
 class MixSource(Strict):
     source: str = Field(..., description="A run directory (its filtered/kept traces), a .jsonl/.parquet file or "
                         "hf:NAME (rows with `messages`, or a prompt and a response column)")
@@ -296,7 +242,10 @@ class EvalSampling(SamplingConfig):
     max_tokens: int = Field(32768, ge=1, description="Most new tokens per sample (R1 evals used 32768)")
 
 
-class EvalConfig(GenerationSettings):
+class EvalSettings(GenerationSettings):
+    """What an eval is set with but its scorer (the correctness filter's settings, added by factory/stages/eval.py):
+    the benchmark sources read it to pick and order the problems."""
+
     model: str = Field("qwen2.5-coder-0.5b", description="Checkpoint directory, bundled alias, Hub id, or the "
                        "model name an OpenAI-compatible server serves")
     label: str | None = Field(None, description="Name in file names and tables (default: from the model)")
@@ -327,7 +276,6 @@ class EvalConfig(GenerationSettings):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Engine settings (model is set "
                                    "from `model`)")
     sampling: EvalSampling = Field(default_factory=EvalSampling)
-    correctness: CorrectnessParams = Field(default_factory=CorrectnessParams)
     workers: int = Field(0, ge=0, description="Scoring processes (0: one per CPU core)")
 
     @field_validator("label")
@@ -345,7 +293,7 @@ class EvalConfig(GenerationSettings):
         return v
 
     @model_validator(mode="after")
-    def _sources_agree(self) -> EvalConfig:
+    def _sources_agree(self) -> EvalSettings:
         if self.date_from > self.date_to:
             raise ValueError(f"date_from ({self.date_from}) is after date_to ({self.date_to}): no problem is kept")
         read_as_is = self.benchmark.startswith("gym:") or self.benchmark == "humaneval" or Path(

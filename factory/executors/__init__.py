@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from ..config.stages import ExecutorConfig, FilterConfig, GenerationSettings
+from ..config.stages import ExecutorConfig, GenerationSettings
+from ..filters.config import FilterConfig
 from ..filters.decontam import DecontamIndex
 from ..generation.budget import Budget
 from ..generation.plan import Plan

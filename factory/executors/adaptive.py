@@ -20,9 +20,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config.loader import describe
-from ..config.stages import FilterConfig, GenerateConfig
+from ..config.stages import GenerateConfig
 from ..core.errors import FactoryError
 from ..core.workpool import WorkPool
+from ..filters.config import FilterConfig
 from ..filters.rows import init_worker, judge_batch
 from ..generation.budget import Budget
 from ..generation.plan import Plan, make_trace

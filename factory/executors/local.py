@@ -8,8 +8,9 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 
-from ..config.stages import FilterConfig, GenerationSettings
+from ..config.stages import GenerationSettings
 from ..core.workpool import ordered_map
+from ..filters.config import FilterConfig
 from ..filters.decontam import DecontamIndex
 from ..filters.rows import RowJudgement, hung_row_group, init_worker, judge_row_group
 from ..generation.budget import Budget

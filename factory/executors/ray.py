@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..config.stages import ExecutorConfig, FilterConfig, GenerationSettings
+from ..config.stages import ExecutorConfig, GenerationSettings
 from ..config.teacher import SamplingConfig
 from ..core.errors import FactoryError
+from ..filters.config import FilterConfig
 
 
 class Ray:

@@ -6,8 +6,49 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
+
+from ..config.strict import Strict
 from ..storage.records import Prompt
-from . import Verdict
+from .base import FilterSpec, Verdict
+
+
+class FormatParams(Strict):
+    enabled: bool = Field(True, description="Reject traces with a generation error, no reasoning or no answer")
+    require_reasoning: bool = Field(True, description="Reject traces whose reasoning is empty")
+    require_closed: bool = Field(True, description="Reject reasoning that never closed (</think> missing)")
+    require_answer: bool = Field(True, description="Reject traces with an empty answer")
+    require_think_tags: bool = Field(False, description="Reject reasoning not enclosed in <think></think> (R1-Zero's "
+                                     "format reward; teachers that return reasoning_content pass)")
+    answer_tags: bool = Field(False, description="Reject answers not enclosed in <answer></answer> (the R1-Zero "
+                              "template's answer tags)")
+
+
+class LengthParams(Strict):
+    enabled: bool = Field(True, description="Reject traces outside [min_tokens, max_tokens]")
+    min_tokens: int = Field(1, ge=0, description="Fewest completion tokens")
+    max_tokens: int | None = Field(None, ge=1, description="Most completion tokens (None: the run's generation "
+                                   "limit, sampling.max_tokens, so only truncation rejects on length)")
+    reject_truncated: bool = Field(True, description="Reject traces cut off by the token limit")
+
+
+class CodeBlockParams(Strict):
+    enabled: bool = Field(True, description="Reject code blocks inside the reasoning of non-code tasks")
+    min_indented_lines: int = Field(3, ge=1, description="Consecutive indented code-like lines that count as code")
+
+
+class RepetitionParams(Strict):
+    enabled: bool = Field(True, description="Reject degenerate loops in the reasoning")
+    ngram: int = Field(10, ge=2, description="Word n-gram size")
+    max_repeats: int = Field(5, ge=1, description="Most times one n-gram may occur")
+
+
+class IdentityParams(Strict):
+    enabled: bool = Field(True, description="Reject traces that talk about the teacher's identity")
+    phrases: list[str] = Field(default_factory=lambda: [
+        "I am DeepSeek", "I'm DeepSeek", "As an AI", "as a language model", "I am an AI", "I'm an AI",
+        "I am ChatGPT", "developed by OpenAI", "I am Qwen", "created by Alibaba"],
+        description="Case-insensitive phrases that reject a trace")
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _FENCE = re.compile(r"^\s*```", re.M)
@@ -111,3 +152,12 @@ def identity_filter(trace: Mapping[str, Any], prompt: Prompt, p) -> Verdict:
     text = f"{trace.get('reasoning') or ''}\n{trace.get('answer') or ''}".lower()
     hits = [phrase for phrase in p.phrases if phrase.lower() in text]
     return Verdict.failed("identity", details={"phrases": hits}) if hits else Verdict.passed()
+
+
+# Costs from bench/results/filters.json (rows/s on one core): format, length ~170k; identity ~12k; code_block ~9k;
+# repetition ~2k.
+FORMAT = FilterSpec("format", FormatParams, "row", format_filter)
+LENGTH = FilterSpec("length", LengthParams, "row", length_filter)
+CODE_BLOCK = FilterSpec("code_block", CodeBlockParams, "row", code_block_filter)
+REPETITION = FilterSpec("repetition", RepetitionParams, "row", repetition_filter, "expensive")
+IDENTITY = FilterSpec("identity", IdentityParams, "row", identity_filter)

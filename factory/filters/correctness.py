@@ -14,9 +14,22 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
+from pydantic import Field
+
+from ..config.strict import Strict
 from ..core.textutil import all_boxed, last_boxed
 from ..storage.records import Prompt
-from . import Verdict
+from .base import FilterSpec, Verdict
+
+
+class CorrectnessParams(Strict):
+    enabled: bool = Field(True, description="Reject wrong answers (math-verify; reasoning-gym's score_answer)")
+    timeout_s: int = Field(5, ge=1, description="math-verify parse/verify timeout per trace")
+    code_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per sandboxed test run")
+    min_gym_score: float = Field(1.0, ge=0, le=1, description="Lowest reasoning-gym score that counts as correct")
+    reject_unverified: bool = Field(True, description="Reject traces that cannot be checked (no reference)")
+    lenient: bool = Field(False, description="Without a \\boxed{} answer, take the answer's last number (eval: to "
+                          "measure how much of a gain is format; keep it off for filtering, R1 required the box)")
 
 
 def final_answer(trace: Mapping[str, Any], lenient: bool = False) -> str | None:
@@ -337,3 +350,8 @@ def _verdict(ok: bool, result, details: dict | None = None) -> Verdict:
         return Verdict.passed(score=1.0, details=details or {})
     reason = "timeout" if result.timed_out else "output_limit" if result.output_limited else "tests_failed"
     return Verdict.failed(reason, 0.0, {**(details or {}), "stderr": result.stderr[-300:]})
+
+
+# ~2k rows/s on one core (math-verify; bench/results/filters.json). Needed on every row: a prompt's pass rate
+# counts all its samples.
+SPEC = FilterSpec("correctness", CorrectnessParams, "row", correctness_filter, "expensive", needed=True)

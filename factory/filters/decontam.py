@@ -12,10 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.filter import DecontamParams
+from pydantic import Field
+
 from ..config.stages import PromptsConfig
+from ..config.strict import Strict
 from ..storage.records import Prompt
-from . import Verdict
+from .base import FilterSpec, Verdict
+
+
+class DecontamParams(Strict):
+    enabled: bool = Field(True, description="Reject prompts that overlap a benchmark (skipped when none is given)")
+    benchmarks: list[str] = Field(default_factory=list,
+                                  description="Benchmark problem sets: an eval benchmark's name (math500, aime24, "
+                                  "aime25, gpqa-diamond, humaneval), FILE.jsonl|FILE.parquet, or hf:NAME (every "
+                                  "split of it)")
+    ngram: int = Field(8, ge=3, description="Word n-gram size that counts as overlap")
 
 _WORD = re.compile(r"\w+")
 
@@ -43,10 +54,10 @@ def benchmark_problems(spec: str) -> list[Prompt]:
     from ..sources.benchmarks import HUB
 
     if spec in HUB:
-        from ..config.stages import EvalConfig
+        from ..config.stages import EvalSettings
         from ..sources.benchmarks import load_benchmark
 
-        return load_benchmark(EvalConfig(benchmark=spec))
+        return load_benchmark(EvalSettings(benchmark=spec))
     from ..sources import load_prompts
 
     return load_prompts(PromptsConfig(source=spec, split="all"))
@@ -70,3 +81,7 @@ def decontam_filter(trace: Mapping[str, Any], prompt: Prompt, index: DecontamInd
     if hits:
         return Verdict.failed("contaminated", float(len(hits)), {"benchmark": hits[0], "ngrams": len(hits)})
     return Verdict.passed(score=0.0)
+
+
+# A set lookup per row: the stage builds the index (`build_index`) and passes it as the params.
+SPEC = FilterSpec("decontam", DecontamParams, "row", decontam_filter)

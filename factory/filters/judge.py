@@ -14,14 +14,54 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
-from ..config.filter import JudgeParams
-from ..config.teacher import SamplingConfig
+from pydantic import Field, field_validator
+
+from ..config.strict import Strict
+from ..config.teacher import SamplingConfig, TeacherConfig
 from ..storage.cache import SampleCache, sample_key
 from ..storage.model_content import model_content
 from ..storage.records import prompt_from_row
-from . import Verdict
+from .base import FilterSpec, Verdict
+
+JUDGE_DEFAULTS = {"engine": "openai", "model": "gpt-4o-mini"}
+
+
+class JudgeParams(Strict):
+    """R1 used DeepSeek-V3 as a judge where rules cannot verify; any teacher engine can be the judge here."""
+
+    mode: Literal["off", "fallback", "always"] = Field(
+        "off", description="off: no model call; fallback: judge the traces correctness could not verify "
+        "(no reference, or a free-form answer), which correctness then no longer rejects; always: every trace "
+        "the other filters kept")
+    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(**JUDGE_DEFAULTS),
+                                   description="The judge model: engine, model, server, rate limits, prices "
+                                   "(engine and model default to openai and gpt-4o-mini, whatever else is set)")
+    template: Literal["equivalence", "rubric"] = Field(
+        "equivalence", description="equivalence: does the answer match the reference?; rubric: is the reasoning "
+        "sound and the answer right? (score out of 10)")
+    prompt: str | None = Field(None, description="A template of your own, with {problem}, {reference}, "
+                               "{reasoning} and {answer}; ends with how to give the verdict (see verdict)")
+    verdict: Literal["yes_no", "score"] | None = Field(
+        None, description="How the judge answers: 'VERDICT: yes|no' or 'SCORE: 0-10' on a line of its own "
+        "(unset: yes_no for equivalence, score for rubric)")
+    threshold: float = Field(7.0, description="score: the lowest score that passes")
+    max_tokens: int = Field(1024, ge=1, description="Most tokens the judge may write")
+    temperature: float = Field(0.0, ge=0, description="The judge's sampling temperature")
+    on_error: Literal["reject", "keep"] = Field(
+        "reject", description="A judge call that fails after its retries, or an answer with no verdict line: reject "
+        "the trace (judge_error, judge_unparsed) or keep it unverified")
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _judge_defaults(cls, v):
+        """`judge.teacher.base_url=...` alone must keep the judge's engine (openai), not the teacher's (auto)."""
+        return {**JUDGE_DEFAULTS, **v} if isinstance(v, dict) else v
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
 
 # The trace is untrusted text: each field sits between markers the judge is told to treat as data, and a field
 # that contains a marker has it defused (see `_field`), so a trace cannot close its box and speak as the prompt.
@@ -181,3 +221,7 @@ def _usage(p: JudgeParams, u: Any) -> dict[str, Any]:
         out["cost_usd"] = round((u.prompt_tokens * p.teacher.prices.input_per_mtok
                                  + u.completion_tokens * p.teacher.prices.output_per_mtok) / 1e6, 6)
     return out
+
+
+# A model call per row, made by the filter stage (`run_judge`) after the row filters.
+SPEC = FilterSpec("judge", JudgeParams, "model", cost="expensive")

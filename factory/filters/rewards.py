@@ -16,14 +16,63 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..config.grpo import RewardsConfig
+from pydantic import Field
+
+from ..config.strict import Strict
 from ..storage.records import PROMPT_FIELDS, prompt_from_row
 from ..teachers.reasoning import split_reasoning
-from .basic import format_filter
-from .correctness import correctness_filter
-from .language import language_filter
+from .basic import FormatParams, format_filter
+from .correctness import CorrectnessParams, correctness_filter
+from .language import LanguageParams, language_filter
+
+
+class AccuracyReward(Strict):
+    weight: float = Field(1.0, ge=0, description="Weight (0: off). 1 when the correctness filter passes, else 0")
+    correctness: CorrectnessParams = Field(default_factory=CorrectnessParams,
+                                           description="The correctness filter's settings (math-verify, gym, sandbox)")
+
+
+class FormatReward(Strict):
+    weight: float = Field(1.0, ge=0, description="Weight (0: off). 1 when the format filter passes: reasoning in "
+                          "<think></think>, then a non-empty answer")
+    format: FormatParams = Field(default_factory=lambda: FormatParams(require_think_tags=True),
+                                 description="The format filter's settings (answer_tags=true: the answer in "
+                                 "<answer></answer>, as the R1-Zero template asks)")
+
+
+class LanguageReward(Strict):
+    weight: float = Field(0.0, ge=0, description="Weight (0: off; R1's reasoning RL used it). The share of the "
+                          "reasoning in the target language, as the language filter measures it")
+    language: LanguageParams = Field(default_factory=LanguageParams, description="The language filter's settings")
+
+
+class LengthReward(Strict):
+    weight: float = Field(0.0, ge=0, description="Weight (0: off). DAPO's soft overlong penalty: 0 up to "
+                          "max_completion_length - buffer, then down linearly to -1 at the limit")
+    buffer: int = Field(512, ge=1, description="Tokens before the limit where the penalty begins")
+
+
+class RewardsConfig(Strict):
+    accuracy: AccuracyReward = Field(default_factory=AccuracyReward)
+    format: FormatReward = Field(default_factory=FormatReward)
+    language: LanguageReward = Field(default_factory=LanguageReward)
+    length: LengthReward = Field(default_factory=LengthReward)
+    workers: int = Field(0, ge=0, description="Processes scoring completions (0: one per core; math-verify's "
+                         "timeout needs a process of its own)")
+    timeout_s: float = Field(120.0, gt=0, description="Longest a worker may spend on one batch of completions; past "
+                             "it, the batch's rewards are 0 (accuracy) and the worker is replaced")
+    control: Literal["none", "shuffled"] = Field(
+        "none", description="shuffled: the control arm of an RL claim (Spurious Rewards, 2025, saw Qwen models "
+        "gain from random rewards). Every reward is scored as usual, then shuffled among the completions of the "
+        "same prompt in the step: the same values, mean and spread, but no word on which completion earned them. "
+        "rollouts.jsonl keeps the true ones")
+
+    def active(self) -> dict[str, float]:
+        return {name: getattr(self, name).weight for name in ("accuracy", "format", "language", "length")
+                if getattr(self, name).weight > 0}
+
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 

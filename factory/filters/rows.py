@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.stages import FilterConfig
 from ..storage.records import TRACE_SCHEMA
 from . import FILTERS, ROW_FILTERS, Verdict, run_row_filters
 from .basic import count_tokens
+from .config import FilterConfig
 from .decontam import DecontamIndex
 from .setwise import exact_key, lsh_bands
 

@@ -13,8 +13,42 @@ import re
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Literal
 
-from ..config.filter import DedupParams, SelectionParams
+from pydantic import Field, model_validator
+
+from ..config.strict import Strict
+from .base import FilterSpec
+
+
+class DedupParams(Strict):
+    enabled: bool = Field(True, description="Reject duplicate traces within the run, keeping the shortest")
+    near: bool = Field(True, description="Also near duplicates (MinHash LSH over word shingles)")
+    threshold: float = Field(0.9, gt=0, le=1, description="Jaccard similarity that counts as a near duplicate")
+    shingle: int = Field(5, ge=1, description="Words per shingle")
+    sample_mod: int = Field(4, ge=1, description="Hash only shingles whose hash is 0 mod this (1: all)")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations (64 misjudged a 0.975-similar pair as 0.91)")
+
+
+class SelectionParams(Strict):
+    enabled: bool = Field(True, description="Keep at most max_per_prompt traces per prompt")
+    max_per_prompt: int | None = Field(None, ge=1, description="Most kept traces per prompt (None: all)")
+    strategy: Literal["shortest", "random", "teacher_priority"] = Field(
+        "shortest", description="Which traces to keep: the shortest that passed every filter (AM-Team's "
+        "shortest verified), random ones, or by teacher_priority (then the shortest)")
+    teacher_priority: list[str] = Field(default_factory=list, description="Teachers' model names, preferred "
+                                        "first (strategy teacher_priority); one not listed comes after them")
+    seed: int = Field(0, description="Seed for the random strategy")
+    max_pass_rate: float | None = Field(None, ge=0, le=1, description="Drop prompts solved more often (hard only)")
+
+    @model_validator(mode="after")
+    def _priority_named(self) -> SelectionParams:
+        if self.strategy == "teacher_priority" and not self.teacher_priority:
+            raise ValueError("strategy teacher_priority needs teacher_priority: [model, ...] (preferred first)")
+        if self.teacher_priority and self.strategy != "teacher_priority":
+            raise ValueError(f"teacher_priority is used only with strategy: teacher_priority (the strategy is "
+                             f"{self.strategy})")
+        return self
 
 _SPACE = re.compile(r"\s+")
 
@@ -146,3 +180,8 @@ def select(rows: list[RowSummary], alive: list[int], rates: dict[str, float], p:
         for i in indices[p.max_per_prompt :]:
             rejected[i] = "over_quota"
     return rejected
+
+
+# Run by the filter stage over every row's summary, after the row filters.
+DEDUP = FilterSpec("dedup", DedupParams, "set")
+SELECTION = FilterSpec("selection", SelectionParams, "set")

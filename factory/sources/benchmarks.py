@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.stages import EvalConfig, PromptsConfig
+from ..config.stages import EvalSettings, PromptsConfig
 from ..core.errors import FactoryError
 from ..storage.records import Prompt
 from .spec import is_file_spec, parse_source
@@ -20,13 +20,13 @@ from .spec import is_file_spec, parse_source
 class HubBenchmark:
     hub_id: str
     split: str
-    to_prompt: Callable[[str, dict[str, Any], int, EvalConfig], Prompt | None]  # None: outside the date window
+    to_prompt: Callable[[str, dict[str, Any], int, EvalSettings], Prompt | None]  # None: outside the date window
     subset: str | None = None
     license: str = ""
     data_files: str | None = None  # load these files of the repo (a dataset whose loading script is not run)
 
 
-def _math_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt:
+def _math_row(name: str, row: dict[str, Any], i: int, cfg: EvalSettings) -> Prompt:
     problem, answer = row.get("problem"), row.get("answer")
     if not problem or answer is None:
         raise FactoryError(f"{name}: row {i} lacks 'problem' or 'answer' (columns: {', '.join(row)})")
@@ -38,7 +38,7 @@ def _math_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt
 LETTERS = "ABCD"
 
 
-def _gpqa_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt:
+def _gpqa_row(name: str, row: dict[str, Any], i: int, cfg: EvalSettings) -> Prompt:
     """Multiple choice, as simple-evals asks it: the options shuffled (per seed and question: the right answer is
     not always A, and another seed is another order), the order and the right letter recorded in the metadata."""
     columns = ["Question", "Correct Answer", *(f"Incorrect Answer {k}" for k in (1, 2, 3))]
@@ -59,7 +59,7 @@ def _gpqa_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt
                   metadata=json.dumps({"record_id": row.get("Record ID"), "choices": choices, "seed": cfg.seed}))
 
 
-def _lcb_row(name: str, row: dict[str, Any], i: int, cfg: EvalConfig) -> Prompt | None:
+def _lcb_row(name: str, row: dict[str, Any], i: int, cfg: EvalSettings) -> Prompt | None:
     from .livecodebench import lcb_prompt
 
     return lcb_prompt(name, row, i, cfg.date_from, cfg.date_to)
@@ -82,7 +82,7 @@ def names() -> list[str]:
     return [*HUB, "humaneval", "gym:TASK", "FILE.jsonl|FILE.parquet"]
 
 
-def load_benchmark(cfg: EvalConfig) -> list[Prompt]:
+def load_benchmark(cfg: EvalSettings) -> list[Prompt]:
     name, spec = cfg.benchmark, parse_source(cfg.benchmark)
     if name in HUB:
         prompts = _load_hub(name, HUB[name], cfg)
@@ -100,7 +100,7 @@ def load_benchmark(cfg: EvalConfig) -> list[Prompt]:
     return prompts[: cfg.limit] if cfg.limit else prompts
 
 
-def _load_hub(name: str, b: HubBenchmark, cfg: EvalConfig) -> list[Prompt]:
+def _load_hub(name: str, b: HubBenchmark, cfg: EvalSettings) -> list[Prompt]:
     if cfg.benchmark_path:
         rows = _local_rows(Path(cfg.benchmark_path))
     else:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config.stages import DistillConfig, EvalConfig, GenerateConfig
+from ..config.stages import DistillConfig, EvalSettings, GenerateConfig
 from ..config.strict import Strict
 from ..sources.spec import parse_source
 
@@ -210,7 +210,7 @@ def grpo_estimate(rollouts: int | None, prompt_tokens: int, completion_tokens: i
     return out
 
 
-def eval_estimate(e: EvalConfig, plan: PlanAssumptions) -> dict[str, Any]:
+def eval_estimate(e: EvalSettings, plan: PlanAssumptions) -> dict[str, Any]:
     name = e.benchmark
     problems = e.size if name.startswith("gym:") else BENCHMARK_SIZES.get(name)
     if problems and e.limit:

@@ -13,19 +13,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 from rich.console import Console
 from rich.table import Table
 
 from ..config.loader import fingerprint, public_dump
-from ..config.stages import EvalConfig
+from ..config.stages import EvalSettings
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
 from ..core.eval_metrics import LENIENT, mean_ci, problem_metrics
 from ..core.results import StageResult
 from ..core.workpool import ordered_map
 from ..executors import generate_missing
-from ..filters.correctness import correctness_filter, voted_answer
+from ..filters.correctness import CorrectnessParams, correctness_filter, voted_answer
 from ..generation.plan import CACHE_FIELDS, make_trace, plan
 from ..generation.stats import GenerationStats
 from ..sources.benchmarks import load_benchmark
@@ -37,6 +37,13 @@ from ..teachers import resolve_engine
 from .estimates import Cost, Estimate, EstimateContext, eval_estimate
 
 console = Console(stderr=True)
+
+
+class EvalConfig(EvalSettings):
+    """`factory eval`'s config and each eval of a pipeline: the model, the benchmark, sampling, and its scorer."""
+
+    correctness: CorrectnessParams = Field(default_factory=CorrectnessParams, description="The scorer: the "
+                                           "correctness filter's settings")
 
 KIND, ORDER = "eval", 60
 Config = EvalConfig

@@ -20,11 +20,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..config.stages import FilterConfig
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
 from ..executors import judge_row_groups, shared_band_keys
 from ..filters import SET_FILTERS, Verdict
+from ..filters.config import FilterConfig
 from ..filters.decontam import build_index
 from ..filters.setwise import RowSummary, dedup, pass_rates, select
 from ..filters.stats import FilterStats, funnel_stats, print_stats

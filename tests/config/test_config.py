@@ -18,7 +18,9 @@ def test_every_field_has_a_help_string():
             sub = f.annotation if isinstance(f.annotation, type) else None
             if sub is not None and hasattr(sub, "model_fields"):
                 walk(sub)
-    from factory.config.stages import DistillConfig, EvalConfig, FilterConfig
+    from factory.config.stages import DistillConfig
+    from factory.filters.config import FilterConfig
+    from factory.stages.eval import EvalConfig
 
     for model in (GenerateConfig, FilterConfig, DistillConfig, EvalConfig):
         walk(model)
@@ -72,7 +74,8 @@ def test_fingerprint_tracks_content():
 
 def test_the_executor_changes_no_fingerprint_and_no_manifest():
     from factory.config.loader import fingerprint
-    from factory.config.stages import ExecutorConfig, FilterConfig, GenerateConfig
+    from factory.config.stages import ExecutorConfig, GenerateConfig
+    from factory.filters.config import FilterConfig
 
     local, on_ray = GenerateConfig(), GenerateConfig(executor=ExecutorConfig(kind="ray", address="auto", actors=4))
     assert fingerprint(local) == fingerprint(on_ray)

@@ -1,5 +1,5 @@
-from factory.config.stages import FilterConfig
 from factory.filters import Verdict, run_row_filters
+from factory.filters.config import FilterConfig
 from factory.storage.records import Prompt
 
 

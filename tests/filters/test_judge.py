@@ -7,8 +7,7 @@ import json
 import pytest
 
 from factory.cli import main
-from factory.config.filter import JudgeParams
-from factory.filters.judge import judge_prompt, parse_verdict
+from factory.filters.judge import JudgeParams, judge_prompt, parse_verdict
 from factory.storage.rundir import RunDir
 from factory.storage.shards import read_table
 from tests.conftest import write_jsonl
@@ -133,7 +132,7 @@ def test_a_judge_that_fails_on_most_calls_stops_the_stage_and_one_failure_reject
 def test_a_judge_server_alone_keeps_the_judges_engine():
     """Issue 22, item 6: setting judge.teacher.base_url (or any field) kept engine openai, not the teacher's."""
     from factory.config.loader import build, parse_overrides
-    from factory.config.stages import FilterConfig
+    from factory.filters.config import FilterConfig
 
     cfg = build(FilterConfig, parse_overrides(["judge.mode=always", "judge.teacher.base_url=http://127.0.0.1:9/v1"]))
     assert (cfg.judge.teacher.engine, cfg.judge.teacher.model) == ("openai", "gpt-4o-mini")

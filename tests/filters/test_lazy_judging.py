@@ -7,7 +7,6 @@ import time
 import pytest
 
 from factory.cli import main
-from factory.config.stages import FilterConfig
 from factory.filters import (
     DEFAULT_ORDER,
     FILTERS,
@@ -17,6 +16,7 @@ from factory.filters import (
     Verdict,
     run_row_filters,
 )
+from factory.filters.config import FilterConfig
 from factory.storage.records import TRACE_SCHEMA, Prompt, Trace
 from factory.storage.shards import ShardWriter, read_table
 from tests.filters.helpers import trace
@@ -125,9 +125,10 @@ def _slow_identity(trace, prompt, p):
 
 
 def test_a_hung_worker_is_charged_to_the_filter_it_was_running(tmp_path, monkeypatch):
-    import factory.filters.basic as basic
+    import dataclasses
 
-    monkeypatch.setattr(basic, "identity_filter", _slow_identity)  # forked workers inherit the patch
+    slow = dataclasses.replace(FILTERS["identity"], row_function=_slow_identity)
+    monkeypatch.setitem(FILTERS, "identity", slow)  # forked workers inherit the patch
     _write_run(tmp_path, {"clean": ROWS["clean"]})
     started = time.perf_counter()
     assert main(["filter", str(tmp_path), "--no-progress", "--workers", "2", "--set", "task_timeout_s=2"]) == 0

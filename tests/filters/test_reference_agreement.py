@@ -6,9 +6,13 @@ import random
 
 import pytest
 
-from factory.config.filter import CorrectnessParams
 from factory.filters import sandbox
-from factory.filters.correctness import correctness_filter, final_answer, plain_numbers_equal
+from factory.filters.correctness import (
+    CorrectnessParams,
+    correctness_filter,
+    final_answer,
+    plain_numbers_equal,
+)
 from factory.storage.records import Prompt
 from tests.filters.helpers import judge, trace
 
@@ -117,8 +121,7 @@ def test_repetition_in_a_script_without_spaces_is_caught():
 
 
 def test_the_format_reward_and_the_accuracy_reward_want_the_reasoning_first():
-    from factory.config.grpo import RewardsConfig
-    from factory.filters.rewards import completion_row, score
+    from factory.filters.rewards import RewardsConfig, completion_row, score
     from factory.storage.records import PROMPT_FIELDS
 
     prompt = Prompt(source="t", task="math", problem="q", reference_answer="5")

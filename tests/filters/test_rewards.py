@@ -2,11 +2,11 @@
 
 import pytest
 
-from factory.config.grpo import GrpoConfig, RewardsConfig
-from factory.config.stages import FilterConfig
-from factory.filters.rewards import RewardScorer, completion_row, overlong_penalty, score
+from factory.filters.config import FilterConfig
+from factory.filters.rewards import RewardsConfig, RewardScorer, completion_row, overlong_penalty, score
 from factory.storage.records import Prompt
 from tests.filters.helpers import judge
+from train.stages.grpo import GrpoConfig
 
 PROMPT = Prompt(source="test", task="math", problem="What is 2 + 2?", reference_answer="4")
 COLUMNS = {c: getattr(PROMPT, c) for c in ("prompt_id", "source", "task", "problem", "reference_answer", "tests",

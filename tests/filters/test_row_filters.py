@@ -172,8 +172,7 @@ def test_math_verify_timeout_is_a_rejection_with_its_reason():
 
 
 def test_lenient_answers_take_the_last_number_when_there_is_no_box():
-    from factory.config.filter import CorrectnessParams
-    from factory.filters.correctness import correctness_filter, final_answer
+    from factory.filters.correctness import CorrectnessParams, correctness_filter, final_answer
     from factory.storage.records import Prompt
 
     prompt = Prompt(source="t", task="math", problem="2 + 40?", reference_answer="42")

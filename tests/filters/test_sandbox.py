@@ -102,8 +102,7 @@ def test_slow_endless_output_keeps_the_deadline():
 
 
 def test_output_limit_is_a_verdict_of_its_own():
-    from factory.config.filter import CorrectnessParams
-    from factory.filters.correctness import code_correct
+    from factory.filters.correctness import CorrectnessParams, code_correct
     from factory.storage.records import Prompt
 
     prompt = Prompt(source="t", task="code", problem="p", tests="assert f() == 1")

@@ -1,5 +1,13 @@
-from factory.config.filter import DedupParams, SelectionParams
-from factory.filters.setwise import RowSummary, dedup, exact_key, lsh_bands, pass_rates, select
+from factory.filters.setwise import (
+    DedupParams,
+    RowSummary,
+    SelectionParams,
+    dedup,
+    exact_key,
+    lsh_bands,
+    pass_rates,
+    select,
+)
 
 BASE = " ".join(f"step {i}: we add {i} and {i + 1} to get {2 * i + 1}." for i in range(40))
 

@@ -8,10 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
-from factory.config.filter import CorrectnessParams
-from factory.config.stages import EvalConfig
 from factory.core.errors import FactoryError
-from factory.stages.eval import default_label, score_problem, summarise
+from factory.filters.correctness import CorrectnessParams
+from factory.stages.eval import EvalConfig, default_label, score_problem, summarise
 
 
 def _eval(tmp_path, *args):

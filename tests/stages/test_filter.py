@@ -103,8 +103,7 @@ def test_decontamination_against_a_benchmark_file(run_dir, tmp_path):
 
 def test_decontamination_reads_every_split_of_an_hf_dataset(tmp_path):
     """aime_2024 on the Hub has only a train split: forcing `test` used to fail; every split is read now."""
-    from factory.config.filter import DecontamParams
-    from factory.filters.decontam import build_index
+    from factory.filters.decontam import DecontamParams, build_index
 
     local = tmp_path / "aime_like"
     local.mkdir()

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from factory.config.stages import FilterConfig, GenerateConfig
+from factory.config.stages import GenerateConfig
+from factory.filters.config import FilterConfig
 from factory.stages import filter as filter_stage
 from factory.stages import generate
 from factory.storage.shards import read_table

@@ -131,15 +131,15 @@ def test_kill_then_resume_continues_from_the_last_complete_checkpoint_with_the_s
 
 def test_bad_settings_are_one_line(tmp_path):
     with pytest.raises(FactoryError, match="multiple of num_generations"):
-        from factory.config.grpo import GrpoConfig
         from factory.config.loader import build
+        from train.stages.grpo import GrpoConfig
 
         build(GrpoConfig, {"num_generations": 3, "batch_size": 4, "grad_accum": 1})
     assert main(["grpo", str(tmp_path), "--model", "tiny", *SMALL, "--set", "max_prompt_length=8"]) == 1
     with pytest.raises(FactoryError, match="use_vllm=true needs a GPU"):  # vLLM's weight sync fails on a CPU
-        from factory.config.grpo import GrpoConfig
         from factory.config.loader import build
         from train import grpo
+        from train.stages.grpo import GrpoConfig
 
         grpo.run(build(GrpoConfig, {"model": "tiny", "use_vllm": True, "run_dir": str(tmp_path)}))
 
@@ -192,9 +192,9 @@ def test_pass_rates_from_a_first_pass_keep_only_prompts_that_can_teach(tmp_path,
     out, those in between kept in order, the ungraded counted; the summary says so."""
     from transformers import AutoTokenizer
 
-    from factory.config.grpo import GrpoConfig
     from train.grpo import build_dataset
     from train.rl_report import write_summary
+    from train.stages.grpo import GrpoConfig
 
     prompts_file, pool = _graded_run(tmp_path, [0, 1, 4, 3, None, 2, 4])
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
@@ -217,8 +217,8 @@ def test_pass_rates_from_a_first_pass_keep_only_prompts_that_can_teach(tmp_path,
 def test_pass_rate_selection_without_a_graded_run_or_a_prompt_in_range_is_one_line(tmp_path, smollm2_dir):
     from transformers import AutoTokenizer
 
-    from factory.config.grpo import GrpoConfig
     from train.grpo import build_dataset
+    from train.stages.grpo import GrpoConfig
 
     prompts_file, pool = _graded_run(tmp_path, [0, 4])
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)

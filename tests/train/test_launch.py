@@ -75,8 +75,8 @@ def test_two_gloo_processes_match_one_process_first_loss(tmp_path):
 
 
 def test_grpo_launches_with_the_same_configs(tmp_path):
-    from factory.config.grpo import GrpoConfig
     from factory.config.loader import build
+    from train.stages.grpo import GrpoConfig
 
     cfg = build(GrpoConfig, {"run_dir": str(tmp_path), "model": "tiny", "num_generations": 4, "use_vllm": True,
                              "launch": "fsdp", "num_processes": 8})

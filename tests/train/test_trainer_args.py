@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from factory.config.grpo import GrpoConfig
 from factory.config.stages import DistillConfig
 from factory.pipeline import load_pipeline
 from factory.pipeline.load import resolve_refs
@@ -18,6 +17,7 @@ from train.devices import CPU, GPU, Devices
 from train.grpo import grpo_arguments
 from train.launch import launch_command
 from train.sft import sft_arguments
+from train.stages.grpo import GrpoConfig
 from train.students import PRESETS, resolve_settings
 
 
