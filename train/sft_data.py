@@ -13,16 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factory.core.chat_templates import assistant_text
 from factory.core.errors import FactoryError
 
 IGNORE = -100
-
-
-def assistant_text(reasoning: str | None, answer: str, empty_think: bool = False) -> str:
-    """R1's format; a non-reasoning sample (reasoning None) is the answer alone, or after an empty <think> block."""
-    if reasoning is None:
-        return f"<think>\n\n</think>\n\n{answer}" if empty_think else answer
-    return f"<think>\n{reasoning}\n</think>\n\n{answer}"
 
 
 @dataclass

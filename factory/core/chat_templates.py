@@ -70,3 +70,11 @@ def prompt_template(tokenizer) -> str | None:
         sys.stderr.write(f"warning: the chat template of {tokenizer.name_or_path} adds a system prompt that R1 did "
                          "not use, and factory has no R1-style template for its family\n")
     return template
+
+
+def assistant_text(reasoning: str | None, answer: str, empty_think: bool = False) -> str:
+    """A trace's assistant turn in R1's format (what SFT trains on, and each side of a preference pair); a
+    non-reasoning sample (reasoning None) is the answer alone, or after an empty <think> block."""
+    if reasoning is None:
+        return f"<think>\n\n</think>\n\n{answer}" if empty_think else answer
+    return f"<think>\n{reasoning}\n</think>\n\n{answer}"

@@ -33,7 +33,8 @@ def test_an_explicit_system_message_renders_the_same_either_way(tokenizer):
 
 
 def test_the_student_sample_has_no_system_turn_and_keeps_think(tokenizer):
-    from train.sft_data import IGNORE, assistant_text, tokenize
+    from factory.core.chat_templates import assistant_text
+    from train.sft_data import IGNORE, tokenize
 
     tokenizer.chat_template = r1_template(tokenizer)
     ids, labels, prompt = tokenize(tokenizer, USER, assistant_text("3 plus 4 is 7.", "\\boxed{7}"))

@@ -1,9 +1,10 @@
 import pytest
 from transformers import AutoTokenizer
 
+from factory.core.chat_templates import assistant_text
 from factory.core.errors import FactoryError
 from tests.train.helpers import write_kept
-from train.sft_data import IGNORE, assistant_text, build_samples, tokenize
+from train.sft_data import IGNORE, build_samples, tokenize
 from train.students import PRESETS, resolve_student
 
 MSGS = [{"role": "user", "content": "What is 2 + 2?"}]
