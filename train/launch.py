@@ -72,33 +72,21 @@ def _one_checkpointing(cfg: BaseModel, settings: dict) -> BaseModel:
     return cfg
 
 
-def _output_dir(cfg: BaseModel, command: str) -> Path:
-    if command == "grpo":
-        from .grpo import output_dir
-    else:
-        from .students import output_dir
-    return output_dir(cfg)
-
-
-def relaunch(cfg: BaseModel, command: str = "distill", ctx: RunContext = DIRECT) -> int:
-    """Runs the command in processes of its own (writing the section `ctx` names); returns their exit code."""
-    out = _output_dir(cfg, command)
+def relaunch(cfg: BaseModel, out: Path, command: str = "distill", ctx: RunContext = DIRECT) -> int:
+    """Runs the command in processes of its own (writing the section `ctx` names), its config written into its
+    output directory `out`; returns their exit code."""
     cmd = launch_command(cfg, out / f"launch.{command}.yaml", command, ctx)
     print("launching:", " ".join(cmd), file=sys.stderr)
     return call(cmd)
 
 
-SUMMARIES = {"distill": "distill_summary.json", "grpo": "grpo_summary.json"}
-
-
-def train_in_processes(cfg: BaseModel, command: str, ctx: RunContext = DIRECT) -> Path:
+def train_in_processes(cfg: BaseModel, command: str, out: Path, ctx: RunContext = DIRECT) -> Path:
     """A pipeline's training stage: the processes of `cfg.launch` (or one plain process) train while the pipeline
     keeps its state and locks; GPU memory is the training processes' own and goes with them. Returns the summary
-    file they wrote."""
-    out = _output_dir(cfg, command)
-    summary = out / SUMMARIES[command]
+    file they wrote (OUT/COMMAND_summary.json)."""
+    summary = out / f"{command}_summary.json"
     summary.unlink(missing_ok=True)  # a summary of an earlier run must not pass for this one
-    code = relaunch(cfg, command, ctx)
+    code = relaunch(cfg, out, command, ctx)
     if code != 0 or not summary.exists():
         raise FactoryError(f"{command}: the training processes exited with code {code} (their error is above)")
     return summary

@@ -214,8 +214,8 @@ class TrainingSettings(Strict):
                                "YAML (`factory run` always trains in processes of its own; this says how many)")
     num_processes: int | None = Field(None, ge=1, description="With launch: processes (GPUs) in all (default: "
                                       "the launch config's)")
-    trl: dict[str, Any] = Field(default_factory=dict, description="Any other argument of TRL's SFTConfig (distill) "
-                                "or GRPOConfig (grpo), passed through as given (e.g. {neftune_noise_alpha: 5}); "
+    trl: dict[str, Any] = Field(default_factory=dict, description="Any other argument of TRL's SFTConfig (distill), "
+                                "DPOConfig (prefer) or GRPOConfig (grpo), passed through as given (e.g. {neftune_noise_alpha: 5}); "
                                 "checked against TRL's own config when the stage starts. One the factory sets from "
                                 "a setting of its own is refused with that setting's name")
 

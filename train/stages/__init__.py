@@ -35,13 +35,15 @@ def trained_params(field: str, model: str, ctx: EstimateContext) -> float | None
     return params
 
 
-def train(kind: str, result: type[R], cfg: Any, ctx: RunContext, here: Callable[[Any, RunContext], dict]) -> R:
+def train(kind: str, result: type[R], cfg: Any, ctx: RunContext, here: Callable[[Any, RunContext], dict],
+          out_dir: Path) -> R:
     """A training stage's run: in this process (`here`: the trainer; every process of a distributed launch runs
-    it), or with `launch`, in the processes of that launch config while this one waits for their summary."""
+    it), or with `launch`, in the processes of that launch config while this one waits for their summary (in
+    `out_dir`, the stage's output directory)."""
     if cfg.launch:
         from ..launch import train_in_processes
 
-        out = result.read(train_in_processes(cfg, kind, ctx), f"{kind} summary")
+        out = result.read(train_in_processes(cfg, kind, out_dir, ctx), f"{kind} summary")
     else:
         out = result.model_validate(json.loads(json.dumps(here(cfg, ctx), default=str)))  # as the file reads
     print(f"{kind}: {result.describe(out.summary())}, model in {getattr(out, 'output', '?')}", file=sys.stderr)
@@ -55,5 +57,5 @@ def train_in_pipeline(kind: str, result: type[R], cfg: Any, ctx: RunContext, out
 
     if not ctx.resume and out_dir.exists():
         shutil.rmtree(out_dir)
-    summary = train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), kind, ctx)
+    summary = train_in_processes(cfg.model_copy(update={"resume": ctx.resume}), kind, out_dir, ctx)
     return result.read(summary, f"{kind} summary")

@@ -92,7 +92,9 @@ def run(cfg: DistillConfig, ctx: RunContext = DIRECT) -> Result:
 
         return sft.run(c, x)
 
-    return train(KIND, Result, cfg, ctx, here)
+    from ..students import output_dir
+
+    return train(KIND, Result, cfg, ctx, here, output_dir(cfg))
 
 
 def in_pipeline(cfg: DistillConfig, ctx: RunContext) -> Result:

@@ -194,7 +194,9 @@ def run(cfg: GrpoConfig, ctx: RunContext = DIRECT) -> Result:
 
         return grpo.run(c, x)
 
-    return train(KIND, Result, cfg, ctx, here)
+    from ..grpo import output_dir
+
+    return train(KIND, Result, cfg, ctx, here, output_dir(cfg))
 
 
 def in_pipeline(cfg: GrpoConfig, ctx: RunContext) -> Result:
