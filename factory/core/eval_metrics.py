@@ -13,6 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 LENIENT = "lenient_pass@1"  # pass@1 where an answer without \boxed{} counts by its last number
+# A problem's mean completion tokens over its correct samples (problems with none have no value): how long a
+# model takes to be right, compared paired over the problems both models solve (a conciseness gain, not a guess).
+TOKENS_PER_CORRECT = "tokens_per_correct"
 
 Z95 = 1.959963984540054
 

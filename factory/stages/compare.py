@@ -15,7 +15,7 @@ from rich.table import Table
 from ..config.strict import Strict
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
-from ..core.eval_metrics import LENIENT, difference
+from ..core.eval_metrics import LENIENT, TOKENS_PER_CORRECT, difference
 from ..core.results import StageResult
 from .estimates import Estimate, EstimateContext
 
@@ -156,6 +156,10 @@ def compare(paths: list[str], png: str | None = None, metric: str = "pass@1", md
         if metric == "pass@1" and all(LENIENT in r["metrics"] for r in results):
             text += "\nScored leniently (an answer without \\boxed{} counts by its last number):\n\n" + markdown(
                 _comparison(results, names, LENIENT, pairs or []), results, footer=False)
+        if all(TOKENS_PER_CORRECT in r["metrics"] for r in results):
+            text += ("\nMean completion tokens of a correct answer (per problem, paired over the problems both "
+                     "solved; lower is more concise):\n\n" + markdown(
+                         _comparison(results, names, TOKENS_PER_CORRECT, pairs or []), results, footer=False))
         Path(md).write_text(redact_text(text))
         out["md"] = md
     return Result(**out)
@@ -218,6 +222,8 @@ def _pair_verdict(d: dict[str, Any], b: str, a: str) -> str:
         return "too few problems to tell"
     if not d["significant"]:
         return f"within the noise, so no difference between {b} and {a} is shown"
+    if d.get("metric") == TOKENS_PER_CORRECT:
+        return f"{b}'s correct answers are {'longer' if d['delta'] > 0 else 'shorter'} than {a}'s, larger than the noise"
     return f"{b} is {'better' if d['delta'] > 0 else 'worse'} than {a}, larger than the noise"
 
 

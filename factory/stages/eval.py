@@ -21,7 +21,7 @@ from ..config.loader import fingerprint, public_dump
 from ..config.stages import EvalSettings
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
-from ..core.eval_metrics import LENIENT, mean_ci, problem_metrics
+from ..core.eval_metrics import LENIENT, TOKENS_PER_CORRECT, mean_ci, problem_metrics
 from ..core.results import StageResult
 from ..core.workpool import ordered_map
 from ..executors import generate_missing
@@ -285,6 +285,9 @@ def score_all(cfg: EvalConfig, prompts: list[Prompt], traces: list[list[Trace]])
             metrics = problem_metrics(correct, answers, cfg.ks, majority=prompt.task != "code")
             if samples and any("correct_lenient" in s for s in samples):  # a hung problem's samples: wrong
                 metrics[LENIENT] = sum(s.get("correct_lenient", False) for s in samples) / len(samples)
+            right = [s["completion_tokens"] for s in samples if s["correct"] and s["completion_tokens"] is not None]
+            if right:
+                metrics[TOKENS_PER_CORRECT] = sum(right) / len(right)
             problems.append({"prompt_id": prompt.prompt_id, "task": prompt.task, "problem": prompt.problem[:1000],
                              "reference": prompt.reference_answer, "metrics": metrics, "samples": samples})
             advance(1)
@@ -292,7 +295,7 @@ def score_all(cfg: EvalConfig, prompts: list[Prompt], traces: list[list[Trace]])
 
 
 def summarise(problems: list[dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]:
-    keys = [k for k in problems[0]["metrics"]] if problems else []
+    keys = list(dict.fromkeys(k for p in problems for k in p["metrics"]))  # tokens_per_correct: solved ones only
     out: dict[str, Any] = {"problems": len(problems), "samples_per_problem": cfg.sampling.n}
     for key in keys:
         mean, half = mean_ci([p["metrics"][key] for p in problems if key in p["metrics"]])

@@ -174,6 +174,39 @@ def test_summary_metrics_from_known_verdicts():
     assert s["pass@1"]["mean"] == 0.5 and s["mean_completion_tokens"] == 20 and s["truncated_share"] == 0.5
 
 
+def test_tokens_per_correct_answer_is_over_solved_problems_and_compared_paired(tmp_path):
+    from factory.stages.compare import compare
+    from factory.stages.eval import score_all
+    from factory.storage.records import Prompt, Trace
+
+    prompt = Prompt(source="t", task="math", problem="1 + 1?", reference_answer="2")
+    other = Prompt(source="t", task="math", problem="2 + 2?", reference_answer="4")
+
+    def traces(p, answers_tokens):
+        return [Trace(prompt=p, sample_index=i, teacher_model="m", engine="hf", sampling="{}", messages="[]",
+                      reasoning="r", answer=f"\\boxed{{{a}}}", completion_tokens=n)
+                for i, (a, n) in enumerate(answers_tokens)]
+
+    cfg = EvalConfig(workers=1, progress=False)
+    problems = score_all(cfg, [prompt, other], [traces(prompt, [(2, 10), (2, 30), (3, 99)]),
+                                                traces(other, [(5, 7)])])
+    assert problems[0]["metrics"]["tokens_per_correct"] == 20 and "tokens_per_correct" not in problems[1]["metrics"]
+    s = summarise(problems[::-1], cfg)  # the first problem has none: still summarised
+    assert s["tokens_per_correct"]["mean"] == 20
+    results = []
+    for label, scale in (("sft", 1.0), ("dpo", 0.5)):
+        rows = [{"prompt_id": f"p{i}", "metrics": {"pass@1": 1.0, "tokens_per_correct": (100 + 3 * i) * scale},
+                 "samples": []} for i in range(8)]
+        path = tmp_path / f"{label}.json"
+        path.write_text(json.dumps({"label": label, "benchmark": "gym:chain_sum", "problems": rows, "metrics": {
+            "pass@1": {"mean": 1.0, "ci95": 0.0}, "tokens_per_correct": {"mean": 100 * scale, "ci95": 1.0}}}))
+        results.append(str(path))
+    compare(results, md=str(tmp_path / "summary.md"), pairs=[(0, 1)])
+    text = (tmp_path / "summary.md").read_text()
+    assert "Mean completion tokens of a correct answer" in text
+    assert "dpo's correct answers are shorter than sft's, larger than the noise" in text
+
+
 def test_bad_input_fails_with_a_clear_error(tmp_path, capsys):
     assert _eval(tmp_path, "--benchmark", "mmlu-9000") == 1
     assert "unknown benchmark 'mmlu-9000'" in capsys.readouterr().err
