@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-rl demo-rl-control demo-grpo test test-fast lint bench gpu-check clean
+.PHONY: setup demo demo-rl demo-rl-control demo-prefer demo-grpo test test-fast lint bench gpu-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,11 @@ demo-rl-control: demo-rl
 	$(VENV)/bin/factory run pipelines/quickstart-rl-control.yaml
 	@echo "demo-rl-control: runs/quickstart-rl/rl/control/ is the same run on shuffled rewards;"
 	@echo "                 runs/quickstart-rl/eval/summary.md says whether the true rewards beat that control"
+
+demo-prefer: demo
+	$(VENV)/bin/factory run pipelines/quickstart-prefer.yaml
+	@echo "demo-prefer: runs/quickstart-prefer/pairs/ holds the pairs and stats.json, prefer/dpo/ the DPO run (prefer.png);"
+	@echo "             runs/quickstart-prefer/eval/summary.md the held-out pass@1 and tokens of the SFT and DPO students"
 
 demo-grpo: setup
 	$(VENV)/bin/factory run pipelines/grpo-cpu.yaml
