@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
-from factory.storage.rundir import FINAL, write_resolved_config
+from factory.storage.rundir import FINAL, RunDir, write_resolved_config
 from factory.storage.shards import read_manifest, write_json_atomic
 
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
@@ -34,7 +34,7 @@ def output_dir(cfg: PreferConfig) -> Path:
     """RUN_DIR/prefer/NAME; NAME defaults to the student's (a checkpoint's .../NAME/final: NAME)."""
     student = Path(cfg.student)
     name = cfg.name or (student.parent.name if student.name == FINAL else resolve_student(cfg.student).name)
-    return Path(cfg.output_dir or Path(cfg.run_dir) / "prefer" / name)
+    return Path(cfg.output_dir or RunDir(cfg.run_dir).prefer(name))
 
 
 def final_dir(cfg: PreferConfig) -> Path:
@@ -42,7 +42,7 @@ def final_dir(cfg: PreferConfig) -> Path:
 
 
 def pairs_dir(cfg: PreferConfig) -> Path:
-    return Path(cfg.pairs or Path(cfg.run_dir) / "pairs")
+    return Path(cfg.pairs or RunDir(cfg.run_dir).pairs)
 
 
 def run(cfg: PreferConfig, ctx: RunContext = DIRECT) -> dict[str, Any]:

@@ -324,6 +324,8 @@ class PushConfig(CardConfig):
     private: bool = Field(False, description="Create the repo private")
     dry_run: bool = Field(False, description="Lay out the upload in the staging folder and print it; upload nothing")
     include_rejected: bool = Field(False, description="Upload the rejected traces too (config 'rejected')")
+    include_pairs: bool = Field(True, description="Upload the preference pairs (config 'pairs') where `factory "
+                                "pairs` made them")
     staging: str | None = Field(None, description="Staging folder (default RUN_DIR/push)")
     max_shard_mb: int = Field(500, ge=1, description="Largest Parquet file uploaded; bigger shards are split")
     commit_mb: int = Field(2000, ge=1, description="Bytes per commit: each is a resume point")

@@ -42,21 +42,27 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     if "generate" not in resolved or "filter" not in resolved:
         raise FactoryError(f"{resolved_path}: the generate and filter settings are missing; the card's lineage "
                            "would be empty (rerun the stages with this version)")
+    pairs = (rd.pairs / "stats.json").exists()
     return {"stats": read_json_object(rd.filter_stats, "filter statistics", {"funnel": dict}), "resolved": resolved,
             "generation": read_json(rd.generate_stats, "generation statistics") if rd.generate_stats.exists() else None,
-            "kept_rows": read_manifest(rd.kept)["rows"], "rejected_rows": read_manifest(rd.rejected)["rows"]}
+            "kept_rows": read_manifest(rd.kept)["rows"], "rejected_rows": read_manifest(rd.rejected)["rows"],
+            "pairs": read_json_object(rd.pairs / "stats.json", "pairs statistics", {"by_kind": dict, "unpaired": dict})
+            if pairs else None, "pair_rows": read_manifest(rd.pairs)["rows"] if pairs else 0}
 
 
 def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | None, pretty_name: str) -> str:
     import datasets
     from huggingface_hub import DatasetCardData
 
-    from ..storage.records import FILTERED_SCHEMA
+    from ..storage.records import FILTERED_SCHEMA, PAIRS_SCHEMA
 
-    features = partial(hub_features, datasets.Features.from_arrow_schema(FILTERED_SCHEMA))
-    splits = [("default", "kept", run["kept_rows"])]
+    traces = partial(hub_features, datasets.Features.from_arrow_schema(FILTERED_SCHEMA))
+    splits = [("default", "kept", run["kept_rows"], traces)]
     if include_rejected:
-        splits.append(("rejected", "rejected", run["rejected_rows"]))
+        splits.append(("rejected", "rejected", run["rejected_rows"], traces))
+    if run.get("pairs"):  # the preference pairs: a config of their own, `load_dataset(repo, "pairs")`
+        splits.append(("pairs", "pairs", run["pair_rows"],
+                       partial(hub_features, datasets.Features.from_arrow_schema(PAIRS_SCHEMA))))
     language = run["resolved"]["filter"]["config"].get("language", {}).get("target", "en")
     data = DatasetCardData(
         license=license_ or _license(run), language=[language], pretty_name=pretty_name,
@@ -64,21 +70,25 @@ def front_matter(run: dict[str, Any], include_rejected: bool, license_: str | No
         size_categories=[size_category(run["kept_rows"])],
         tags=["reasoning", "chain-of-thought", "distillation", "synthetic", "deepseek-r1", "r1-factory"],
         configs=[{"config_name": name, "data_files": [{"split": "train", "path": f"data/{d}/*.parquet"}]}
-                 for name, d, _ in splits],
+                 for name, d, _, _ in splits],
         dataset_info=[{"config_name": name, "features": features(), "splits": [{"name": "train", "num_examples": n}]}
-                      for name, _, n in splits])
+                      for name, _, n, features in splits])
     return data.to_yaml()
 
 
-def hub_features(features) -> list[dict[str, str]]:
-    """The front matter's `features` list ({name, dtype} per column, the Hub's YAML form) from the public
-    `Features.to_dict()`; the schema is flat, so every column is a `Value` (anything else would be a new column
-    type that this must learn)."""
-    out = []
+def hub_features(features) -> list[dict[str, Any]]:
+    """The front matter's `features` list (the Hub's YAML form) from the public `Features.to_dict()`: {name, dtype}
+    per plain column, {name, list: [{name, dtype}...]} for a list of records (a pair's messages); any other type
+    would be a new column type that this must learn."""
+    out: list[dict[str, Any]] = []
     for name, spec in features.to_dict().items():
-        if spec.get("_type") != "Value":
-            raise FactoryError(f"card: column {name!r} is a {spec.get('_type')}, not a plain value")
-        out.append({"name": name, "dtype": spec["dtype"]})
+        fields = spec.get("feature") if spec.get("_type") == "List" else None
+        if isinstance(fields, dict) and all(isinstance(f, dict) and f.get("_type") == "Value" for f in fields.values()):
+            out.append({"name": name, "list": [{"name": k, "dtype": f["dtype"]} for k, f in fields.items()]})
+        elif spec.get("_type") == "Value":
+            out.append({"name": name, "dtype": spec["dtype"]})
+        else:
+            raise FactoryError(f"card: column {name!r} is a {spec.get('_type')}, not a plain value or a list of records")
     return out
 
 
@@ -87,11 +97,15 @@ def _license(run: dict[str, Any]) -> str:
 
 
 def render(run_dir: Path, out_dir: Path, include_rejected: bool = True, repo_id: str | None = None,
-           license_: str | None = None, pretty_name: str | None = None, example_chars: int = 800) -> Path:
-    """Writes out_dir/README.md and out_dir/assets/*.png; returns the README's path."""
+           license_: str | None = None, pretty_name: str | None = None, example_chars: int = 800,
+           include_pairs: bool = True) -> Path:
+    """Writes out_dir/README.md and out_dir/assets/*.png; returns the README's path. The pairs are described
+    where `factory pairs` made them (and include_pairs)."""
     import jinja2
 
     run = load_run(run_dir)
+    if not include_pairs:
+        run["pairs"] = None
     name = pretty_name or f"{run_dir.name} reasoning traces"
     context = _context(run_dir, run, include_rejected, repo_id, example_chars)
     context["pretty_name"] = name
@@ -131,7 +145,20 @@ def _context(run_dir: Path, run: dict[str, Any], include_rejected: bool, repo_id
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(run["resolved"].get("packages", {}).items())),
         "include_rejected": include_rejected, "repo_id": repo_id or "ORG/NAME",
         "mixture": ((run["resolved"].get("distill") or {}).get("summary") or {}).get("mixture"),
+        "pairs": _pairs(run["pairs"]),
     }
+
+
+def _pairs(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pairs section: per kind, the pairs and the prompts without one (by why); the rejected side's reasons."""
+    if not stats:
+        return None
+    kinds = [{"kind": k, "pairs": n, "unpaired": ", ".join(f"{why}: {c}" for why, c in
+                                                            sorted((stats["unpaired"].get(k) or {}).items())) or "-"}
+             for k, n in stats["by_kind"].items()]
+    reasons = sorted((stats.get("rejected_reasons") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"total": stats.get("pairs", sum(stats["by_kind"].values())), "kinds": kinds, "reasons": reasons,
+            "median_ratio": stats.get("median_length_ratio")}
 
 
 def _sources(stats: dict[str, Any], spec: str) -> list[dict[str, str]]:
@@ -217,3 +244,10 @@ def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
     adaptive = (run["generation"] or {}).get("adaptive")
     if adaptive:
         plots.adaptive(adaptive["samples_per_prompt"], adaptive["verified_per_prompt"], assets / "adaptive.png")
+    if run.get("pairs"):
+        pairs = pl.read_parquet([RunDir(run_dir).pairs / f["file"] for f in read_manifest(RunDir(run_dir).pairs)["files"]],
+                                columns=["kind", "chosen_tokens", "rejected_tokens"])
+        ratios = pairs.filter(pl.col("rejected_tokens") > 0).with_columns(
+            ratio=pl.col("chosen_tokens") / pl.col("rejected_tokens"))
+        plots.pair_ratios({k: ratios.filter(pl.col("kind") == k)["ratio"].to_list()
+                           for k in sorted(ratios["kind"].unique().to_list())}, assets / "pair_ratio.png")

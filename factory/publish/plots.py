@@ -91,3 +91,19 @@ def ablation(rows: list[tuple[str, float, float | None, float | None, bool]], pa
     ax.set_xlabel(label)
     _save(fig, path)
     plt.close(fig)
+
+
+def pair_ratios(by_kind: dict[str, list[float]], path: Path) -> None:
+    """Chosen over rejected completion tokens, per pair kind (below 1: the chosen side is the shorter)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for kind, ratios in by_kind.items():
+        ax.hist(ratios, bins=30, range=(0, max(2.0, *ratios) if ratios else 2.0), alpha=0.6, label=kind)
+    ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("chosen tokens / rejected tokens")
+    ax.set_ylabel("pairs")
+    ax.set_title("preference pairs: length ratio")
+    if by_kind:
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)

@@ -20,7 +20,6 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Literal
 
-import pyarrow as pa
 from pydantic import Field, field_validator
 from rich.console import Console
 
@@ -32,7 +31,7 @@ from ..core.errors import FactoryError
 from ..core.results import StageResult
 from ..filters import FILTERS
 from ..filters.basic import count_tokens
-from ..storage.records import FILTERED_SCHEMA
+from ..storage.records import FILTERED_SCHEMA, PAIRS_SCHEMA
 from ..storage.rundir import RunDir, write_resolved_config
 from ..storage.shards import ShardWriter, iter_batches, read_manifest, write_json_atomic
 from .estimates import Estimate, EstimateContext
@@ -130,7 +129,7 @@ class Side:
 
 
 def output_dir(cfg: PairsConfig) -> Path:
-    return Path(cfg.out) if cfg.out else RunDir(cfg.run_dir).root / "pairs"
+    return Path(cfg.out) if cfg.out else RunDir(cfg.run_dir).pairs
 
 
 def resolve(cfg: PairsConfig) -> PairsConfig:
@@ -300,15 +299,3 @@ def _result(pairs: list[tuple[str, Side, Side]], unpaired: dict[str, dict[str, i
     return Result(pairs=len(pairs), by_kind={k: by_kind.get(k, 0) for k in unpaired}, prompts=prompts,
                   unpaired=unpaired, rejected_reasons=dict(Counter(r.reason or "verified" for _, _, r in pairs)),
                   median_length_ratio=round(median(ratios), 4) if ratios else None, out=str(out), fingerprint=fp)
-
-
-_TURN = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))
-PAIRS_SCHEMA = pa.schema([
-    pa.field("prompt", _TURN, nullable=False), pa.field("chosen", _TURN, nullable=False),
-    pa.field("rejected", _TURN, nullable=False), pa.field("kind", pa.string(), nullable=False),
-    pa.field("prompt_id", pa.string(), nullable=False), pa.field("source", pa.string()), pa.field("task", pa.string()),
-    pa.field("chosen_teacher", pa.string()), pa.field("rejected_teacher", pa.string()),
-    pa.field("chosen_sample_index", pa.int64()), pa.field("rejected_sample_index", pa.int64()),
-    pa.field("chosen_tokens", pa.int64()), pa.field("rejected_tokens", pa.int64()),
-    pa.field("rejected_reason", pa.string()), pa.field("chosen_verdicts", pa.string()),
-    pa.field("rejected_verdicts", pa.string())])

@@ -44,20 +44,25 @@ def check_staging(run_dir: Path, staging: Path) -> None:
 
 
 def stage(cfg: PushConfig, staging: Path) -> list[Path]:
-    """The exact folder that is uploaded: README.md, assets/*.png, data/kept/*.parquet (+ data/rejected/)."""
+    """The exact folder that is uploaded: README.md, assets/*.png, data/kept/*.parquet (+ data/rejected/, and
+    data/pairs/ where `factory pairs` made them)."""
     rd = RunDir(cfg.run_dir)
     check_staging(rd.root, staging)
-    for shards in (rd.kept, rd.rejected) if cfg.include_rejected else (rd.kept,):
+    pairs = cfg.include_pairs and (rd.pairs / "stats.json").exists()
+    for shards in [rd.kept, *([rd.rejected] if cfg.include_rejected else []), *([rd.pairs] if pairs else [])]:
         check_shards(shards)  # a damaged shard stops the push before anything is staged
     shutil.rmtree(staging, ignore_errors=True)  # factory's own staging (marked), or an empty folder
     staging.mkdir(parents=True)
     (staging / STAGING_MARK).write_text("staged by factory push; replaced whole by the next push\n")
     try:
-        render(rd.root, staging, cfg.include_rejected, cfg.repo, cfg.license, cfg.pretty_name, cfg.example_chars)
+        render(rd.root, staging, cfg.include_rejected, cfg.repo, cfg.license, cfg.pretty_name, cfg.example_chars,
+               pairs)
         max_bytes = cfg.max_shard_mb * 1024 * 1024
         hub.stage_shards(rd.kept, staging / "data" / "kept", max_bytes)
         if cfg.include_rejected:
             hub.stage_shards(rd.rejected, staging / "data" / "rejected", max_bytes)
+        if pairs:
+            hub.stage_shards(rd.pairs, staging / "data" / "pairs", max_bytes)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # never a half-staged folder that looks like a push
         raise
@@ -73,7 +78,7 @@ def _show(staging: Path, files: list[Path]) -> None:
 
 Config = PushConfig  # `factory push`: a command, not a pipeline stage (no KIND)
 CLI_ARGUMENT = "run_dir"  # `factory push RUN_DIR --repo ORG/NAME [--private] [--dry-run] [--include-rejected]`
-CLI_OPTIONS = ("repo", "private", "dry_run", "include_rejected")
+CLI_OPTIONS = ("repo", "private", "dry_run", "include_rejected", "include_pairs")
 INTERRUPTED = "what was committed is on the Hub; rerun to go on (committed files are skipped)"
 
 

@@ -105,6 +105,19 @@ FILTERED_SCHEMA = pa.schema(list(TRACE_SCHEMA) + [
     pa.field("verdicts", pa.string(), nullable=False), pa.field("pass_rate", pa.float64())])
 
 
+# A preference pair (factory pairs): TRL's conversational preference format, then columns to slice pairs by.
+_TURN = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))
+PAIRS_SCHEMA = pa.schema([
+    pa.field("prompt", _TURN, nullable=False), pa.field("chosen", _TURN, nullable=False),
+    pa.field("rejected", _TURN, nullable=False), pa.field("kind", pa.string(), nullable=False),
+    pa.field("prompt_id", pa.string(), nullable=False), pa.field("source", pa.string()), pa.field("task", pa.string()),
+    pa.field("chosen_teacher", pa.string()), pa.field("rejected_teacher", pa.string()),
+    pa.field("chosen_sample_index", pa.int64()), pa.field("rejected_sample_index", pa.int64()),
+    pa.field("chosen_tokens", pa.int64()), pa.field("rejected_tokens", pa.int64()),
+    pa.field("rejected_reason", pa.string()), pa.field("chosen_verdicts", pa.string()),
+    pa.field("rejected_verdicts", pa.string())])
+
+
 def schema_hash(schema: pa.Schema) -> str:
     desc = [(f.name, str(f.type), f.nullable) for f in schema]
     return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]

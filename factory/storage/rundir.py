@@ -69,6 +69,11 @@ class RunDir:
         return self.filtered / "stats.json"
 
     @property
+    def pairs(self) -> Path:
+        """Preference pairs (factory pairs): shards, manifest.json and stats.json."""
+        return self.root / "pairs"
+
+    @property
     def card(self) -> Path:
         return self.root / "card"
 
@@ -79,6 +84,10 @@ class RunDir:
     def student(self, name: str) -> Path:
         """Where distill writes a student's checkpoints; its trained model is `final` inside."""
         return self.root / "student" / name
+
+    def prefer(self, name: str) -> Path:
+        """Where prefer writes a preference-trained model's checkpoints; its trained model is `final` inside."""
+        return self.root / "prefer" / name
 
     def rl(self, name: str) -> Path:
         """Where grpo writes a policy's checkpoints; its trained model is `final` inside."""

@@ -18,12 +18,13 @@ from flask import Flask, abort, render_template, request, send_file, url_for
 from ..config.stages import ViewConfig
 from ..core.errors import FactoryError, first_line
 from .data import Query, RunData
+from .pairs import PairsData
 
 PAGE = 50
 
 
 def create_app(run_dir: str | Path) -> Flask:
-    data = RunData(run_dir)
+    data, pairs = RunData(run_dir), PairsData(run_dir)
     app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
     app.jinja_env.autoescape = True  # also for templates not named .html: every value is escaped
     app.config["RUN_DIR"] = str(run_dir)
@@ -36,7 +37,7 @@ def create_app(run_dir: str | Path) -> Flask:
         adaptive = data.adaptive()
         return render_template("index.html", run=str(run_dir), stats=stats, funnel=funnel_rows(stats),
                                reasons=reason_rows(stats), evals=data.evals(), adaptive=adaptive,
-                               ablation=data.ablation(),
+                               ablation=data.ablation(), pairs=pairs.stats(),
                                bought=histogram_rows(adaptive, "samples_per_prompt"),
                                verified=histogram_rows(adaptive, "verified_per_prompt"))
 
@@ -59,6 +60,25 @@ def create_app(run_dir: str | Path) -> Flask:
         if this is None:
             abort(404)
         return render_template("trace.html", run=str(run_dir), t=this, samples=samples)
+
+    @app.get("/pairs")
+    def pairs_page() -> str:
+        kind = request.args.get("kind", "")
+        page = request.args.get("page", "1")
+        rows, total, shown = pairs.page(kind, int(page) if page.isdigit() else 1, PAGE)
+        pages = max(1, math.ceil(total / PAGE))
+        link = lambda n: url_for("pairs_page", **({"kind": kind} if kind else {}), page=n)  # noqa: E731
+        return render_template("pairs.html", run=str(run_dir), rows=rows, total=total, kind=kind,
+                               kinds=sorted((pairs.stats() or {}).get("by_kind", {})), page=shown, pages=pages,
+                               prev_url=link(shown - 1) if shown > 1 else None,
+                               next_url=link(shown + 1) if shown < pages else None)
+
+    @app.get("/pair/<int:index>")
+    def pair_page(index: int) -> str:
+        pair = pairs.pair(index)
+        if pair is None:
+            abort(404)
+        return render_template("pair.html", run=str(run_dir), p=pair)
 
     @app.get("/evals/<name>")
     def eval_page(name: str) -> str:

@@ -234,3 +234,36 @@ def test_push_with_no_hub_to_answer(run_dir):
     assert real.returncode == 1 and "Traceback" not in real.stderr
     assert real.stderr.strip().splitlines()[-1].startswith("error: http://127.0.0.1:9: cannot reach the Hub")
     assert "hf_offline_token_123" not in dry.stderr + real.stderr
+
+
+def test_the_pairs_are_a_section_of_the_card_and_a_config_of_the_dataset(tmp_path, fake_server, hub):
+    import datasets
+
+    right = "<think>\nForty plus two is forty-two.\n</think>\n\nThe answer is \\boxed{42}."
+    wrong = "<think>\nForty plus two, carrying a one, is forty-three, I think.\n</think>\n\nThe answer is \\boxed{43}."
+    _, url = fake_server(replies={"40 + 2": [right, wrong]}, reject_n=True)  # one request per sample
+    write_jsonl(tmp_path / "p.jsonl", [{"problem": "What is 40 + 2?", "answer": "42"},
+                                       {"problem": "What is 3 + 4?", "answer": "7"}])
+    run = tmp_path / "run"
+    assert main(["generate", "--prompts", str(tmp_path / "p.jsonl"), "--teacher", "openai:fake-teacher",
+                 "--base-url", url, "--n", "2", "--out", str(run), "--no-progress"]) == 0
+    assert main(["filter", str(run), "--no-progress", "--workers", "1"]) == 0
+    assert main(["pairs", str(run), "--kind", "correct_vs_wrong"]) == 0
+    assert main(["push", str(run), "--repo", "acme/traces", "--dry-run"]) == 0
+    meta, text = _front_matter(run / "push" / "README.md")
+    assert [c["config_name"] for c in meta["configs"]] == ["default", "pairs"]
+    features = {f["name"]: f for f in meta["dataset_info"][1]["features"]}
+    assert features["chosen"]["list"] == [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]
+    assert "## Preference pairs" in text and "| correct_vs_wrong | 1 | no verified trace: 1 |" in text
+    assert 'load_dataset("acme/traces", "pairs", split="train")' in text
+    assert (run / "push" / "assets" / "pair_ratio.png").read_bytes().startswith(PNG)
+    pairs = datasets.load_dataset(str(run / "push"), "pairs", split="train")
+    assert pairs.num_rows == 1 and pairs[0]["chosen"][0]["content"].endswith("\\boxed{42}.")
+    assert pairs[0]["rejected"][0]["content"].endswith("\\boxed{43}.")
+    res = _push(run, hub.url, hub.token, "--repo", "acme/traces")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "data/pairs/train-00000-of-00001.parquet" in hub.repos["acme/traces"]
+    assert [c["config_name"] for c in hub.validated[0]["configs"]] == ["default", "pairs"]
+    assert main(["push", str(run), "--repo", "acme/traces", "--dry-run", "--no-include-pairs"]) == 0
+    assert "pairs" not in [c["config_name"] for c in _front_matter(run / "push" / "README.md")[0]["configs"]]
+    assert not (run / "push" / "data" / "pairs").exists()

@@ -7,7 +7,7 @@ import pytest
 from factory.cli import main
 from factory.core.chat_templates import assistant_text
 from factory.core.errors import FactoryError
-from factory.stages.pairs import PAIRS_SCHEMA
+from factory.storage.records import PAIRS_SCHEMA
 from factory.storage.shards import write_shards
 from train.dpo import check_template
 

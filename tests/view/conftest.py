@@ -41,6 +41,7 @@ def view_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("view") / "run"
     write_shards(RunDir(run).traces, trace_rows(), TRACE_SCHEMA, rows_per_shard=10)
     assert main(["filter", str(run), "--no-progress", "--workers", "1"]) == 0
+    assert main(["pairs", str(run)]) == 0
     evals = RunDir(run).eval
     evals.mkdir()
     for name in ("before-gym-chain_sum.json", "after-gym-chain_sum.json", "compare.png"):  # a real run's evals

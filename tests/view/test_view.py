@@ -159,3 +159,24 @@ def test_pages_past_the_end_an_empty_run_and_a_damaged_stats_file_are_pages_not_
     page = resp.get_data(as_text=True)
     assert resp.status_code == 500 and "This run cannot be read" in page and "stats.json" in page
     assert "Traceback" not in page
+
+
+def test_the_pairs_are_listed_by_kind_and_a_pair_shows_its_two_sides(client, view_run):
+    stats = json.loads((RunDir(view_run).pairs / "stats.json").read_text())
+    assert stats["by_kind"]["correct_vs_wrong"] == 12 and stats["by_kind"]["correct_vs_flawed"] > 0
+    page = _text(client.get("/"))
+    assert f"{stats['pairs']} pairs</a>" in page and "/pairs?kind=correct_vs_flawed" in page
+    listing = _text(client.get("/pairs?kind=correct_vs_wrong"))
+    assert "12 pairs." in listing and "correctness" in listing and "correct_vs_flawed</td>" not in listing
+    index = int(re.search(r'href="/pair/(\d+)"', listing).group(1))
+    pair = _text(client.get(f"/pair/{index}"))
+    assert 'id="chosen"' in pair and 'id="rejected"' in pair and "wrong_answer" in pair
+    assert "&lt;think&gt;" in pair and "<think>" not in pair  # the sides' text, escaped
+    assert client.get("/pair/999999").status_code == 404
+
+
+def test_a_pairs_hostile_text_is_shown_never_run(client):
+    hostile = [i for i in range(40) if "pwned" in client.get(f"/pair/{i}").get_data(as_text=True)]
+    assert hostile, "the hostile prompt's pairs are there"
+    page = _text(client.get(f"/pair/{hostile[0]}"))
+    assert "<script>" not in page and "&lt;script&gt;" in page and 'onerror="' not in page

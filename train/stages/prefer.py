@@ -19,6 +19,7 @@ from factory.core.context import DIRECT, RunContext
 from factory.core.results import StageResult
 from factory.stages.estimates import Cost, Estimate, EstimateContext, training_cost
 from factory.stages.pairs import KINDS, PairKind
+from factory.storage.rundir import RunDir
 
 from . import train, train_in_pipeline, trained_params
 
@@ -98,7 +99,7 @@ def trained_model(cfg: PreferConfig) -> Path:
 
 
 def default_output(run_dir: Path, name: str) -> Path:
-    return Path(run_dir) / "prefer" / name
+    return RunDir(run_dir).prefer(name)
 
 
 def up_to_date(cfg: PreferConfig) -> bool:
