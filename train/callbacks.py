@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from factory.config.loader import public_dump
 from factory.core.errors import FactoryError
-from factory.storage.shards import write_json_atomic
+from factory.core.jsonfiles import write_json_atomic
 
 
 class MetricsAndGuard(TrainerCallback):

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
+from factory.core.jsonfiles import write_json_atomic
 from factory.storage.rundir import FINAL, RunDir, write_resolved_config
-from factory.storage.shards import read_manifest, write_json_atomic
+from factory.storage.shards import read_manifest
 
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .devices import Devices, detect, device_arguments, model_init_kwargs

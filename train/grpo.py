@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from factory.core.chat_templates import R1_ZERO, prompt_template, r1_zero_chat_template
 from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
+from factory.core.jsonfiles import write_json_atomic
 from factory.filters.stats import prompt_pass_rates
 from factory.sources.benchmarks import PROMPTS_SEEN
 from factory.storage.records import PROMPT_FIELDS
 from factory.storage.rundir import FINAL, RunDir, write_resolved_config
-from factory.storage.shards import MANIFEST, write_json_atomic
+from factory.storage.shards import MANIFEST
 
 from . import context
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final

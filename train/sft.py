@@ -16,8 +16,8 @@ from factory.config.stages import DistillConfig
 from factory.core.chat_templates import r1_template
 from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
+from factory.core.jsonfiles import write_json_atomic
 from factory.storage.rundir import write_resolved_config
-from factory.storage.shards import write_json_atomic
 
 from . import context
 from .batching import bucket_order, use_packing

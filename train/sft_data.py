@@ -183,7 +183,7 @@ def write_samples(items: Iterable, tokenizer, max_length: int, out: Path, show: 
     distributed run map the file instead of tokenising it again. Written to temporary names, then renamed."""
     import pyarrow as pa
 
-    from factory.storage.shards import write_json_atomic
+    from factory.core.jsonfiles import write_json_atomic
 
     if out.exists():  # a cache file `datasets` made from an earlier file of the same path must not survive it
         import shutil

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import FactoryError
+from .jsonfiles import read_json
 
 R = TypeVar("R", bound="StageResult")
 
@@ -34,12 +34,10 @@ class StageResult(BaseModel):
     @classmethod
     def read(cls: type[R], path: Path, what: str) -> R:
         """The result a stage wrote to `path`; a damaged or foreign file is one line naming it."""
+        if not Path(path).exists():
+            raise FactoryError(f"{path}: no {what} (has the stage run?)")
         try:
-            return cls.model_validate(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise FactoryError(f"{path}: no {what} (has the stage run?)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FactoryError(f"{path}: cannot read the {what} ({type(e).__name__})") from None
+            return cls.model_validate(read_json(path, what))
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "(top level)"

@@ -25,11 +25,11 @@ from rich.console import Console
 
 from ..config.stages import GenerateConfig
 from ..core.errors import FactoryError
+from ..core.jsonfiles import read_json, write_json_atomic
 from ..generation.plan import Plan, endpoint, sampling_key
 from ..generation.progress import BatchProgress
 from ..generation.stats import Bought, GenerationStats
 from ..storage.cache import SampleCache, cache_record, sampling_column
-from ..storage.shards import read_json, write_json_atomic
 from ..teachers import Completion, Usage
 from ..teachers.openai_compat import chat_body, completions_from, preflight, sync_client
 

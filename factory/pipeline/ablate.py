@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from ..core.eval_metrics import holm, mean_ci, pooled_difference
-from ..storage.shards import read_json, read_json_object, write_json_atomic
+from ..core.jsonfiles import read_json, read_json_object, write_json_atomic
 from .ablation import Ablation
 from .load import Pipeline
 

@@ -17,9 +17,9 @@ from rich.table import Table
 from ..config.loader import fingerprint
 from ..core.context import RunContext
 from ..core.errors import FactoryError
+from ..core.jsonfiles import read_json_object, write_json_atomic
 from ..stages.base import run_in_pipeline
 from ..storage.rundir import RunDir
-from ..storage.shards import read_json_object, write_json_atomic
 from .load import Pipeline, resolve_refs
 from .registry import STAGES
 

@@ -11,10 +11,11 @@ from typing import Any
 import yaml
 
 from ..core.errors import FactoryError
+from ..core.jsonfiles import read_json, read_json_object
 from ..core.redact import redact_text
 from ..sources.spec import parse_source
 from ..storage.rundir import RunDir, resolved_section
-from ..storage.shards import iter_batches, read_json, read_json_object, read_manifest
+from ..storage.shards import iter_batches, read_manifest
 from . import plots
 
 # data_cards/ is the template's source, the one to edit; this link to it travels in the wheel as the file itself.

@@ -22,6 +22,7 @@ from ..config.stages import EvalSettings
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
 from ..core.eval_metrics import LENIENT, TOKENS_PER_CORRECT, mean_ci, problem_metrics
+from ..core.jsonfiles import write_json_atomic
 from ..core.results import StageResult
 from ..core.workpool import ordered_map
 from ..executors import generate_missing
@@ -32,7 +33,6 @@ from ..sources.benchmarks import load_benchmark
 from ..storage.cache import SampleCache
 from ..storage.records import Prompt, Trace
 from ..storage.rundir import package_versions
-from ..storage.shards import write_json_atomic
 from ..teachers import resolve_engine
 from .estimates import Cost, Estimate, EstimateContext, eval_estimate
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
+from ..core.jsonfiles import write_json_atomic
 from ..executors import judge_row_groups, shared_band_keys
 from ..filters import SET_FILTERS, Verdict
 from ..filters.config import FilterConfig
@@ -37,7 +38,6 @@ from ..storage.shards import (
     read_manifest,
     remove_stale_temps,
     swap_into_place,
-    write_json_atomic,
 )
 from .estimates import Estimate, EstimateContext
 

@@ -19,6 +19,7 @@ from ..config.loader import artifact_config, fingerprint
 from ..config.stages import GenerateConfig
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
+from ..core.jsonfiles import write_json_atomic
 from ..executors import generate_missing
 from ..generation.budget import Budget
 from ..generation.plan import CACHE_FIELDS, make_trace, plan
@@ -27,7 +28,7 @@ from ..sources import load_prompts
 from ..storage.cache import SampleCache
 from ..storage.records import TRACE_SCHEMA, Prompt
 from ..storage.rundir import RunDir, write_resolved_config
-from ..storage.shards import ShardWriter, write_json_atomic
+from ..storage.shards import ShardWriter
 from ..teachers import parse_teacher, resolve_engine
 from .estimates import Cost, Estimate, EstimateContext, Upstream, generation_estimate
 

@@ -19,10 +19,11 @@ from ..config.loader import artifact_config, fingerprint
 from ..config.stages import GenerateConfig, MergeConfig
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
+from ..core.jsonfiles import write_json_atomic
 from ..generation.stats import GenerateStats
 from ..storage.records import TRACE_SCHEMA
 from ..storage.rundir import RunDir, write_resolved_config
-from ..storage.shards import ShardWriter, iter_batches, read_manifest, write_json_atomic
+from ..storage.shards import ShardWriter, iter_batches, read_manifest
 
 console = Console(stderr=True)
 Config = MergeConfig  # `factory merge`: a command, not a pipeline stage (no KIND)

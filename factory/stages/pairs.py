@@ -28,12 +28,13 @@ from ..config.strict import Strict
 from ..core.chat_templates import assistant_text
 from ..core.context import DIRECT, RunContext
 from ..core.errors import FactoryError
+from ..core.jsonfiles import write_json_atomic
 from ..core.results import StageResult
 from ..filters import FILTERS
 from ..filters.basic import count_tokens
 from ..storage.records import FILTERED_SCHEMA, PAIRS_SCHEMA
 from ..storage.rundir import RunDir, write_resolved_config
-from ..storage.shards import ShardWriter, iter_batches, read_manifest, write_json_atomic
+from ..storage.shards import ShardWriter, iter_batches, read_manifest
 from .estimates import Estimate, EstimateContext
 
 console = Console(stderr=True)

@@ -11,9 +11,10 @@ from typing import Any
 
 import polars as pl
 
+from ..core.jsonfiles import read_json_object
 from ..storage.records import FILTERED_SCHEMA
 from ..storage.rundir import RunDir
-from ..storage.shards import check_shards, read_json_object, read_manifest
+from ..storage.shards import check_shards, read_manifest
 
 MAX_PAGE = 10**9  # a page number beyond any run; larger ones overflow the scan's offset
 LIST_COLUMNS = ["prompt_id", "sample_index", "task", "source", "problem", "kept", "reject_reason",

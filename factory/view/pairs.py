@@ -8,8 +8,9 @@ from typing import Any
 
 import polars as pl
 
+from ..core.jsonfiles import read_json_object
 from ..storage.rundir import RunDir
-from ..storage.shards import check_shards, read_json_object, read_manifest
+from ..storage.shards import check_shards, read_manifest
 from .data import verdict_list
 
 TABLE = ["kind", "prompt_id", "task", "chosen_sample_index", "rejected_sample_index", "chosen_tokens",

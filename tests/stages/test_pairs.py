@@ -30,7 +30,7 @@ RUN = {
 }
 
 
-def _write_traces(run_dir) -> None:
+def write_traces(run_dir) -> None:
     with ShardWriter(run_dir / "traces", TRACE_SCHEMA, rows_per_shard=4) as w:
         for problem, samples in RUN.items():
             p = Prompt(source="test", task="math", problem=f"{problem}: what is 2 + 2?", reference_answer="4")
@@ -46,7 +46,7 @@ def _write_traces(run_dir) -> None:
 
 @pytest.fixture
 def filtered_run(tmp_path):
-    _write_traces(tmp_path)
+    write_traces(tmp_path)
     assert main(["filter", str(tmp_path), "--no-progress", "--workers", "1"]) == 0
     return tmp_path
 
@@ -132,7 +132,7 @@ def test_bad_settings_are_one_line_errors(filtered_run, capsys, args, message):
 
 
 def test_a_run_not_filtered_yet_is_an_error_that_writes_nothing(tmp_path, capsys):
-    _write_traces(tmp_path)
+    write_traces(tmp_path)
     assert main(["pairs", str(tmp_path)]) != 0
     assert "filtered/kept" in capsys.readouterr().err and not (tmp_path / "pairs").exists()
 

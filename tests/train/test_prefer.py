@@ -137,3 +137,26 @@ def test_prefer_is_a_pipeline_stage_in_processes_of_its_own(tmp_path, capsys):
     state = json.loads((run / "pipeline_state.json").read_text())
     assert state["prefer"]["summary"]["steps"] == 2 and state["prefer"]["summary"]["pairs"] == 4
     assert (run / "prefer" / "tiny" / "final" / "config.json").exists()
+
+
+def test_dpo_trains_on_what_factory_pairs_writes(tmp_path):
+    from tests.stages.test_pairs import write_traces
+
+    write_traces(tmp_path)
+    assert main(["filter", str(tmp_path), "--no-progress", "--workers", "1"]) == 0
+    assert main(["pairs", str(tmp_path)]) == 0
+    assert main(["prefer", str(tmp_path), "--student", "tiny", "--max-steps", "1", "--no-progress",
+                 "--set", "batch_size=2", "--set", "grad_accum=1"]) == 0
+    summary = json.loads((tmp_path / "prefer" / "tiny" / "prefer_summary.json").read_text())
+    assert summary["data"]["by_kind"] == {"correct_vs_wrong": 1, "correct_vs_flawed": 1, "short_vs_long": 1}
+    assert summary["steps"] == 1 and "rewards/margins" in summary["last"]
+
+
+@pytest.mark.slow  # >= 10 s on 2 cores (--durations)
+def test_two_processes_over_gloo_train_one_model(tmp_path):
+    run = write_pairs(tmp_path / "run", n=8)
+    assert main(["prefer", str(run), "--student", "tiny", "--max-steps", "2", "--no-progress", "--launch",
+                 "cpu_gloo", "--num-processes", "2", "--set", "batch_size=2", "--set", "grad_accum=1"]) == 0
+    summary = json.loads((run / "prefer" / "tiny" / "prefer_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["distributed"] == "MULTI_CPU" and summary["steps"] == 2
+    assert (run / "prefer" / "tiny" / "final" / "config.json").exists()
