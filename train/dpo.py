@@ -68,6 +68,7 @@ def run(cfg: PreferConfig, ctx: RunContext = DIRECT) -> dict[str, Any]:
     summary = {"student": cfg.student, "model": path, "output": str(final), "data": report,
                "steps": trainer.state.global_step, "resumed_from": str(resume_from) if resume_from else None,
                "loss_type": cfg.loss_type, "beta": cfg.beta, "first": _row(steps[:1]), "last": _row(steps[-1:]),
+               "curve": [_row([r]) for r in steps],
                "processes": state.num_processes, "distributed": trainer.accelerator.distributed_type.value,
                "stops_at": tokenizer.eos_token}
     if state.is_main_process:

@@ -45,6 +45,7 @@ def test_dpo_widens_the_margin_and_writes_a_servable_model(tmp_path):
     summary = json.loads((out / "prefer_summary.json").read_text())
     assert summary["steps"] == 8 and summary["data"]["pairs"] == 8 and summary["data"]["dropped_overlong"] == 0
     assert summary["last"]["rewards/margins"] == rows[-1]["rewards/margins"] and summary["loss_type"] == "sigmoid"
+    assert [r["rewards/accuracies"] for r in summary["curve"]] == [r["rewards/accuracies"] for r in rows]
     assert (out / "prefer.png").stat().st_size > 1000 and (out / "checkpoint-4" / "COMPLETE").exists()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -63,7 +63,7 @@ Config = PreferConfig
 
 
 class Result(StageResult):
-    """prefer_summary.json: what was trained on which pairs, its rewards first and last, where the model is."""
+    """prefer_summary.json: what was trained on which pairs, its rewards at every step, where the model is."""
 
     student: str
     model: str
@@ -75,6 +75,7 @@ class Result(StageResult):
     beta: float
     first: dict[str, float] = {}
     last: dict[str, float] = {}
+    curve: list[dict[str, float]] = []  # every step's loss, rewards, margin and accuracy
     processes: int = 1
     distributed: str = "NO"
     stops_at: str | None = None
