@@ -113,7 +113,7 @@ class Result(StageResult):
 @dataclass(frozen=True)
 class Side:
     """One trace as a candidate side: where it is (filtered/kept or /rejected, its row there) and what pairing
-    needs to know of it."""
+    needs to know of it; a few dozen bytes a row (the text and verdicts are read for the paired rows only)."""
 
     where: str
     row: int
@@ -122,7 +122,6 @@ class Side:
     teacher: str
     tokens: int
     reason: str | None
-    verdicts: str
 
     @property
     def key(self) -> tuple[str, int]:
@@ -183,7 +182,7 @@ def _candidates(rd: RunDir, cfg: PairsConfig) -> tuple[dict[str, dict[str, list[
                 verdicts = json.loads(r["verdicts"])
                 seen_correctness = seen_correctness or "correctness" in verdicts
                 side = Side(where, row, r["prompt_id"], r["sample_index"], r["teacher_model"], count_tokens(r)[0],
-                            r["reject_reason"], r["verdicts"])
+                            r["reject_reason"])
                 order.setdefault(side.prompt_id)
                 role = _role(side.reason, verdicts, cfg.flaws)
                 if role:
@@ -262,7 +261,7 @@ def _pair_prompt(kind: str, sides: dict[str, list[Side]], cfg: PairsConfig, rng:
 def _texts(rd: RunDir, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
     """The text columns of the traces in pairs only: a run's text is read once, and only what is paired is kept."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
-    columns = ["messages", "reasoning", "answer", "source", "task"]
+    columns = ["messages", "reasoning", "answer", "source", "task", "verdicts"]
     for where, path in (("kept", rd.kept), ("rejected", rd.rejected)):
         row = 0
         for batch in iter_batches(path, FILTERED_SCHEMA, columns=columns):
@@ -290,7 +289,7 @@ def _pair_row(kind: str, chosen: Side, rejected: Side, texts: dict[tuple[str, in
             "rejected_teacher": rejected.teacher, "chosen_sample_index": chosen.sample_index,
             "rejected_sample_index": rejected.sample_index, "chosen_tokens": chosen.tokens,
             "rejected_tokens": rejected.tokens, "rejected_reason": rejected.reason,
-            "chosen_verdicts": chosen.verdicts, "rejected_verdicts": rejected.verdicts}
+            "chosen_verdicts": c["verdicts"], "rejected_verdicts": r["verdicts"]}
 
 
 def _result(pairs: list[tuple[str, Side, Side]], unpaired: dict[str, dict[str, int]], prompts: int, out: Path,
