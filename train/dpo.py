@@ -10,6 +10,7 @@ stop, train_metrics.jsonl with the rewards, margins and accuracies of every step
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from factory.core.context import DIRECT, RunContext
 from factory.core.errors import FactoryError
 from factory.core.jsonfiles import write_json_atomic
 from factory.storage.rundir import FINAL, RunDir, write_resolved_config
-from factory.storage.shards import read_manifest
+from factory.storage.shards import shard_files
 
 from .checkpoints import check_disk, last_complete_checkpoint, read_metrics, save_final
 from .devices import Devices, detect, device_arguments, model_init_kwargs
@@ -85,8 +86,7 @@ def load_pairs(pairs: Path, kinds: list[str], tokenizer, max_length: int) -> tup
     rejected side would teach the model that stopping mid-thought is what was wrong)."""
     from datasets import load_dataset
 
-    files = [str(pairs / f["file"]) for f in read_manifest(pairs)["files"]]
-    data = load_dataset("parquet", data_files=files, split="train")
+    data = load_dataset("parquet", data_files=shard_files(pairs), split="train")
     data = data.filter(lambda kind: kind in kinds, input_columns="kind")
     if not len(data):
         raise FactoryError(f"{pairs}: no pair of the kinds {', '.join(kinds)} (factory pairs makes them; "
@@ -98,10 +98,7 @@ def load_pairs(pairs: Path, kinds: list[str], tokenizer, max_length: int) -> tup
         raise FactoryError(f"{pairs}: every pair is longer than max_length ({max_length} tokens; the shortest is "
                            f"{min(lengths)}): raise max_length")
     kept = data.select(keep).select_columns(["prompt", "chosen", "rejected"])
-    by_kind: dict[str, int] = {}
-    for kind in data.select(keep)["kind"]:
-        by_kind[kind] = by_kind.get(kind, 0) + 1
-    return kept, {"pairs": len(keep), "by_kind": by_kind, "dropped_overlong": len(data) - len(keep),
+    return kept, {"pairs": len(keep), "by_kind": dict(Counter(data.select(keep)["kind"])), "dropped_overlong": len(data) - len(keep),
                   "longest": max(lengths[i] for i in keep), "max_length": max_length}
 
 

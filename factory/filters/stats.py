@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.results import StageResult
-from ..storage.shards import read_manifest
+from ..storage.shards import shard_files
 from . import FILTERS
 
 
@@ -52,8 +52,7 @@ STAT_COLUMNS = ["prompt_id", "task", "source", "kept", "reject_reason", "verdict
 
 def scan_filtered(filtered: Path, splits: tuple[str, ...] = ("kept", "rejected")) -> pl.LazyFrame:
     """The filtered shards (the files their manifests list), lazily; select columns before collecting."""
-    files = [str(filtered / split / f["file"]) for split in splits for f in read_manifest(filtered / split)["files"]]
-    return pl.scan_parquet(files)
+    return pl.scan_parquet([path for split in splits for path in shard_files(filtered / split)])
 
 
 def prompt_pass_rates(filtered: Path) -> dict[str, float]:

@@ -15,7 +15,7 @@ from ..core.jsonfiles import read_json, read_json_object
 from ..core.redact import redact_text
 from ..sources.spec import parse_source
 from ..storage.rundir import RunDir, resolved_section
-from ..storage.shards import iter_batches, read_manifest
+from ..storage.shards import iter_batches, read_manifest, shard_files
 from . import plots
 
 # data_cards/ is the template's source, the one to edit; this link to it travels in the wheel as the file itself.
@@ -246,8 +246,7 @@ def _plots(run_dir: Path, run: dict[str, Any], assets: Path) -> None:
     if adaptive:
         plots.adaptive(adaptive["samples_per_prompt"], adaptive["verified_per_prompt"], assets / "adaptive.png")
     if run.get("pairs"):
-        pairs = pl.read_parquet([RunDir(run_dir).pairs / f["file"] for f in read_manifest(RunDir(run_dir).pairs)["files"]],
-                                columns=["kind", "chosen_tokens", "rejected_tokens"])
+        pairs = pl.read_parquet(shard_files(RunDir(run_dir).pairs), columns=["kind", "chosen_tokens", "rejected_tokens"])
         ratios = pairs.filter(pl.col("rejected_tokens") > 0).with_columns(
             ratio=pl.col("chosen_tokens") / pl.col("rejected_tokens"))
         plots.pair_ratios({k: ratios.filter(pl.col("kind") == k)["ratio"].to_list()

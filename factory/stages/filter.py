@@ -37,6 +37,7 @@ from ..storage.shards import (
     iter_shards,
     read_manifest,
     remove_stale_temps,
+    shard_files,
     swap_into_place,
 )
 from .estimates import Estimate, EstimateContext
@@ -143,8 +144,7 @@ def _check_sandbox() -> None:
 def _row_groups(traces: Path) -> list[tuple[str, int]]:
     import pyarrow.parquet as pq
 
-    files = [str(traces / f["file"]) for f in read_manifest(traces)["files"]]
-    return [(path, g) for path in files for g in range(pq.ParquetFile(path).num_row_groups)]
+    return [(path, g) for path in shard_files(traces) for g in range(pq.ParquetFile(path).num_row_groups)]
 
 
 def _judge_rows(cfg: FilterConfig, traces: Path, verdict_file: Path, total: int) -> list[RowSummary]:

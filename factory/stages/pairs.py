@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -175,19 +176,15 @@ def _candidates(rd: RunDir, cfg: PairsConfig) -> tuple[dict[str, dict[str, list[
     columns = ["prompt_id", "sample_index", "teacher_model", "completion_tokens", "raw_completion", "reject_reason",
                "verdicts"]
     seen_correctness = False
-    for where, path in (("kept", rd.kept), ("rejected", rd.rejected)):
-        row = 0
-        for batch in iter_batches(path, FILTERED_SCHEMA, columns=columns):
-            for r in batch.to_pylist():
-                verdicts = json.loads(r["verdicts"])
-                seen_correctness = seen_correctness or "correctness" in verdicts
-                side = Side(where, row, r["prompt_id"], r["sample_index"], r["teacher_model"], count_tokens(r)[0],
-                            r["reject_reason"])
-                order.setdefault(side.prompt_id)
-                role = _role(side.reason, verdicts, cfg.flaws)
-                if role:
-                    by_prompt[side.prompt_id][role].append(side)
-                row += 1
+    for (where, row), r in _filtered_rows(rd, columns):
+        verdicts = json.loads(r["verdicts"])
+        seen_correctness = seen_correctness or "correctness" in verdicts
+        side = Side(where, row, r["prompt_id"], r["sample_index"], r["teacher_model"], count_tokens(r)[0],
+                    r["reject_reason"])
+        order.setdefault(side.prompt_id)
+        role = _role(side.reason, verdicts, cfg.flaws)
+        if role:
+            by_prompt[side.prompt_id][role].append(side)
     if order and not seen_correctness:
         raise FactoryError(f"{rd.filtered}: no correctness verdicts (the filter stage's order lacks correctness): "
                            "a chosen trace must be a verified one")
@@ -260,16 +257,19 @@ def _pair_prompt(kind: str, sides: dict[str, list[Side]], cfg: PairsConfig, rng:
 
 def _texts(rd: RunDir, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
     """The text columns of the traces in pairs only: a run's text is read once, and only what is paired is kept."""
-    out: dict[tuple[str, int], dict[str, Any]] = {}
     columns = ["messages", "reasoning", "answer", "source", "task", "verdicts"]
+    return {key: r for key, r in _filtered_rows(rd, columns) if key in wanted}
+
+
+def _filtered_rows(rd: RunDir, columns: list[str]) -> Iterator[tuple[tuple[str, int], dict[str, Any]]]:
+    """Every filtered row's columns, keyed by where it is (kept or rejected, its row there): both passes over the
+    shards key a trace the same way."""
     for where, path in (("kept", rd.kept), ("rejected", rd.rejected)):
         row = 0
         for batch in iter_batches(path, FILTERED_SCHEMA, columns=columns):
             for r in batch.to_pylist():
-                if (where, row) in wanted:
-                    out[where, row] = r
+                yield (where, row), r
                 row += 1
-    return out
 
 
 def _message(m: dict[str, Any]) -> dict[str, str]:

@@ -171,6 +171,12 @@ def write_shards(out_dir: Path, rows: list[dict[str, Any]], schema: pa.Schema, r
         return writer.close()
 
 
+def shard_files(shard_dir: Path) -> list[str]:
+    """The Parquet files a finished shard directory holds, as its manifest lists them (for readers that scan them
+    whole: polars, datasets)."""
+    return [str(Path(shard_dir) / f["file"]) for f in read_manifest(shard_dir)["files"]]
+
+
 def read_manifest(shard_dir: Path) -> dict[str, Any]:
     path = Path(shard_dir) / MANIFEST
     if not path.exists():

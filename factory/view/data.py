@@ -14,7 +14,7 @@ import polars as pl
 from ..core.jsonfiles import read_json_object
 from ..storage.records import FILTERED_SCHEMA
 from ..storage.rundir import RunDir
-from ..storage.shards import check_shards, read_manifest
+from ..storage.shards import check_shards, shard_files
 
 MAX_PAGE = 10**9  # a page number beyond any run; larger ones overflow the scan's offset
 LIST_COLUMNS = ["prompt_id", "sample_index", "task", "source", "problem", "kept", "reject_reason",
@@ -67,8 +67,7 @@ class RunData:
         self.filtered = (self.rd.kept / "manifest.json").exists()
         splits = ("kept", "rejected") if self.filtered else ("traces",)
         dirs = [self.rd.filtered / s for s in splits] if self.filtered else [self.rd.traces]
-        self.files = [str(d / f["file"]) for d in dirs if (d / "manifest.json").exists()
-                      for f in read_manifest(d)["files"]]
+        self.files = [path for d in dirs if (d / "manifest.json").exists() for path in shard_files(d)]
         for d in dirs:  # every shard's footer, once: a damaged run is one line at startup, not a broken page
             if (d / "manifest.json").exists():
                 check_shards(d)

@@ -10,7 +10,7 @@ import polars as pl
 
 from ..core.jsonfiles import read_json_object
 from ..storage.rundir import RunDir
-from ..storage.shards import check_shards, read_manifest
+from ..storage.shards import check_shards, shard_files
 from .data import verdict_list
 
 TABLE = ["kind", "prompt_id", "task", "chosen_sample_index", "rejected_sample_index", "chosen_tokens",
@@ -21,7 +21,7 @@ class PairsData:
     def __init__(self, run_dir: str | Path):
         self.dir = RunDir(run_dir).pairs
         self.present = (self.dir / "stats.json").exists() and (self.dir / "manifest.json").exists()
-        self.files = [str(self.dir / f["file"]) for f in read_manifest(self.dir)["files"]] if self.present else []
+        self.files = shard_files(self.dir) if self.present else []
         if self.present:
             check_shards(self.dir)  # a damaged shard is one line at startup, not a broken page
 
